@@ -1,0 +1,61 @@
+//! Translation between protocol messages and domain types, in one place.
+
+use hodei_proto::v1::{
+    self as pb, ArgvCommand, AssignJob, LogEntry, ServerMessage, assign_job, server_message,
+};
+
+use crate::domain::{Command, Job, LogRecord, LogStream, Outcome, Resources, Timestamp};
+
+/// The `AssignJob` for a job's current attempt.
+pub fn assign_job(job: &Job, first_sequence: u64) -> ServerMessage {
+    let command = match &job.spec.command {
+        Command::Script(script) => assign_job::Command::Script(script.clone()),
+        Command::Args(args) => assign_job::Command::Argv(ArgvCommand { args: args.clone() }),
+    };
+    ServerMessage {
+        msg: Some(server_message::Msg::AssignJob(AssignJob {
+            job_id: job.id.to_string(),
+            attempt: job.attempt,
+            command: Some(command),
+            env: job.spec.env.clone().into_iter().collect(),
+            secrets: job.spec.secrets.clone().into_iter().collect(),
+            timeout_secs: job.spec.timeout_secs.unwrap_or(0),
+            first_sequence,
+        })),
+    }
+}
+
+/// A protocol log entry as a stored record.
+pub fn log_record(entry: LogEntry) -> LogRecord {
+    LogRecord {
+        sequence: entry.sequence,
+        stream: if entry.stream == pb::Stream::Stderr as i32 {
+            LogStream::Stderr
+        } else {
+            LogStream::Stdout
+        },
+        data: entry.data,
+        timestamp: Timestamp(entry.timestamp_us),
+    }
+}
+
+/// How a `JobResult` ended, in domain terms.
+pub fn outcome(result: &pb::JobResult) -> Outcome {
+    match pb::Outcome::try_from(result.outcome).unwrap_or(pb::Outcome::Exited) {
+        pb::Outcome::Cancelled => Outcome::Cancelled,
+        pb::Outcome::TimedOut => Outcome::TimedOut,
+        pb::Outcome::FailedToStart => Outcome::FailedToStart,
+        pb::Outcome::Exited | pb::Outcome::Unspecified if result.signal != 0 => {
+            Outcome::Signalled(result.signal)
+        }
+        pb::Outcome::Exited | pb::Outcome::Unspecified => Outcome::Exited(result.exit_code),
+    }
+}
+
+/// What a worker offers, from its registration.
+pub fn capacity(register: &pb::Register) -> Resources {
+    Resources {
+        cpu_millis: u64::from(register.cpu_count) * 1000,
+        memory_mb: register.memory_bytes / (1024 * 1024),
+    }
+}

@@ -1,0 +1,399 @@
+//! `/api/v1/jobs`: submit, list, get, cancel.
+//!
+//! Handlers are thin: parse, validate into a domain `JobSpec`, call the job
+//! service, map to the view. Validation collects every problem in one answer
+//! rather than stopping at the first.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::{ApiJson, ApiQuery, AppState};
+use crate::api::error::ApiError;
+use crate::domain::{Command, Job, JobId, JobSpec, JobState, Resources};
+use crate::jobs::JobDetails;
+use crate::store::ListQuery;
+
+/// Secrets shorter than this are refused: masking them would blank out
+/// ordinary text all over the log.
+pub const MIN_SECRET_LEN: usize = 6;
+const MAX_NAME_LEN: usize = 256;
+const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+const MAX_ATTEMPTS_LIMIT: u32 = 100;
+const DEFAULT_PAGE: usize = 50;
+const MAX_PAGE: usize = 1000;
+
+/// Body of `POST /api/v1/jobs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitJob {
+    /// Display name; defaults to the command.
+    pub name: Option<String>,
+    /// A bash script (exclusive with `args`).
+    pub command: Option<String>,
+    /// An argv vector (exclusive with `command`).
+    pub args: Option<Vec<String>>,
+    /// Environment variables.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Secret environment variables: write-only.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    /// Required worker labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Capacity to reserve.
+    #[serde(default)]
+    pub resources: Resources,
+    /// Higher first.
+    #[serde(default)]
+    pub priority: i32,
+    /// Wall-clock limit in seconds.
+    pub timeout_secs: Option<u64>,
+    /// Attempts allowed for infrastructure failures (default 3).
+    pub max_attempts: Option<u32>,
+}
+
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+impl SubmitJob {
+    /// Checks everything and builds the spec, or lists every problem.
+    pub fn into_spec(self) -> Result<JobSpec, ApiError> {
+        let mut problems: Vec<(String, String)> = Vec::new();
+        let mut problem = |field: &str, what: &str| problems.push((field.into(), what.into()));
+        let command = match (self.command, self.args) {
+            (Some(_), Some(_)) => {
+                problem("command", "give either `command` or `args`, not both");
+                None
+            }
+            (None, None) => {
+                problem(
+                    "command",
+                    "required: a script in `command` or an argv in `args`",
+                );
+                None
+            }
+            (Some(script), None) if script.trim().is_empty() => {
+                problem("command", "must not be empty");
+                None
+            }
+            (Some(script), None) if script.contains('\0') => {
+                problem("command", "must not contain NUL bytes");
+                None
+            }
+            (Some(script), None) => Some(Command::Script(script)),
+            (None, Some(args)) if args.first().is_none_or(|a| a.is_empty()) => {
+                problem("args", "must start with a non-empty program name");
+                None
+            }
+            (None, Some(args)) if args.iter().any(|a| a.contains('\0')) => {
+                problem("args", "must not contain NUL bytes");
+                None
+            }
+            (None, Some(args)) => Some(Command::Args(args)),
+        };
+        for name in self.env.keys() {
+            if !is_env_name(name) {
+                problem(
+                    &format!("env.{name}"),
+                    "not a valid environment variable name",
+                );
+            }
+        }
+        for (name, value) in &self.secrets {
+            if !is_env_name(name) {
+                problem(
+                    &format!("secrets.{name}"),
+                    "not a valid environment variable name",
+                );
+            } else if self.env.contains_key(name) {
+                problem(&format!("secrets.{name}"), "also given in `env`");
+            } else if value.len() < MIN_SECRET_LEN {
+                problem(
+                    &format!("secrets.{name}"),
+                    &format!(
+                        "shorter than {MIN_SECRET_LEN} bytes; masking it would garble the log"
+                    ),
+                );
+            }
+        }
+        if self.labels.keys().any(|k| k.is_empty()) {
+            problem("labels", "label names must not be empty");
+        }
+        if self.name.as_ref().is_some_and(|n| n.len() > MAX_NAME_LEN) {
+            problem("name", &format!("longer than {MAX_NAME_LEN} bytes"));
+        }
+        if self.timeout_secs == Some(0) {
+            problem(
+                "timeout_secs",
+                "must be at least 1 (omit it for no timeout)",
+            );
+        }
+        let max_attempts = self.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
+        if !(1..=MAX_ATTEMPTS_LIMIT).contains(&max_attempts) {
+            problem(
+                "max_attempts",
+                &format!("must be between 1 and {MAX_ATTEMPTS_LIMIT}"),
+            );
+        }
+        match command {
+            Some(command) if problems.is_empty() => Ok(JobSpec {
+                name: self.name.unwrap_or_else(|| default_name(&command)),
+                command,
+                env: self.env,
+                secrets: self.secrets,
+                labels: self.labels,
+                resources: self.resources,
+                priority: self.priority,
+                timeout_secs: self.timeout_secs,
+                max_attempts,
+            }),
+            _ => Err(ApiError::validation(problems)),
+        }
+    }
+}
+
+fn default_name(command: &Command) -> String {
+    let text = match command {
+        Command::Script(script) => script.lines().next().unwrap_or_default().to_owned(),
+        Command::Args(args) => args.join(" "),
+    };
+    text.chars().take(64).collect()
+}
+
+/// A job as the API shows it. Secret values never appear; their names do.
+#[derive(Debug, Serialize)]
+pub struct JobView {
+    id: String,
+    name: String,
+    state: JobState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    args: Option<Vec<String>>,
+    env: BTreeMap<String, String>,
+    secret_names: Vec<String>,
+    labels: BTreeMap<String, String>,
+    resources: Resources,
+    priority: i32,
+    timeout_secs: Option<u64>,
+    max_attempts: u32,
+    attempt: u32,
+    worker_id: Option<String>,
+    cancel_requested: bool,
+    exit_code: Option<i32>,
+    reason: Option<String>,
+    pending_reason: Option<String>,
+    created_at: String,
+    scheduled_at: Option<String>,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+}
+
+impl JobView {
+    /// The view of a job; `pending_reason` from the scheduler.
+    pub fn of(job: Job, pending_reason: Option<String>) -> Self {
+        let (command, args) = match job.spec.command {
+            Command::Script(script) => (Some(script), None),
+            Command::Args(args) => (None, Some(args)),
+        };
+        Self {
+            id: job.id.to_string(),
+            name: job.spec.name,
+            state: job.state,
+            command,
+            args,
+            env: job.spec.env,
+            secret_names: job.spec.secrets.into_keys().collect(),
+            labels: job.spec.labels,
+            resources: job.spec.resources,
+            priority: job.spec.priority,
+            timeout_secs: job.spec.timeout_secs,
+            max_attempts: job.spec.max_attempts,
+            attempt: job.attempt,
+            worker_id: job.worker_id.map(|w| w.0),
+            cancel_requested: job.cancel_requested,
+            exit_code: job.exit_code,
+            reason: job.reason,
+            pending_reason,
+            created_at: job.created_at.to_rfc3339(),
+            scheduled_at: job.scheduled_at.map(|t| t.to_rfc3339()),
+            started_at: job.started_at.map(|t| t.to_rfc3339()),
+            finished_at: job.finished_at.map(|t| t.to_rfc3339()),
+        }
+    }
+}
+
+impl From<JobDetails> for JobView {
+    fn from(details: JobDetails) -> Self {
+        Self::of(details.job, details.pending_reason)
+    }
+}
+
+/// Parses a path id; a malformed id names no job, so it is a 404 too.
+pub fn parse_id(raw: &str) -> Result<JobId, ApiError> {
+    JobId::parse(raw).map_err(|_| ApiError::job_not_found(raw))
+}
+
+/// `POST /api/v1/jobs`: 201 once the job is durable.
+pub async fn submit(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<SubmitJob>,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    let spec = body.into_spec()?;
+    let job = state.jobs.submit(spec).await?;
+    Ok((StatusCode::CREATED, Json(JobView::of(job, None))))
+}
+
+/// `GET /api/v1/jobs/{id}`.
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let job_id = parse_id(&id)?;
+    let details = state
+        .jobs
+        .get(job_id)
+        .await?
+        .ok_or_else(|| ApiError::job_not_found(&id))?;
+    Ok(Json(details.into()))
+}
+
+/// Query of `GET /api/v1/jobs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    status: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+/// A page of jobs.
+#[derive(Debug, Serialize)]
+pub struct JobPage {
+    jobs: Vec<JobView>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
+}
+
+/// `GET /api/v1/jobs?status=&limit=&cursor=`, newest first.
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<Json<JobPage>, ApiError> {
+    let mut problems = Vec::new();
+    let status = params.status.as_deref().and_then(|s| {
+        let parsed = JobState::parse(s);
+        if parsed.is_none() {
+            problems.push(("status".to_owned(), format!("unknown state {s:?}")));
+        }
+        parsed
+    });
+    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        problems.push((
+            "limit".to_owned(),
+            format!("must be between 1 and {MAX_PAGE}"),
+        ));
+    }
+    let before = params.cursor.as_deref().and_then(|c| {
+        let parsed = JobId::parse(c).ok();
+        if parsed.is_none() {
+            problems.push((
+                "cursor".to_owned(),
+                "not a cursor from a previous page".to_owned(),
+            ));
+        }
+        parsed
+    });
+    if !problems.is_empty() {
+        return Err(ApiError::validation(problems));
+    }
+    let query = ListQuery {
+        state: status,
+        before,
+        limit: limit + 1,
+    };
+    let mut jobs = state.jobs.list(query).await?;
+    let next_cursor = if jobs.len() > limit {
+        jobs.truncate(limit);
+        jobs.last().map(|d| d.job.id.to_string())
+    } else {
+        None
+    };
+    Ok(Json(JobPage {
+        jobs: jobs.into_iter().map(JobView::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// `POST /api/v1/jobs/{id}/cancel`: 200 with the job; CANCELLED at once when
+/// pending, otherwise `cancel_requested` until the agent confirms.
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let job_id = parse_id(&id)?;
+    let job = state.jobs.cancel(job_id).await?;
+    Ok(Json(JobView::of(job, None)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(json: serde_json::Value) -> SubmitJob {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn all_problems_are_reported_at_once() {
+        let err = body(serde_json::json!({
+            "env": {"1BAD": "x"},
+            "secrets": {"TOKEN": "abc"},
+            "timeout_secs": 0,
+            "max_attempts": 0
+        }))
+        .into_spec()
+        .unwrap_err();
+        let fields: Vec<&str> = err
+            .details
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["field"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "command",
+                "env.1BAD",
+                "secrets.TOKEN",
+                "timeout_secs",
+                "max_attempts"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_valid_body_becomes_a_spec_with_defaults() {
+        let spec = body(serde_json::json!({"args": ["echo", "hi"]}))
+            .into_spec()
+            .unwrap();
+        assert_eq!(spec.name, "echo hi");
+        assert_eq!(spec.max_attempts, 3);
+        assert_eq!(
+            spec.command,
+            Command::Args(vec!["echo".into(), "hi".into()])
+        );
+    }
+}

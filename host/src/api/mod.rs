@@ -1,0 +1,52 @@
+//! The REST API: routes, shared state, and the extractors that turn bad
+//! input into the one JSON error shape.
+//!
+//! One file per resource: `jobs`, `logs` (SSE), `workers`; `error` owns the
+//! error shape.
+
+pub mod error;
+mod jobs;
+mod logs;
+mod workers;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts};
+use axum::routing::{get, post};
+use axum::{Router, middleware};
+
+use self::error::ApiError;
+use crate::jobs::JobService;
+
+pub use self::jobs::{JobView, MIN_SECRET_LEN};
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The job use cases.
+    pub jobs: Arc<JobService>,
+}
+
+/// `axum::Json` whose rejections are [`ApiError`]s.
+#[derive(Debug, FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+/// `axum::extract::Query` whose rejections are [`ApiError`]s.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+/// The whole HTTP surface. `max_body_bytes` bounds every request body.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/healthz", get(workers::healthz))
+        .route("/api/v1/jobs", post(jobs::submit).get(jobs::list))
+        .route("/api/v1/jobs/{id}", get(jobs::get))
+        .route("/api/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/api/v1/jobs/{id}/logs", get(logs::stream))
+        .route("/api/v1/workers", get(workers::list))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn(error::stamp))
+        .with_state(state)
+}

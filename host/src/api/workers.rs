@@ -1,0 +1,25 @@
+//! `/api/v1/workers` and `/healthz`.
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+
+use super::AppState;
+
+/// `GET /api/v1/workers`: every worker the host knows, connected or within
+/// its grace period.
+pub async fn list(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({ "workers": state.jobs.cluster().views() }))
+}
+
+/// `GET /healthz`: the process serves and how much waits.
+pub async fn healthz(State(state): State<AppState>) -> Json<Value> {
+    let workers = state.jobs.cluster().views();
+    Json(json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "queued_jobs": state.jobs.scheduler().queued(),
+        "jobs_finished": state.jobs.finished_count(),
+        "connected_workers": workers.iter().filter(|w| w.connected).count(),
+    }))
+}

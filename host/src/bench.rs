@@ -1,0 +1,199 @@
+//! `hodei bench`: the spine's figures, measured against real processes.
+//!
+//! Starts a real `hodei serve` (this binary) on a temporary data directory
+//! and ports picked by the OS, then measures over HTTP, as a user would:
+//! - durable submits/s: N clients each POST jobs back to back; every 201
+//!   means the job is fsynced (no agents, so nothing competes);
+//! - completed jobs/s: a fresh host with local agents, `true` jobs submitted
+//!   by 64 clients, timed from the first submit until the host has finished
+//!   them all.
+//!
+//! Build with `--release` for figures worth comparing.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Arguments of `hodei bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Jobs each submit round posts.
+    #[arg(long, default_value_t = 20_000)]
+    submits: usize,
+    /// Client counts to measure submits with.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 64])]
+    clients: Vec<usize>,
+    /// Trivial jobs run end to end.
+    #[arg(long, default_value_t = 5_000)]
+    jobs: usize,
+    /// Local agents for the end-to-end round.
+    #[arg(long, default_value_t = 4)]
+    agents: u32,
+    /// Slots per local agent.
+    #[arg(long, default_value_t = 8)]
+    slots: u32,
+}
+
+struct Host {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Host {
+    async fn start(local_agents: u32, slots: u32) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut child = Command::new(std::env::current_exe()?)
+            .args([
+                "serve",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--grpc-addr",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--local-agents", &local_agents.to_string()])
+            .args(["--local-agent-slots", &slots.to_string()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let base = loop {
+            let line = lines
+                .next_line()
+                .await?
+                .context("host exited during start-up")?;
+            if let Some(addr) = line.strip_prefix("hodei: http listening on ") {
+                break addr.to_owned();
+            }
+        };
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Self {
+            child,
+            base,
+            _dir: dir,
+        })
+    }
+
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
+}
+
+/// Posts `total` jobs from `clients` concurrent clients; returns jobs/s.
+async fn submit_load(
+    base: &str,
+    clients: usize,
+    total: usize,
+    body: serde_json::Value,
+) -> anyhow::Result<f64> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .build()?;
+    let left = Arc::new(AtomicUsize::new(total));
+    let url = format!("{base}/api/v1/jobs");
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let (http, left, url, body) = (http.clone(), Arc::clone(&left), url.clone(), body.clone());
+        tasks.spawn(async move {
+            while left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                let response = http.post(&url).json(&body).send().await?;
+                if response.status() != reqwest::StatusCode::CREATED {
+                    bail!("submit answered {}", response.status());
+                }
+            }
+            Ok(())
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn finished(http: &reqwest::Client, base: &str) -> anyhow::Result<u64> {
+    let health: serde_json::Value = http
+        .get(format!("{base}/healthz"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    health["jobs_finished"]
+        .as_u64()
+        .context("healthz has no jobs_finished")
+}
+
+/// Runs the benchmark and prints a table.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "note: this is a debug build; use `cargo run --release -p hodei -- bench` for real figures"
+        );
+    }
+    println!("| measurement | figure |");
+    println!("|---|---|");
+    let body = json!({ "args": ["true"] });
+    for &clients in &args.clients {
+        let host = Host::start(0, 1).await?;
+        let rate = submit_load(&host.base, clients, args.submits, body.clone()).await?;
+        println!(
+            "| durable submits/s, {clients} client(s), {} jobs (redb) | {rate:.0} |",
+            args.submits
+        );
+        host.stop().await;
+    }
+
+    let host = Host::start(args.agents, args.slots).await?;
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let health: serde_json::Value = http
+            .get(format!("{}/healthz", host.base))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if health["connected_workers"].as_u64() == Some(u64::from(args.agents)) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("local agents did not connect within 30s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let started = Instant::now();
+    submit_load(&host.base, 64, args.jobs, body).await?;
+    let expected = u64::try_from(args.jobs)?;
+    while finished(&http, &host.base).await? < expected {
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!("jobs did not finish within 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rate = args.jobs as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "| completed `true` jobs/s end to end, {} agents × {} slots, {} jobs | {rate:.0} |",
+        args.agents, args.slots, args.jobs
+    );
+    host.stop().await;
+    Ok(())
+}

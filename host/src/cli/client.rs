@@ -1,0 +1,165 @@
+//! A small typed client of the REST API, shared by every CLI command.
+
+use anyhow::{Context, bail};
+use eventsource_stream::Eventsource;
+use futures::{Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// A log line as the SSE stream carries it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogLine {
+    /// RFC 3339.
+    pub timestamp: String,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// The text.
+    pub line: String,
+    /// Per-job sequence.
+    pub sequence: u64,
+}
+
+/// The final SSE event.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Done {
+    /// Job state (`SUCCEEDED`...).
+    pub status: String,
+    /// Exit code when it exited.
+    pub exit_code: Option<i32>,
+    /// Why it ended so, when not obvious.
+    pub reason: Option<String>,
+}
+
+/// One item of a log stream.
+#[derive(Debug, Clone)]
+pub enum LogEvent {
+    /// A line.
+    Line(LogLine),
+    /// The end.
+    Done(Done),
+}
+
+/// The REST API at one base URL.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl ApiClient {
+    /// A client for `base` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(base: &str) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .build()?;
+        Ok(Self {
+            base: base.trim_end_matches('/').to_owned(),
+            http,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn decode(response: reqwest::Response) -> anyhow::Result<Value> {
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(body);
+        }
+        let code = body["error"].as_str().unwrap_or("ERROR");
+        let message = body["message"].as_str().unwrap_or("request failed");
+        bail!("{message} ({code}, HTTP {})", status.as_u16())
+    }
+
+    fn unreachable(&self) -> impl FnOnce(reqwest::Error) -> anyhow::Error + '_ {
+        move |err| {
+            anyhow::Error::new(err).context(format!(
+                "cannot reach the hodei server at {} (set --server or HODEI_SERVER)",
+                self.base
+            ))
+        }
+    }
+
+    /// `POST /api/v1/jobs`.
+    pub async fn submit(&self, body: &Value) -> anyhow::Result<Value> {
+        let response = self
+            .http
+            .post(self.url("/api/v1/jobs"))
+            .json(body)
+            .send()
+            .await
+            .map_err(self.unreachable())?;
+        Self::decode(response).await
+    }
+
+    /// `GET` of any API path.
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let response = self
+            .http
+            .get(self.url(path))
+            .send()
+            .await
+            .map_err(self.unreachable())?;
+        Self::decode(response).await
+    }
+
+    /// `POST /api/v1/jobs/{id}/cancel`.
+    pub async fn cancel(&self, id: &str) -> anyhow::Result<Value> {
+        let response = self
+            .http
+            .post(self.url(&format!("/api/v1/jobs/{id}/cancel")))
+            .send()
+            .await
+            .map_err(self.unreachable())?;
+        Self::decode(response).await
+    }
+
+    /// The job's log as a stream of lines then `Done`.
+    pub async fn logs(
+        &self,
+        id: &str,
+        follow: bool,
+        tail: Option<u64>,
+    ) -> anyhow::Result<impl Stream<Item = anyhow::Result<LogEvent>> + use<>> {
+        let mut query = vec![("follow", follow.to_string())];
+        if let Some(tail) = tail {
+            query.push(("tail", tail.to_string()));
+        }
+        let response = self
+            .http
+            .get(self.url(&format!("/api/v1/jobs/{id}/logs")))
+            .query(&query)
+            .send()
+            .await
+            .map_err(self.unreachable())?;
+        if !response.status().is_success() {
+            Self::decode(response).await?;
+            bail!("unexpected response");
+        }
+        Ok(response
+            .bytes_stream()
+            .eventsource()
+            .filter_map(|event| async move {
+                let event = match event {
+                    Ok(event) => event,
+                    Err(err) => return Some(Err(anyhow::anyhow!("log stream broke: {err}"))),
+                };
+                match event.event.as_str() {
+                    "done" => Some(
+                        serde_json::from_str(&event.data)
+                            .map(LogEvent::Done)
+                            .context("bad done event"),
+                    ),
+                    "message" | "" => Some(
+                        serde_json::from_str(&event.data)
+                            .map(LogEvent::Line)
+                            .context("bad log event"),
+                    ),
+                    "error" => Some(Err(anyhow::anyhow!("server error: {}", event.data))),
+                    _ => None,
+                }
+            }))
+    }
+}

@@ -1,0 +1,89 @@
+//! The `hodei` command line: `serve` runs the host; every other command is
+//! a client of its REST API (one file per command).
+
+pub mod client;
+mod jobs;
+mod logs;
+pub mod run;
+mod workers;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::bench::BenchArgs;
+use crate::config::ServeArgs;
+
+/// Hodei Jobs: a job scheduler with Wasm policies and gRPC agents.
+#[derive(Debug, Parser)]
+#[command(name = "hodei", version, about)]
+pub struct Cli {
+    /// REST address of the host the client commands talk to.
+    #[arg(
+        long,
+        env = "HODEI_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    server: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the host (REST API, agent gateway, scheduler, store).
+    Serve(ServeArgs),
+    /// Submit a job, follow its log, exit with its exit code.
+    Run(run::RunArgs),
+    /// List, show and cancel jobs.
+    #[command(subcommand)]
+    Jobs(jobs::JobsCommand),
+    /// Print a job's log.
+    Logs(logs::LogsArgs),
+    /// List workers.
+    Workers,
+    /// Measure durable submits/s and completed jobs/s on this machine.
+    Bench(BenchArgs),
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(match cli.command {
+            Command::Serve(_) => "info",
+            _ => "warn",
+        })
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("hodei: cannot start the runtime: {err}");
+            return ExitCode::from(run::EXIT_HODEI_FAILED);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("hodei: {err:#}");
+            ExitCode::from(run::EXIT_HODEI_FAILED)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    let client = client::ApiClient::new(&cli.server)?;
+    match cli.command {
+        Command::Serve(args) => crate::serve::serve(args.resolve()?).await.map(|()| 0),
+        Command::Run(args) => run::run(&client, args).await,
+        Command::Jobs(command) => jobs::run(&client, command).await.map(|()| 0),
+        Command::Logs(args) => logs::run(&client, args).await.map(|()| 0),
+        Command::Workers => workers::run(&client).await.map(|()| 0),
+        Command::Bench(args) => crate::bench::run(args).await.map(|()| 0),
+    }
+}

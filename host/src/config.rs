@@ -1,0 +1,168 @@
+//! `hodei serve` settings: flags, `HODEI_*` environment, a TOML file.
+//!
+//! Precedence, highest first: a flag, its environment variable, the config
+//! file (`--config` / `HODEI_CONFIG`), the built-in default. Every setting
+//! is optional in the first three layers so the layers can be told apart;
+//! [`ServeArgs::resolve`] is the one place defaults live.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use crate::store::StorageKind;
+
+/// Flags of `hodei serve` (each also read from its environment variable).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// TOML config file; its keys are the flag names with underscores.
+    #[arg(long, env = "HODEI_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where the embedded store keeps its files [default: ./hodei-data].
+    #[arg(long, env = "HODEI_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// REST API address; port 0 picks a free port [default: 127.0.0.1:8080].
+    #[arg(long, env = "HODEI_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// Agent gRPC address; port 0 picks a free port [default: 127.0.0.1:50051].
+    #[arg(long, env = "HODEI_GRPC_ADDR")]
+    pub grpc_addr: Option<SocketAddr>,
+    /// Storage backend [default: redb].
+    #[arg(long, env = "HODEI_STORAGE", value_enum)]
+    pub storage: Option<StorageKind>,
+    /// Token agents must present [default: generated once into DATA_DIR/agent.token].
+    #[arg(long, env = "HODEI_AGENT_TOKEN", hide_env_values = true)]
+    pub agent_token: Option<String>,
+    /// Start this many `hodei-agent` processes on this machine [default: 0].
+    #[arg(long, env = "HODEI_LOCAL_AGENTS")]
+    pub local_agents: Option<u32>,
+    /// Slots of each local agent [default: the agent's own default, its CPU count].
+    #[arg(long, env = "HODEI_LOCAL_AGENT_SLOTS")]
+    pub local_agent_slots: Option<u32>,
+    /// Seconds a silent agent keeps its jobs before they count as lost [default: 10].
+    #[arg(long, env = "HODEI_LEASE_SECS")]
+    pub lease_secs: Option<u64>,
+    /// Largest accepted request body in bytes [default: 1048576].
+    #[arg(long, env = "HODEI_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+}
+
+/// The config file's shape: the same settings, all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    http_addr: Option<SocketAddr>,
+    grpc_addr: Option<SocketAddr>,
+    storage: Option<StorageKind>,
+    agent_token: Option<String>,
+    local_agents: Option<u32>,
+    local_agent_slots: Option<u32>,
+    lease_secs: Option<u64>,
+    max_body_bytes: Option<usize>,
+}
+
+/// Resolved settings.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// REST address.
+    pub http_addr: SocketAddr,
+    /// gRPC address.
+    pub grpc_addr: SocketAddr,
+    /// Storage backend.
+    pub storage: StorageKind,
+    /// Explicit agent token, if any.
+    pub agent_token: Option<String>,
+    /// Local agents to start.
+    pub local_agents: u32,
+    /// Slots per local agent.
+    pub local_agent_slots: Option<u32>,
+    /// Lost-agent lease.
+    pub lease: Duration,
+    /// Request body limit.
+    pub max_body_bytes: usize,
+}
+
+impl ServeArgs {
+    /// Applies the layers (see the module docs).
+    pub fn resolve(self) -> anyhow::Result<ServeConfig> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        Ok(ServeConfig {
+            data_dir: self
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("hodei-data")),
+            http_addr: self
+                .http_addr
+                .or(file.http_addr)
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            grpc_addr: self
+                .grpc_addr
+                .or(file.grpc_addr)
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 50051))),
+            storage: self.storage.or(file.storage).unwrap_or(StorageKind::Redb),
+            agent_token: self.agent_token.or(file.agent_token),
+            local_agents: self.local_agents.or(file.local_agents).unwrap_or(0),
+            local_agent_slots: self.local_agent_slots.or(file.local_agent_slots),
+            lease: Duration::from_secs(self.lease_secs.or(file.lease_secs).unwrap_or(10).max(1)),
+            max_body_bytes: self
+                .max_body_bytes
+                .or(file.max_body_bytes)
+                .unwrap_or(1024 * 1024),
+        })
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_the_file_which_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hodei.toml");
+        std::fs::write(
+            &path,
+            "http_addr = \"127.0.0.1:9999\"\nlease_secs = 3\nlocal_agents = 2\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            local_agents: Some(4),
+            ..ServeArgs::default()
+        };
+        let config = args.resolve().unwrap();
+        assert_eq!(config.http_addr.port(), 9999);
+        assert_eq!(config.lease, Duration::from_secs(3));
+        assert_eq!(config.local_agents, 4);
+        assert_eq!(config.grpc_addr.port(), 50051);
+        assert_eq!(config.data_dir, PathBuf::from("hodei-data"));
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hodei.toml");
+        std::fs::write(&path, "htp_addr = \"127.0.0.1:9999\"\n").unwrap();
+        let err = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("htp_addr"), "{err:#}");
+    }
+}

@@ -1,0 +1,74 @@
+//! The model: jobs, their state machine, workers and what they offer.
+//!
+//! Pure: no I/O, no tokio, no storage layout. Everything else in the host
+//! (store, scheduler, agents, api) speaks these types, so the rules live in
+//! one place and are unit-tested without a runtime.
+
+mod job;
+mod log;
+mod worker;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+pub use job::{Command, Job, JobId, JobSpec, JobState, Outcome};
+pub use log::{LogRecord, LogStream};
+pub use worker::{Resources, WorkerId, WorkerInfo, WorkerMetrics};
+
+/// A rule of the model was broken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    /// The state machine has no such move.
+    #[error("illegal transition from {from} to {to}")]
+    IllegalTransition {
+        /// State the job is in.
+        from: JobState,
+        /// State that was asked for.
+        to: JobState,
+    },
+    /// A message about an attempt that is no longer the job's current one.
+    #[error("stale attempt {got}: the job is on attempt {current}")]
+    StaleAttempt {
+        /// The job's attempt.
+        current: u32,
+        /// The attempt the message was about.
+        got: u32,
+    },
+    /// Not a well-formed id.
+    #[error("invalid id {0:?}")]
+    InvalidId(String),
+}
+
+/// A point in time, as microseconds since the Unix epoch (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// The current wall-clock time.
+    pub fn now() -> Self {
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Self(i64::try_from(since_epoch.as_micros()).unwrap_or(i64::MAX))
+    }
+
+    /// RFC 3339 with microseconds, e.g. `2026-11-22T06:13:50.123456Z`.
+    pub fn to_rfc3339(self) -> String {
+        let nanos = i128::from(self.0) * 1_000;
+        time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_else(|| self.0.to_string())
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_rfc3339())
+    }
+}

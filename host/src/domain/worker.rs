@@ -1,0 +1,81 @@
+//! Workers as the scheduler sees them: identity, what they offer, what they
+//! report.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Identifies a worker: the agent's own id, stable across its reconnects.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct WorkerId(pub String);
+
+impl fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Reservable capacity. A job's `Resources` is what it reserves; a worker's
+/// is what it offers. Every job also takes one slot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// Thousandths of a CPU core.
+    #[serde(default)]
+    pub cpu_millis: u64,
+    /// Memory in MiB.
+    #[serde(default)]
+    pub memory_mb: u64,
+}
+
+impl Resources {
+    /// Component-wise sum, saturating.
+    pub fn plus(self, other: Self) -> Self {
+        Self {
+            cpu_millis: self.cpu_millis.saturating_add(other.cpu_millis),
+            memory_mb: self.memory_mb.saturating_add(other.memory_mb),
+        }
+    }
+
+    /// Component-wise difference, saturating at zero.
+    pub fn minus(self, other: Self) -> Self {
+        Self {
+            cpu_millis: self.cpu_millis.saturating_sub(other.cpu_millis),
+            memory_mb: self.memory_mb.saturating_sub(other.memory_mb),
+        }
+    }
+}
+
+/// What an agent said about itself when it registered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WorkerInfo {
+    /// Identity.
+    pub id: WorkerId,
+    /// Human-readable name.
+    pub name: String,
+    /// Agent version.
+    pub version: String,
+    /// Operating system (`linux`).
+    pub os: String,
+    /// CPU architecture (`x86_64`).
+    pub arch: String,
+    /// Labels jobs can require.
+    pub labels: BTreeMap<String, String>,
+    /// Concurrent jobs it accepts.
+    pub slots: u32,
+    /// Total capacity (cpu_count × 1000, memory in MiB).
+    pub capacity: Resources,
+}
+
+/// Latest figures from a heartbeat.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct WorkerMetrics {
+    /// Whole-machine CPU use, 0..100.
+    pub cpu_percent: f32,
+    /// Memory in use, bytes.
+    pub memory_used_bytes: u64,
+    /// Memory installed, bytes.
+    pub memory_total_bytes: u64,
+}

@@ -1,0 +1,40 @@
+//! Hodei Jobs host: accepts jobs over REST, keeps them durably, and runs
+//! them on `hodei-agent` workers that dial in over gRPC.
+//!
+//! # Layout
+//! - [`domain`]: Job, JobSpec, the JobState machine, workers. Pure.
+//! - [`store`]: the `JobStore` port and its adapters (redb today).
+//! - [`bus`]: broadcast of events; wakes people up, carries no data that
+//!   must not be lost.
+//! - [`scheduler`]: queue order, cluster state and atomic reservations,
+//!   the placement policy (built-in default) and the decision round.
+//! - [`jobs`]: the use cases; the one place jobs change state.
+//! - [`agents`]: the tonic gateway agents dial into: auth, sessions,
+//!   reconciliation on reconnect, log ingest, results.
+//! - [`logs`]: reading and following a job's log from the store.
+//! - [`api`]: axum REST + SSE; thin handlers, one JSON error shape.
+//! - [`config`], [`serve`], [`local_agents`]: `hodei serve` and its settings.
+//! - [`cli`]: the client commands (`run`, `jobs`, `logs`, `workers`).
+//! - [`bench`]: `hodei bench`, the spine's figures against real processes.
+//!
+//! # The spine
+//! `POST /api/v1/jobs` → validated `JobSpec` → `JobStore::insert` (group
+//! commit; the 201 waits for durability) → queued → a scheduler round picks
+//! a worker and reserves capacity → store `Pending → Scheduled` with a new
+//! attempt (the fencing token) → `AssignJob` down the agent's stream →
+//! `JobStarted`, `LogBatch`es (stored once per sequence, acknowledged),
+//! `JobResult` → terminal state, capacity released → SSE `event: done`.
+
+pub mod agents;
+pub mod api;
+pub mod bench;
+pub mod bus;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod jobs;
+pub mod local_agents;
+pub mod logs;
+pub mod scheduler;
+pub mod serve;
+pub mod store;

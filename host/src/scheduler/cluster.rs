@@ -1,0 +1,460 @@
+//! Cluster state: which workers exist, what they hold, how to reach them.
+//!
+//! Fed by agent sessions (register, heartbeat, disconnect) and by the
+//! scheduler's reservations. One `std::sync::Mutex` guards it: every
+//! critical section is a few map operations and never awaits, and taking the
+//! lock is what makes a reservation atomic (check free capacity and record
+//! the assignment in one step), so a worker is never overcommitted.
+//!
+//! A worker whose stream ended stays here, disconnected, for a grace period
+//! with its assignments: if it comes back in time its jobs are reattached,
+//! otherwise [`Cluster::expire`] hands them back as lost. After a host
+//! restart, workers named by jobs in the store are recreated the same way,
+//! as placeholders waiting for their agent.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use hodei_proto::v1::ServerMessage;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::policy::Candidate;
+use crate::domain::{JobId, Resources, WorkerId, WorkerInfo, WorkerMetrics};
+
+/// The channel down an agent's stream.
+pub type AgentTx = mpsc::Sender<ServerMessage>;
+
+/// A job held by a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Assignment {
+    /// The attempt the worker runs.
+    pub attempt: u32,
+    /// Capacity it reserves.
+    pub resources: Resources,
+    /// A cancel was asked; resent if the agent reconnects.
+    pub cancel_requested: bool,
+}
+
+#[derive(Debug)]
+struct Session {
+    id: u64,
+    tx: AgentTx,
+}
+
+#[derive(Debug)]
+struct WorkerEntry {
+    info: WorkerInfo,
+    metrics: WorkerMetrics,
+    session: Option<Session>,
+    assignments: HashMap<JobId, Assignment>,
+    last_seen: Instant,
+}
+
+impl WorkerEntry {
+    fn reserved(&self) -> Resources {
+        self.assignments
+            .values()
+            .fold(Resources::default(), |acc, a| acc.plus(a.resources))
+    }
+
+    fn free_slots(&self) -> u32 {
+        let taken = u32::try_from(self.assignments.len()).unwrap_or(u32::MAX);
+        self.info.slots.saturating_sub(taken)
+    }
+}
+
+/// What a registering agent's reconciliation decided.
+#[derive(Debug, Default)]
+pub struct Reconciled {
+    /// Session number; pass it back to [`Cluster::disconnect`].
+    pub session: u64,
+    /// Jobs the host thought this worker held but the agent does not run.
+    pub lost: Vec<(JobId, u32)>,
+    /// Jobs the agent runs that the host does not want: kill them.
+    pub abandon: Vec<(JobId, u32)>,
+    /// Reattached jobs whose cancel must be sent again.
+    pub cancels: Vec<(JobId, u32)>,
+}
+
+/// Why a reservation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReserveError {
+    /// Worker unknown or not connected.
+    #[error("worker {0} is not connected")]
+    Unavailable(WorkerId),
+    /// Not enough free capacity left.
+    #[error("worker {0} has no room for the job")]
+    NoRoom(WorkerId),
+}
+
+/// A worker as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerView {
+    /// What it registered with.
+    #[serde(flatten)]
+    pub info: WorkerInfo,
+    /// Connected right now.
+    pub connected: bool,
+    /// Jobs it holds.
+    pub running_jobs: Vec<String>,
+    /// Capacity reserved by those jobs.
+    pub reserved: Resources,
+    /// Slots taken.
+    pub used_slots: u32,
+    /// Latest heartbeat figures.
+    pub metrics: WorkerMetrics,
+    /// Milliseconds since the last message.
+    pub last_seen_ms: u128,
+}
+
+/// The cluster state (see the module docs).
+#[derive(Debug, Default)]
+pub struct Cluster {
+    workers: Mutex<HashMap<WorkerId, WorkerEntry>>,
+    next_session: std::sync::atomic::AtomicU64,
+}
+
+impl Cluster {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<WorkerId, WorkerEntry>> {
+        // A panic while holding this lock leaves plain maps behind, still
+        // consistent enough to keep serving: recover rather than cascade.
+        self.workers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records a job a worker held before a host restart; the worker is a
+    /// disconnected placeholder until its agent registers.
+    pub fn restore_assignment(&self, worker: &WorkerId, job: JobId, assignment: Assignment) {
+        let mut workers = self.lock();
+        let entry = workers
+            .entry(worker.clone())
+            .or_insert_with(|| WorkerEntry {
+                info: WorkerInfo {
+                    id: worker.clone(),
+                    name: worker.0.clone(),
+                    version: String::new(),
+                    os: String::new(),
+                    arch: String::new(),
+                    labels: BTreeMap::new(),
+                    slots: 0,
+                    capacity: Resources::default(),
+                },
+                metrics: WorkerMetrics::default(),
+                session: None,
+                assignments: HashMap::new(),
+                last_seen: Instant::now(),
+            });
+        entry.assignments.insert(job, assignment);
+    }
+
+    /// An agent registered (first time, reconnect, or after a host restart).
+    /// `running` is what the agent says it runs.
+    pub fn connect(&self, info: WorkerInfo, tx: AgentTx, running: &[(JobId, u32)]) -> Reconciled {
+        let session = self
+            .next_session
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut out = Reconciled {
+            session,
+            ..Reconciled::default()
+        };
+        let mut workers = self.lock();
+        let id = info.id.clone();
+        let mut assignments = workers
+            .remove(&id)
+            .map(|old| old.assignments)
+            .unwrap_or_default();
+        let reported: HashMap<JobId, u32> = running.iter().copied().collect();
+        assignments.retain(|job, assignment| {
+            let kept = reported.get(job) == Some(&assignment.attempt);
+            if !kept {
+                out.lost.push((*job, assignment.attempt));
+            } else if assignment.cancel_requested {
+                out.cancels.push((*job, assignment.attempt));
+            }
+            kept
+        });
+        out.abandon = running
+            .iter()
+            .filter(|(job, attempt)| assignments.get(job).map(|a| a.attempt) != Some(*attempt))
+            .copied()
+            .collect();
+        workers.insert(
+            id,
+            WorkerEntry {
+                info,
+                metrics: WorkerMetrics::default(),
+                session: Some(Session { id: session, tx }),
+                assignments,
+                last_seen: Instant::now(),
+            },
+        );
+        out
+    }
+
+    /// The stream of `session` ended. The worker stays, disconnected, so it
+    /// can come back within the grace period. False when a newer session
+    /// had already replaced this one.
+    pub fn disconnect(&self, worker: &WorkerId, session: u64) -> bool {
+        let mut workers = self.lock();
+        match workers.get_mut(worker) {
+            Some(entry) if entry.session.as_ref().is_some_and(|s| s.id == session) => {
+                entry.session = None;
+                entry.last_seen = Instant::now();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Latest figures from a heartbeat.
+    pub fn heartbeat(&self, worker: &WorkerId, metrics: WorkerMetrics) {
+        if let Some(entry) = self.lock().get_mut(worker) {
+            entry.metrics = metrics;
+            entry.last_seen = Instant::now();
+        }
+    }
+
+    /// Any message from the agent proves it is alive.
+    pub fn touch(&self, worker: &WorkerId) {
+        if let Some(entry) = self.lock().get_mut(worker) {
+            entry.last_seen = Instant::now();
+        }
+    }
+
+    /// Connected workers with what they have free, sorted by id.
+    pub fn candidates(&self) -> Vec<Candidate> {
+        let workers = self.lock();
+        let mut out: Vec<Candidate> = workers
+            .values()
+            .filter(|w| w.session.is_some())
+            .map(|w| Candidate {
+                worker: w.info.id.clone(),
+                labels: w.info.labels.clone(),
+                capacity: w.info.capacity,
+                free: w.info.capacity.minus(w.reserved()),
+                slots: w.info.slots,
+                free_slots: w.free_slots(),
+                metrics: w.metrics,
+            })
+            .collect();
+        out.sort_by(|a, b| a.worker.cmp(&b.worker));
+        out
+    }
+
+    /// Atomically checks room and records the assignment; returns the
+    /// channel to the agent.
+    pub fn reserve(
+        &self,
+        worker: &WorkerId,
+        job: JobId,
+        assignment: Assignment,
+    ) -> Result<AgentTx, ReserveError> {
+        let mut workers = self.lock();
+        let entry = workers
+            .get_mut(worker)
+            .ok_or_else(|| ReserveError::Unavailable(worker.clone()))?;
+        let tx = entry
+            .session
+            .as_ref()
+            .map(|s| s.tx.clone())
+            .ok_or_else(|| ReserveError::Unavailable(worker.clone()))?;
+        let free = entry.info.capacity.minus(entry.reserved());
+        if entry.free_slots() == 0
+            || free.cpu_millis < assignment.resources.cpu_millis
+            || free.memory_mb < assignment.resources.memory_mb
+        {
+            return Err(ReserveError::NoRoom(worker.clone()));
+        }
+        entry.assignments.insert(job, assignment);
+        Ok(tx)
+    }
+
+    /// Frees what `job`'s `attempt` held on `worker`. False when it held
+    /// nothing (already released, or a newer attempt).
+    pub fn release(&self, worker: &WorkerId, job: JobId, attempt: u32) -> bool {
+        let mut workers = self.lock();
+        let Some(entry) = workers.get_mut(worker) else {
+            return false;
+        };
+        if entry
+            .assignments
+            .get(&job)
+            .is_some_and(|a| a.attempt == attempt)
+        {
+            entry.assignments.remove(&job);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Marks a held job as being cancelled; returns the channel to its agent
+    /// when connected.
+    pub fn request_cancel(&self, worker: &WorkerId, job: JobId) -> Option<AgentTx> {
+        let mut workers = self.lock();
+        let entry = workers.get_mut(worker)?;
+        entry.assignments.get_mut(&job)?.cancel_requested = true;
+        entry.session.as_ref().map(|s| s.tx.clone())
+    }
+
+    /// The channel to the agent holding `job`, when a cancel was asked for
+    /// it (the placement re-sends cancels that raced the assignment).
+    pub fn request_cancel_if_marked(&self, worker: &WorkerId, job: JobId) -> Option<AgentTx> {
+        let workers = self.lock();
+        let entry = workers.get(worker)?;
+        if !entry.assignments.get(&job)?.cancel_requested {
+            return None;
+        }
+        entry.session.as_ref().map(|s| s.tx.clone())
+    }
+
+    /// The channel to a connected worker.
+    pub fn sender(&self, worker: &WorkerId) -> Option<AgentTx> {
+        self.lock()
+            .get(worker)
+            .and_then(|w| w.session.as_ref().map(|s| s.tx.clone()))
+    }
+
+    /// Removes workers silent for longer than `lease` (heartbeats stopped,
+    /// or disconnected and not back); returns the jobs they held, now lost.
+    pub fn expire(&self, lease: Duration) -> Vec<(WorkerId, Vec<(JobId, u32)>)> {
+        let mut workers = self.lock();
+        let now = Instant::now();
+        let dead: Vec<WorkerId> = workers
+            .iter()
+            .filter(|(_, w)| now.duration_since(w.last_seen) > lease)
+            .map(|(id, _)| id.clone())
+            .collect();
+        dead.into_iter()
+            .filter_map(|id| workers.remove(&id).map(|w| (id, w)))
+            .map(|(id, w)| {
+                let jobs = w.assignments.iter().map(|(j, a)| (*j, a.attempt)).collect();
+                (id, jobs)
+            })
+            .collect()
+    }
+
+    /// Every worker, for the API, sorted by name.
+    pub fn views(&self) -> Vec<WorkerView> {
+        let workers = self.lock();
+        let now = Instant::now();
+        let mut out: Vec<WorkerView> = workers
+            .values()
+            .map(|w| WorkerView {
+                info: w.info.clone(),
+                connected: w.session.is_some(),
+                running_jobs: w.assignments.keys().map(ToString::to_string).collect(),
+                reserved: w.reserved(),
+                used_slots: w.info.slots - w.free_slots(),
+                metrics: w.metrics,
+                last_seen_ms: now.duration_since(w.last_seen).as_millis(),
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            a.info
+                .name
+                .cmp(&b.info.name)
+                .then(a.info.id.cmp(&b.info.id))
+        });
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: &str, slots: u32) -> WorkerInfo {
+        WorkerInfo {
+            id: WorkerId(id.into()),
+            name: id.into(),
+            version: "test".into(),
+            os: "linux".into(),
+            arch: "x86_64".into(),
+            labels: BTreeMap::new(),
+            slots,
+            capacity: Resources {
+                cpu_millis: 2000,
+                memory_mb: 1024,
+            },
+        }
+    }
+
+    fn assignment(attempt: u32, memory_mb: u64) -> Assignment {
+        Assignment {
+            attempt,
+            resources: Resources {
+                cpu_millis: 0,
+                memory_mb,
+            },
+            cancel_requested: false,
+        }
+    }
+
+    #[test]
+    fn reservation_never_overcommits() {
+        let cluster = Cluster::default();
+        let (tx, _rx) = mpsc::channel(1);
+        let w = WorkerId("w".into());
+        cluster.connect(info("w", 2), tx, &[]);
+        assert!(
+            cluster
+                .reserve(&w, JobId::new(), assignment(1, 600))
+                .is_ok()
+        );
+        assert!(matches!(
+            cluster.reserve(&w, JobId::new(), assignment(1, 600)),
+            Err(ReserveError::NoRoom(_))
+        ));
+        let small = JobId::new();
+        assert!(cluster.reserve(&w, small, assignment(1, 100)).is_ok());
+        assert!(matches!(
+            cluster.reserve(&w, JobId::new(), assignment(1, 0)),
+            Err(ReserveError::NoRoom(_))
+        ));
+        assert!(cluster.release(&w, small, 1));
+        assert!(!cluster.release(&w, small, 1));
+        assert!(cluster.reserve(&w, JobId::new(), assignment(1, 0)).is_ok());
+    }
+
+    #[test]
+    fn reconnect_reattaches_reported_jobs_and_loses_the_rest() {
+        let cluster = Cluster::default();
+        let w = WorkerId("w".into());
+        let (kept, gone, foreign) = (JobId::new(), JobId::new(), JobId::new());
+        let (tx, _rx) = mpsc::channel(1);
+        let first = cluster.connect(info("w", 4), tx, &[]);
+        cluster.reserve(&w, kept, assignment(1, 0)).unwrap();
+        cluster.reserve(&w, gone, assignment(2, 0)).unwrap();
+        assert!(cluster.disconnect(&w, first.session));
+        assert!(
+            cluster.candidates().is_empty(),
+            "disconnected workers get no jobs"
+        );
+
+        let (tx, _rx) = mpsc::channel(1);
+        let second = cluster.connect(info("w", 4), tx, &[(kept, 1), (foreign, 7)]);
+        assert_eq!(second.lost, vec![(gone, 2)]);
+        assert_eq!(second.abandon, vec![(foreign, 7)]);
+        assert_eq!(cluster.candidates()[0].free_slots, 3);
+        // The old session ending late must not disconnect the new one.
+        assert!(!cluster.disconnect(&w, first.session));
+    }
+
+    #[test]
+    fn silent_workers_expire_with_their_jobs() {
+        let cluster = Cluster::default();
+        let w = WorkerId("w".into());
+        let job = JobId::new();
+        cluster.restore_assignment(&w, job, assignment(3, 0));
+        assert!(cluster.expire(Duration::from_secs(60)).is_empty());
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(
+            cluster.expire(Duration::from_millis(1)),
+            vec![(w, vec![(job, 3)])]
+        );
+    }
+}

@@ -1,0 +1,243 @@
+//! Placement policy: the filter/score shape every policy has, and the
+//! host's built-in default.
+//!
+//! The shape mirrors the Wasm scheduling world: `filter` and `score` are
+//! each called once per decision over the whole candidate list (not once per
+//! worker), `filter` gives a reason for every rejection, and the host picks
+//! the highest score. The built-in policy is written against the same trait
+//! so it can stay as the fallback when a plugin fails.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::domain::{Resources, WorkerId, WorkerMetrics};
+
+/// A worker as a policy sees it at decision time.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// Identity.
+    pub worker: WorkerId,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Total capacity.
+    pub capacity: Resources,
+    /// Capacity not reserved by jobs it holds.
+    pub free: Resources,
+    /// Slots in total.
+    pub slots: u32,
+    /// Slots not taken.
+    pub free_slots: u32,
+    /// Latest heartbeat figures (real use, not reservations).
+    pub metrics: WorkerMetrics,
+}
+
+/// What a job asks of a worker.
+#[derive(Debug, Clone, Copy)]
+pub struct Demand<'a> {
+    /// Labels the worker must carry with these values.
+    pub labels: &'a BTreeMap<String, String>,
+    /// Capacity to reserve.
+    pub resources: Resources,
+}
+
+/// A filter's answer for one candidate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The job may run there.
+    Accept,
+    /// It may not, and why (short, stable text: it is aggregated).
+    Reject(String),
+}
+
+/// A scheduling policy: feasibility, then ranking.
+pub trait PlacementPolicy: Send + Sync + std::fmt::Debug {
+    /// Name shown in the API.
+    fn name(&self) -> &str;
+    /// One verdict per candidate, in order.
+    fn filter(&self, demand: &Demand<'_>, candidates: &[Candidate]) -> Vec<Verdict>;
+    /// One score per feasible candidate, in order; highest wins.
+    fn score(&self, demand: &Demand<'_>, feasible: &[Candidate]) -> Vec<i64>;
+}
+
+/// The outcome of one decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Run it there.
+    Place(WorkerId),
+    /// Not now, and why (e.g. `2 workers: missing label gpu=true`).
+    Wait(String),
+}
+
+/// Runs `policy` over `candidates` for one job.
+pub fn decide(
+    policy: &dyn PlacementPolicy,
+    demand: &Demand<'_>,
+    candidates: &[Candidate],
+) -> Decision {
+    if candidates.is_empty() {
+        return Decision::Wait("no workers connected".to_owned());
+    }
+    let verdicts = policy.filter(demand, candidates);
+    let mut feasible = Vec::new();
+    let mut reasons: HashMap<String, usize> = HashMap::new();
+    for (candidate, verdict) in candidates.iter().zip(&verdicts) {
+        match verdict {
+            Verdict::Accept => feasible.push(candidate.clone()),
+            Verdict::Reject(reason) => *reasons.entry(reason.clone()).or_default() += 1,
+        }
+    }
+    if feasible.is_empty() {
+        return Decision::Wait(summarize(reasons));
+    }
+    let scores = policy.score(demand, &feasible);
+    let best = feasible
+        .iter()
+        .zip(scores)
+        .max_by(|(a, sa), (b, sb)| sa.cmp(sb).then_with(|| b.worker.cmp(&a.worker)));
+    match best {
+        Some((candidate, _)) => Decision::Place(candidate.worker.clone()),
+        None => Decision::Wait("policy returned no scores".to_owned()),
+    }
+}
+
+/// `2 workers: missing label gpu=true; 1 worker: not enough memory`, most
+/// common reason first.
+fn summarize(reasons: HashMap<String, usize>) -> String {
+    let mut reasons: Vec<(String, usize)> = reasons.into_iter().collect();
+    reasons.sort_by(|(ra, ca), (rb, cb)| cb.cmp(ca).then_with(|| ra.cmp(rb)));
+    reasons
+        .iter()
+        .map(|(reason, count)| {
+            let noun = if *count == 1 { "worker" } else { "workers" };
+            format!("{count} {noun}: {reason}")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The built-in default: hard constraints (labels, slots, cpu, memory), then
+/// spread (prefer the worker with the largest free share).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BuiltinPolicy;
+
+impl PlacementPolicy for BuiltinPolicy {
+    fn name(&self) -> &str {
+        "builtin"
+    }
+
+    fn filter(&self, demand: &Demand<'_>, candidates: &[Candidate]) -> Vec<Verdict> {
+        candidates
+            .iter()
+            .map(|c| {
+                if let Some((k, v)) = demand
+                    .labels
+                    .iter()
+                    .find(|(k, v)| c.labels.get(*k) != Some(*v))
+                {
+                    Verdict::Reject(format!("missing label {k}={v}"))
+                } else if c.free_slots == 0 {
+                    Verdict::Reject("no free slot".to_owned())
+                } else if c.free.cpu_millis < demand.resources.cpu_millis {
+                    Verdict::Reject("not enough cpu".to_owned())
+                } else if c.free.memory_mb < demand.resources.memory_mb {
+                    Verdict::Reject("not enough memory".to_owned())
+                } else {
+                    Verdict::Accept
+                }
+            })
+            .collect()
+    }
+
+    fn score(&self, _demand: &Demand<'_>, feasible: &[Candidate]) -> Vec<i64> {
+        fn share(free: u64, total: u64) -> i64 {
+            free.saturating_mul(1000)
+                .checked_div(total)
+                .map_or(0, |share| i64::try_from(share).unwrap_or(1000))
+        }
+        feasible
+            .iter()
+            .map(|c| {
+                share(u64::from(c.free_slots), u64::from(c.slots))
+                    + share(c.free.cpu_millis, c.capacity.cpu_millis)
+                    + share(c.free.memory_mb, c.capacity.memory_mb)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(id: &str, labels: &[(&str, &str)], free_slots: u32, free_mem: u64) -> Candidate {
+        Candidate {
+            worker: WorkerId(id.into()),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            capacity: Resources {
+                cpu_millis: 4000,
+                memory_mb: 8192,
+            },
+            free: Resources {
+                cpu_millis: 4000,
+                memory_mb: free_mem,
+            },
+            slots: 4,
+            free_slots,
+            metrics: WorkerMetrics::default(),
+        }
+    }
+
+    #[test]
+    fn rejections_are_aggregated_with_counts() {
+        let labels: BTreeMap<String, String> = [("gpu".to_string(), "true".to_string())].into();
+        let demand = Demand {
+            labels: &labels,
+            resources: Resources {
+                cpu_millis: 0,
+                memory_mb: 4096,
+            },
+        };
+        let candidates = [
+            candidate("a", &[], 4, 8192),
+            candidate("b", &[("gpu", "false")], 4, 8192),
+            candidate("c", &[("gpu", "true")], 4, 1024),
+        ];
+        assert_eq!(
+            decide(&BuiltinPolicy, &demand, &candidates),
+            Decision::Wait("2 workers: missing label gpu=true; 1 worker: not enough memory".into())
+        );
+    }
+
+    #[test]
+    fn places_on_a_worker_with_the_labels_and_prefers_the_emptiest() {
+        let labels: BTreeMap<String, String> = [("gpu".to_string(), "true".to_string())].into();
+        let demand = Demand {
+            labels: &labels,
+            resources: Resources::default(),
+        };
+        let candidates = [
+            candidate("a", &[], 4, 8192),
+            candidate("b", &[("gpu", "true")], 1, 8192),
+            candidate("c", &[("gpu", "true")], 3, 8192),
+        ];
+        assert_eq!(
+            decide(&BuiltinPolicy, &demand, &candidates),
+            Decision::Place(WorkerId("c".into()))
+        );
+    }
+
+    #[test]
+    fn no_workers_says_so() {
+        let labels = BTreeMap::new();
+        let demand = Demand {
+            labels: &labels,
+            resources: Resources::default(),
+        };
+        assert_eq!(
+            decide(&BuiltinPolicy, &demand, &[]),
+            Decision::Wait("no workers connected".into())
+        );
+    }
+}

@@ -1,0 +1,169 @@
+//! `hodei serve`: builds the host from its parts and runs it until a signal.
+//!
+//! Start-up order matters: the store is opened and the queue and cluster
+//! are rebuilt from it before any port is bound, so the first request or
+//! agent already sees every job acknowledged before a restart. The bound
+//! addresses are printed on stdout (one line each) so scripts and tests can
+//! use port 0.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::agents::{AgentGateway, GatewayConfig};
+use crate::api::{AppState, router};
+use crate::bus::Bus;
+use crate::config::ServeConfig;
+use crate::jobs::JobService;
+use crate::local_agents::LocalAgents;
+use crate::scheduler::Scheduler;
+use crate::scheduler::cluster::Cluster;
+use crate::scheduler::policy::BuiltinPolicy;
+use crate::store;
+
+/// How long agents are asked to wait between heartbeats.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+/// How long shutdown waits for open connections (SSE followers, agent
+/// streams) before leaving anyway. Nothing acknowledged is at risk: every
+/// acknowledged write is already durable.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Runs the host until SIGINT or SIGTERM.
+pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    let store = store::open(config.storage, &config.data_dir)
+        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+    let cluster = Arc::new(Cluster::default());
+    let scheduler = Arc::new(Scheduler::new(cluster, Arc::new(BuiltinPolicy)));
+    let jobs = Arc::new(JobService::new(
+        store,
+        scheduler,
+        Bus::new(4096),
+        config.lease,
+    ));
+    let (pending, held) = jobs
+        .restore()
+        .await
+        .context("cannot rebuild state from the store")?;
+    tracing::info!(pending, held, data_dir = %config.data_dir.display(), "state restored");
+
+    let token = agent_token(config.agent_token.clone(), &config.data_dir)?;
+    let http = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("cannot bind the REST API to {}", config.http_addr))?;
+    let grpc = TcpListener::bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("cannot bind the agent gRPC port to {}", config.grpc_addr))?;
+    let (http_addr, grpc_addr) = (http.local_addr()?, grpc.local_addr()?);
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "hodei: http listening on http://{http_addr}")?;
+        writeln!(out, "hodei: grpc listening on http://{grpc_addr}")?;
+        out.flush()?;
+    }
+
+    tokio::spawn(Arc::clone(&jobs).run_scheduler());
+    tokio::spawn(Arc::clone(&jobs).run_monitor());
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let app = router(
+        AppState {
+            jobs: Arc::clone(&jobs),
+        },
+        config.max_body_bytes,
+    );
+    let api = tokio::spawn(
+        axum::serve(http, app)
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
+    let gateway = AgentGateway::new(
+        Arc::clone(&jobs),
+        GatewayConfig {
+            token: token.clone(),
+            heartbeat_interval: HEARTBEAT_INTERVAL,
+        },
+    );
+    let agents_server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(gateway.into_service())
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(stop_rx)),
+    );
+
+    let local = if config.local_agents > 0 {
+        let url = format!("http://{grpc_addr}");
+        Some(LocalAgents::start(
+            config.local_agents,
+            config.local_agent_slots,
+            &url,
+            &token,
+        )?)
+    } else {
+        None
+    };
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    if let Some(local) = local {
+        local.stop().await;
+    }
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        let _ = api.await;
+        let _ = agents_server.await;
+    })
+    .await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// The configured token, or the one generated at first start and kept in
+/// `DATA_DIR/agent.token` (mode 0600) for remote agents to use.
+fn agent_token(configured: Option<String>, data_dir: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(token) = configured.filter(|t| !t.is_empty()) {
+        return Ok(token);
+    }
+    let path = data_dir.join("agent.token");
+    match std::fs::read_to_string(&path) {
+        Ok(token) if !token.trim().is_empty() => return Ok(token.trim().to_owned()),
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let token: String = (0..32)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(token.as_bytes())?;
+    tracing::info!(path = %path.display(), "generated the agent token");
+    Ok(token)
+}

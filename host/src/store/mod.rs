@@ -1,0 +1,116 @@
+//! The `JobStore` port: the one durable truth about jobs and their logs.
+//!
+//! Adapters live beside this file (`redb` today; PostgreSQL is the next) and
+//! are chosen by one config key in [`open`]. The port is shaped so that both
+//! can implement it with real transactions:
+//! - [`JobStore::update`] takes the state change as a closure and runs it
+//!   inside the store's own write transaction, so a read-modify-write of one
+//!   job is atomic without compare-and-swap retry loops in callers, and the
+//!   domain's transition methods decide what is legal.
+//! - Writes are acknowledged only once durable. Adapters batch concurrent
+//!   writers into shared transactions (group commit) to make that cheap.
+
+mod redb;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use self::redb::RedbStore;
+use crate::domain::{DomainError, Job, JobId, JobState, LogRecord};
+
+/// A state change to apply to a job inside the store's transaction.
+pub type Transition = Box<dyn FnOnce(&mut Job) -> Result<(), DomainError> + Send>;
+
+/// What can go wrong talking to the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No job with this id.
+    #[error("job {0} not found")]
+    NotFound(JobId),
+    /// The change broke a rule of the model; nothing was written.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// The storage engine failed.
+    #[error("storage error: {0}")]
+    Backend(String),
+    /// The store is shutting down.
+    #[error("store is closed")]
+    Closed,
+}
+
+impl StoreError {
+    /// Wraps any engine error.
+    pub fn backend(err: impl std::fmt::Display) -> Self {
+        Self::Backend(err.to_string())
+    }
+}
+
+/// A page request for [`JobStore::list`].
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Only jobs in this state.
+    pub state: Option<JobState>,
+    /// Only jobs older than this one (the previous page's last id).
+    pub before: Option<JobId>,
+    /// Page size.
+    pub limit: usize,
+}
+
+/// The port every storage adapter implements.
+#[async_trait]
+pub trait JobStore: Send + Sync + 'static {
+    /// Stores a new job durably.
+    async fn insert(&self, job: Job) -> Result<(), StoreError>;
+
+    /// One job.
+    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError>;
+
+    /// Jobs newest first, filtered and paged by `query`.
+    async fn list(&self, query: ListQuery) -> Result<Vec<Job>, StoreError>;
+
+    /// Every job not in a terminal state, oldest first (start-up rebuild).
+    async fn list_active(&self) -> Result<Vec<Job>, StoreError>;
+
+    /// Applies `change` to the job atomically and durably; returns the job
+    /// as stored. When `change` fails nothing is written.
+    async fn update(&self, id: JobId, change: Transition) -> Result<Job, StoreError>;
+
+    /// Appends log lines of `attempt`. Sequences already stored are skipped
+    /// (resends are idempotent); lines of an attempt that is not the job's
+    /// current one are refused with [`DomainError::StaleAttempt`]. Returns
+    /// the highest sequence stored for the job.
+    async fn append_logs(
+        &self,
+        id: JobId,
+        attempt: u32,
+        lines: Vec<LogRecord>,
+    ) -> Result<u64, StoreError>;
+
+    /// Up to `limit` lines with sequence greater than `after`, in order.
+    async fn read_logs(
+        &self,
+        id: JobId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<LogRecord>, StoreError>;
+
+    /// Highest stored log sequence of the job (0 when it has none).
+    async fn log_head(&self, id: JobId) -> Result<u64, StoreError>;
+}
+
+/// Which adapter to use (the `storage` config key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    /// Embedded redb file in the data directory.
+    Redb,
+}
+
+/// Opens the configured adapter. The one place backends are registered.
+pub fn open(kind: StorageKind, data_dir: &Path) -> Result<Arc<dyn JobStore>, StoreError> {
+    match kind {
+        StorageKind::Redb => Ok(Arc::new(RedbStore::open(&data_dir.join("hodei.redb"))?)),
+    }
+}

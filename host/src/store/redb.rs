@@ -1,0 +1,439 @@
+//! The embedded default: one redb file, written by one thread with group
+//! commit.
+//!
+//! redb allows one write transaction at a time and makes each commit durable
+//! with fsync. Committing once per request would cap submits at the disk's
+//! fsync rate, so every write goes through a queue to a dedicated writer
+//! thread that drains whatever has accumulated, applies it all in one
+//! transaction, commits once, and only then answers each caller. Under load
+//! many submits share one fsync; when idle a lone submit commits at once (no
+//! timer). Reads use their own read transactions on the blocking pool and
+//! never wait for the writer.
+//!
+//! Layout (version 1): `jobs` u128 id → JSON envelope `{"v":1,"job":…}`;
+//! `active` u128 id → () for non-terminal jobs (so a restart does not scan
+//! history); `logs` (u128 id, u64 sequence) → `[ts i64 LE][stream u8][bytes]`;
+//! `log_heads` u128 id → highest sequence stored.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{JobStore, ListQuery, StoreError, Transition};
+use crate::domain::{DomainError, Job, JobId, JobState, LogRecord, LogStream, Timestamp};
+
+const JOBS: TableDefinition<'_, u128, &[u8]> = TableDefinition::new("jobs");
+const ACTIVE: TableDefinition<'_, u128, ()> = TableDefinition::new("active");
+const LOGS: TableDefinition<'_, (u128, u64), &[u8]> = TableDefinition::new("logs");
+const LOG_HEADS: TableDefinition<'_, u128, u64> = TableDefinition::new("log_heads");
+
+/// How many queued writes one transaction takes at most, so one commit
+/// never holds up its first caller for too long.
+const MAX_GROUP: usize = 4096;
+
+/// The redb adapter of [`JobStore`].
+#[derive(Debug, Clone)]
+pub struct RedbStore {
+    db: Arc<Database>,
+    writes: mpsc::Sender<WriteOp>,
+}
+
+/// A write waiting for the writer thread.
+enum WriteOp {
+    Insert(Box<Job>, oneshot::Sender<Result<(), StoreError>>),
+    Update(JobId, Transition, oneshot::Sender<Result<Job, StoreError>>),
+    AppendLogs {
+        id: JobId,
+        attempt: u32,
+        lines: Vec<LogRecord>,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+}
+
+#[derive(Serialize)]
+struct EnvelopeRef<'a> {
+    v: u32,
+    job: &'a Job,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    v: u32,
+    job: Job,
+}
+
+impl RedbStore {
+    /// Opens (or creates) the database file and starts its writer thread.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(StoreError::backend)?;
+        }
+        let db = Database::create(path).map_err(StoreError::backend)?;
+        let txn = db.begin_write().map_err(StoreError::backend)?;
+        {
+            txn.open_table(JOBS).map_err(StoreError::backend)?;
+            txn.open_table(ACTIVE).map_err(StoreError::backend)?;
+            txn.open_table(LOGS).map_err(StoreError::backend)?;
+            txn.open_table(LOG_HEADS).map_err(StoreError::backend)?;
+        }
+        txn.commit().map_err(StoreError::backend)?;
+        let db = Arc::new(db);
+        let (writes, queue) = mpsc::channel(MAX_GROUP * 4);
+        let writer_db = Arc::clone(&db);
+        std::thread::Builder::new()
+            .name("hodei-redb-writer".into())
+            .spawn(move || writer_loop(&writer_db, queue))
+            .map_err(StoreError::backend)?;
+        Ok(Self { db, writes })
+    }
+
+    async fn submit<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> WriteOp,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writes
+            .send(make(tx))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(StoreError::backend)?
+    }
+}
+
+fn key(id: JobId) -> u128 {
+    id.0.as_u128()
+}
+
+fn encode_job(job: &Job) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(&EnvelopeRef { v: 1, job }).map_err(StoreError::backend)
+}
+
+fn decode_job(bytes: &[u8]) -> Result<Job, StoreError> {
+    let envelope: Envelope = serde_json::from_slice(bytes).map_err(StoreError::backend)?;
+    if envelope.v != 1 {
+        return Err(StoreError::Backend(format!(
+            "job record version {} is newer than this build understands",
+            envelope.v
+        )));
+    }
+    Ok(envelope.job)
+}
+
+fn encode_line(line: &LogRecord) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + line.data.len());
+    out.extend_from_slice(&line.timestamp.0.to_le_bytes());
+    out.push(match line.stream {
+        LogStream::Stdout => 1,
+        LogStream::Stderr => 2,
+    });
+    out.extend_from_slice(&line.data);
+    out
+}
+
+fn decode_line(sequence: u64, bytes: &[u8]) -> Result<LogRecord, StoreError> {
+    let (ts, rest) = bytes
+        .split_first_chunk::<8>()
+        .ok_or_else(|| StoreError::Backend("truncated log record".into()))?;
+    let (stream, data) = rest
+        .split_first()
+        .ok_or_else(|| StoreError::Backend("truncated log record".into()))?;
+    Ok(LogRecord {
+        sequence,
+        stream: if *stream == 2 {
+            LogStream::Stderr
+        } else {
+            LogStream::Stdout
+        },
+        data: data.to_vec(),
+        timestamp: Timestamp(i64::from_le_bytes(*ts)),
+    })
+}
+
+/// Drains the queue into shared transactions until every sender is gone.
+fn writer_loop(db: &Database, mut queue: mpsc::Receiver<WriteOp>) {
+    let mut batch = Vec::with_capacity(MAX_GROUP);
+    while let Some(first) = queue.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        commit_group(db, &mut batch);
+    }
+}
+
+/// Outcome of one op, held back until the group's commit is durable.
+#[allow(clippy::large_enum_variant)] // lives for one commit; boxing would cost an allocation per op
+enum Reply {
+    Insert(
+        oneshot::Sender<Result<(), StoreError>>,
+        Result<(), StoreError>,
+    ),
+    Update(
+        oneshot::Sender<Result<Job, StoreError>>,
+        Result<Job, StoreError>,
+    ),
+    Logs(
+        oneshot::Sender<Result<u64, StoreError>>,
+        Result<u64, StoreError>,
+    ),
+}
+
+fn commit_group(db: &Database, batch: &mut Vec<WriteOp>) {
+    let mut replies = Vec::with_capacity(batch.len());
+    let committed = (|| -> Result<(), StoreError> {
+        let txn = db.begin_write().map_err(StoreError::backend)?;
+        {
+            let mut tables = Tables {
+                jobs: txn.open_table(JOBS).map_err(StoreError::backend)?,
+                active: txn.open_table(ACTIVE).map_err(StoreError::backend)?,
+                logs: txn.open_table(LOGS).map_err(StoreError::backend)?,
+                heads: txn.open_table(LOG_HEADS).map_err(StoreError::backend)?,
+            };
+            for op in batch.drain(..) {
+                replies.push(match op {
+                    WriteOp::Insert(job, reply) => Reply::Insert(reply, tables.insert(&job)),
+                    WriteOp::Update(id, change, reply) => {
+                        Reply::Update(reply, tables.update(id, change))
+                    }
+                    WriteOp::AppendLogs {
+                        id,
+                        attempt,
+                        lines,
+                        reply,
+                    } => Reply::Logs(reply, tables.append_logs(id, attempt, &lines)),
+                });
+            }
+        }
+        txn.commit().map_err(StoreError::backend)
+    })();
+    // Callers learn their result only now, after the commit: an answer
+    // before durability would be a promise the disk has not kept.
+    for reply in replies {
+        let failed = || {
+            committed
+                .as_ref()
+                .err()
+                .map(|e| StoreError::Backend(e.to_string()))
+        };
+        match reply {
+            Reply::Insert(tx, r) => drop(tx.send(failed().map_or(r, Err))),
+            Reply::Update(tx, r) => drop(tx.send(failed().map_or(r, Err))),
+            Reply::Logs(tx, r) => drop(tx.send(failed().map_or(r, Err))),
+        }
+    }
+    if let Err(err) = committed {
+        tracing::error!(%err, "redb commit failed");
+        // A failed op is not repeated: its caller got the error.
+        batch.clear();
+    }
+}
+
+/// The tables of one write transaction.
+struct Tables<'txn> {
+    jobs: redb::Table<'txn, u128, &'static [u8]>,
+    active: redb::Table<'txn, u128, ()>,
+    logs: redb::Table<'txn, (u128, u64), &'static [u8]>,
+    heads: redb::Table<'txn, u128, u64>,
+}
+
+impl Tables<'_> {
+    fn insert(&mut self, job: &Job) -> Result<(), StoreError> {
+        let bytes = encode_job(job)?;
+        self.jobs
+            .insert(key(job.id), bytes.as_slice())
+            .map_err(StoreError::backend)?;
+        if !job.state.is_terminal() {
+            self.active
+                .insert(key(job.id), ())
+                .map_err(StoreError::backend)?;
+        }
+        Ok(())
+    }
+
+    fn load(&self, id: JobId) -> Result<Job, StoreError> {
+        let guard = self
+            .jobs
+            .get(key(id))
+            .map_err(StoreError::backend)?
+            .ok_or(StoreError::NotFound(id))?;
+        decode_job(guard.value())
+    }
+
+    fn update(&mut self, id: JobId, change: Transition) -> Result<Job, StoreError> {
+        let mut job = self.load(id)?;
+        change(&mut job)?;
+        let bytes = encode_job(&job)?;
+        self.jobs
+            .insert(key(id), bytes.as_slice())
+            .map_err(StoreError::backend)?;
+        if job.state.is_terminal() {
+            self.active.remove(key(id)).map_err(StoreError::backend)?;
+        }
+        Ok(job)
+    }
+
+    fn append_logs(
+        &mut self,
+        id: JobId,
+        attempt: u32,
+        lines: &[LogRecord],
+    ) -> Result<u64, StoreError> {
+        let job = self.load(id)?;
+        if job.attempt != attempt || job.state == JobState::Pending {
+            return Err(DomainError::StaleAttempt {
+                current: job.attempt,
+                got: attempt,
+            }
+            .into());
+        }
+        let mut head = self
+            .heads
+            .get(key(id))
+            .map_err(StoreError::backend)?
+            .map_or(0, |g| g.value());
+        let before = head;
+        for line in lines.iter().filter(|line| line.sequence > before) {
+            self.logs
+                .insert((key(id), line.sequence), encode_line(line).as_slice())
+                .map_err(StoreError::backend)?;
+            head = head.max(line.sequence);
+        }
+        if head != before {
+            self.heads
+                .insert(key(id), head)
+                .map_err(StoreError::backend)?;
+        }
+        Ok(head)
+    }
+}
+
+#[async_trait]
+impl JobStore for RedbStore {
+    async fn insert(&self, job: Job) -> Result<(), StoreError> {
+        self.submit(|reply| WriteOp::Insert(Box::new(job), reply))
+            .await
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(StoreError::backend)?;
+            let jobs = txn.open_table(JOBS).map_err(StoreError::backend)?;
+            jobs.get(key(id))
+                .map_err(StoreError::backend)?
+                .map(|g| decode_job(g.value()))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn list(&self, query: ListQuery) -> Result<Vec<Job>, StoreError> {
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(StoreError::backend)?;
+            let jobs = txn.open_table(JOBS).map_err(StoreError::backend)?;
+            let end = query.before.map_or(u128::MAX, key);
+            let mut out = Vec::with_capacity(query.limit.min(1024));
+            for entry in jobs.range(..end).map_err(StoreError::backend)?.rev() {
+                if out.len() >= query.limit {
+                    break;
+                }
+                let (_, value) = entry.map_err(StoreError::backend)?;
+                let job = decode_job(value.value())?;
+                if query.state.is_none_or(|state| state == job.state) {
+                    out.push(job);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn list_active(&self) -> Result<Vec<Job>, StoreError> {
+        self.read(|db| {
+            let txn = db.begin_read().map_err(StoreError::backend)?;
+            let active = txn.open_table(ACTIVE).map_err(StoreError::backend)?;
+            let jobs = txn.open_table(JOBS).map_err(StoreError::backend)?;
+            let mut out = Vec::new();
+            for entry in active.iter().map_err(StoreError::backend)? {
+                let (id, _) = entry.map_err(StoreError::backend)?;
+                if let Some(value) = jobs.get(id.value()).map_err(StoreError::backend)? {
+                    out.push(decode_job(value.value())?);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn update(&self, id: JobId, change: Transition) -> Result<Job, StoreError> {
+        self.submit(|reply| WriteOp::Update(id, change, reply))
+            .await
+    }
+
+    async fn append_logs(
+        &self,
+        id: JobId,
+        attempt: u32,
+        lines: Vec<LogRecord>,
+    ) -> Result<u64, StoreError> {
+        self.submit(|reply| WriteOp::AppendLogs {
+            id,
+            attempt,
+            lines,
+            reply,
+        })
+        .await
+    }
+
+    async fn read_logs(
+        &self,
+        id: JobId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<LogRecord>, StoreError> {
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(StoreError::backend)?;
+            let logs = txn.open_table(LOGS).map_err(StoreError::backend)?;
+            let start = (key(id), after.saturating_add(1));
+            let end = (key(id), u64::MAX);
+            let mut out = Vec::new();
+            for entry in logs.range(start..=end).map_err(StoreError::backend)? {
+                if out.len() >= limit {
+                    break;
+                }
+                let (k, value) = entry.map_err(StoreError::backend)?;
+                out.push(decode_line(k.value().1, value.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn log_head(&self, id: JobId) -> Result<u64, StoreError> {
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(StoreError::backend)?;
+            let heads = txn.open_table(LOG_HEADS).map_err(StoreError::backend)?;
+            Ok(heads
+                .get(key(id))
+                .map_err(StoreError::backend)?
+                .map_or(0, |g| g.value()))
+        })
+        .await
+    }
+}
