@@ -347,12 +347,20 @@ impl Job {
         }
     }
 
-    /// Terminal bookkeeping shared by every ending: the secrets have served
-    /// their purpose and are not kept one moment longer.
+    /// Terminal bookkeeping shared by every ending: the secret values have
+    /// served their purpose and are not kept one moment longer (their names
+    /// stay, so the job still says which secrets it had).
     fn end(&mut self, to: JobState, now: Timestamp) {
         self.state = to;
         self.finished_at = Some(now);
-        self.spec.secrets.clear();
+        for value in self.spec.secrets.values_mut() {
+            value.clear();
+        }
+    }
+
+    /// True once no secret value is held any more.
+    pub fn secrets_wiped(&self) -> bool {
+        self.spec.secrets.values().all(String::is_empty)
     }
 }
 
@@ -388,7 +396,8 @@ mod tests {
             .unwrap();
         assert_eq!(job.state, JobState::Succeeded);
         assert_eq!(job.exit_code, Some(0));
-        assert!(job.spec.secrets.is_empty());
+        assert!(job.secrets_wiped());
+        assert_eq!(job.spec.secrets.keys().collect::<Vec<_>>(), ["TOKEN"]);
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! - Writes are acknowledged only once durable. Adapters batch concurrent
 //!   writers into shared transactions (group commit) to make that cheap.
 
+#[cfg(test)]
+mod contract;
 mod redb;
 
 use std::path::Path;

@@ -437,3 +437,51 @@ impl JobStore for RedbStore {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redb_honours_the_store_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("contract.redb")).unwrap();
+        super::super::contract::run_all(Arc::new(store)).await;
+    }
+
+    #[tokio::test]
+    async fn reopening_keeps_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reopen.redb");
+        let job = Job::new(
+            crate::domain::JobSpec {
+                name: "n".into(),
+                command: crate::domain::Command::Args(vec!["true".into()]),
+                env: Default::default(),
+                secrets: Default::default(),
+                labels: Default::default(),
+                resources: Default::default(),
+                priority: 0,
+                timeout_secs: None,
+                max_attempts: 1,
+            },
+            Timestamp::now(),
+        );
+        {
+            let store = RedbStore::open(&path).unwrap();
+            store.insert(job.clone()).await.unwrap();
+        }
+        // The writer thread holds the database until its queue closes.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let store = loop {
+            match RedbStore::open(&path) {
+                Ok(store) => break store,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                Err(err) => panic!("{err}"),
+            }
+        };
+        assert_eq!(store.get(job.id).await.unwrap(), Some(job));
+    }
+}

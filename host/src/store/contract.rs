@@ -1,0 +1,198 @@
+//! The `JobStore` contract: behaviour every adapter must have, written once
+//! against the port. Each adapter's tests call [`run_all`] with a fresh
+//! store.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::{JobStore, ListQuery, StoreError};
+use crate::domain::{
+    Command, DomainError, Job, JobSpec, JobState, LogRecord, LogStream, Outcome, Resources,
+    Timestamp, WorkerId,
+};
+
+fn spec(priority: i32) -> JobSpec {
+    JobSpec {
+        name: "contract".into(),
+        command: Command::Script("true".into()),
+        env: BTreeMap::new(),
+        secrets: [("TOKEN".to_string(), "secret-value".to_string())].into(),
+        labels: BTreeMap::new(),
+        resources: Resources::default(),
+        priority,
+        timeout_secs: None,
+        max_attempts: 2,
+    }
+}
+
+fn line(sequence: u64, text: &str) -> LogRecord {
+    LogRecord {
+        sequence,
+        stream: if sequence % 2 == 0 {
+            LogStream::Stderr
+        } else {
+            LogStream::Stdout
+        },
+        data: text.as_bytes().to_vec(),
+        timestamp: Timestamp(1_700_000_000_000_000 + i64::try_from(sequence).unwrap()),
+    }
+}
+
+async fn scheduled(store: &dyn JobStore) -> Job {
+    let job = Job::new(spec(0), Timestamp::now());
+    store.insert(job.clone()).await.unwrap();
+    store
+        .update(
+            job.id,
+            Box::new(|j| j.schedule(WorkerId("w".into()), Timestamp::now()).map(|_| ())),
+        )
+        .await
+        .unwrap()
+}
+
+/// Every contract check, in turn.
+pub async fn run_all(store: Arc<dyn JobStore>) {
+    insert_then_get_round_trips(store.as_ref()).await;
+    update_applies_transitions_atomically_and_refuses_illegal_ones(store.as_ref()).await;
+    terminal_jobs_leave_the_active_set_and_lose_their_secrets(store.as_ref()).await;
+    logs_are_stored_once_per_sequence_in_order(store.as_ref()).await;
+    logs_of_a_stale_attempt_are_refused(store.as_ref()).await;
+    listing_pages_newest_first_and_filters(store.as_ref()).await;
+    concurrent_writers_all_land(Arc::clone(&store)).await;
+}
+
+async fn insert_then_get_round_trips(store: &dyn JobStore) {
+    let job = Job::new(spec(3), Timestamp::now());
+    store.insert(job.clone()).await.unwrap();
+    assert_eq!(store.get(job.id).await.unwrap(), Some(job));
+    assert_eq!(store.get(crate::domain::JobId::new()).await.unwrap(), None);
+}
+
+async fn update_applies_transitions_atomically_and_refuses_illegal_ones(store: &dyn JobStore) {
+    let job = scheduled(store).await;
+    assert_eq!(job.state, JobState::Scheduled);
+    assert_eq!(job.attempt, 1);
+    let err = store
+        .update(job.id, Box::new(|j| j.start(7, Timestamp::now())))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        StoreError::Domain(DomainError::StaleAttempt { current: 1, got: 7 })
+    ));
+    assert_eq!(store.get(job.id).await.unwrap().unwrap(), job, "refused change wrote nothing");
+    let missing = crate::domain::JobId::new();
+    assert!(matches!(
+        store.update(missing, Box::new(|_| Ok(()))).await,
+        Err(StoreError::NotFound(id)) if id == missing
+    ));
+}
+
+async fn terminal_jobs_leave_the_active_set_and_lose_their_secrets(store: &dyn JobStore) {
+    let job = scheduled(store).await;
+    assert!(store.list_active().await.unwrap().iter().any(|j| j.id == job.id));
+    let done = store
+        .update(
+            job.id,
+            Box::new(|j| j.finish(1, Outcome::Exited(0), None, Timestamp::now())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.state, JobState::Succeeded);
+    assert!(done.secrets_wiped());
+    assert!(!store.list_active().await.unwrap().iter().any(|j| j.id == job.id));
+    assert!(store.get(job.id).await.unwrap().unwrap().secrets_wiped());
+}
+
+async fn logs_are_stored_once_per_sequence_in_order(store: &dyn JobStore) {
+    let job = scheduled(store).await;
+    assert_eq!(store.log_head(job.id).await.unwrap(), 0);
+    let head = store
+        .append_logs(job.id, 1, (1..=3).map(|s| line(s, &format!("l{s}"))).collect())
+        .await
+        .unwrap();
+    assert_eq!(head, 3);
+    // A resend overlapping what is stored: duplicates are skipped.
+    let head = store
+        .append_logs(job.id, 1, (2..=5).map(|s| line(s, &format!("l{s}"))).collect())
+        .await
+        .unwrap();
+    assert_eq!(head, 5);
+    let all = store.read_logs(job.id, 0, 100).await.unwrap();
+    assert_eq!(all, (1..=5).map(|s| line(s, &format!("l{s}"))).collect::<Vec<_>>());
+    let page = store.read_logs(job.id, 2, 2).await.unwrap();
+    assert_eq!(page.iter().map(|l| l.sequence).collect::<Vec<_>>(), vec![3, 4]);
+    assert!(store.read_logs(job.id, 5, 100).await.unwrap().is_empty());
+}
+
+async fn logs_of_a_stale_attempt_are_refused(store: &dyn JobStore) {
+    let job = scheduled(store).await;
+    let err = store
+        .append_logs(job.id, 2, vec![line(1, "late")])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Domain(DomainError::StaleAttempt { .. })));
+    assert_eq!(store.log_head(job.id).await.unwrap(), 0);
+}
+
+async fn listing_pages_newest_first_and_filters(store: &dyn JobStore) {
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let job = Job::new(spec(0), Timestamp::now());
+        ids.push(job.id);
+        store.insert(job).await.unwrap();
+    }
+    let newest = store
+        .list(ListQuery {
+            state: None,
+            before: None,
+            limit: 2,
+        })
+        .await
+        .unwrap();
+    assert_eq!(newest.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[4], ids[3]]);
+    let next = store
+        .list(ListQuery {
+            state: None,
+            before: Some(ids[3]),
+            limit: 2,
+        })
+        .await
+        .unwrap();
+    assert_eq!(next.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[2], ids[1]]);
+    let succeeded = store
+        .list(ListQuery {
+            state: Some(JobState::Succeeded),
+            before: None,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    assert!(succeeded.iter().all(|j| j.state == JobState::Succeeded));
+    assert!(!succeeded.is_empty());
+}
+
+async fn concurrent_writers_all_land(store: Arc<dyn JobStore>) {
+    let writers: Vec<_> = (0..64)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for _ in 0..20 {
+                    let job = Job::new(spec(0), Timestamp::now());
+                    ids.push(job.id);
+                    store.insert(job).await.unwrap();
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for writer in writers {
+        all.extend(writer.await.unwrap());
+    }
+    assert_eq!(all.len(), 1280);
+    for id in all {
+        assert!(store.get(id).await.unwrap().is_some());
+    }
+}

@@ -1,0 +1,396 @@
+//! Test helpers: real `hodei` and `hodei-agent` processes on 127.0.0.1,
+//! a real redb file in a temp dir, and a small HTTP/SSE client.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub const TOKEN: &str = "test-agent-token-0123456789";
+
+/// The `hodei` binary cargo built for these tests.
+pub fn hodei_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_hodei"))
+}
+
+/// `hodei-agent`, built next to `hodei` (the test script builds it first).
+pub fn agent_bin() -> PathBuf {
+    let path = hodei_bin().with_file_name("hodei-agent");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build -p hodei-agent` (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// A running `hodei serve`. Killed on drop.
+pub struct Host {
+    child: Child,
+    pub data_dir: PathBuf,
+    pub http: String,
+    pub grpc: String,
+    pub stderr: Arc<Mutex<String>>,
+    extra_args: Vec<String>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Host {
+    /// A host on a fresh data dir, with ports picked by the OS.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Same, with extra `serve` flags.
+    pub fn start_with(extra: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data_dir = tmp.path().join("data");
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        let mut host = Self::spawn(&data_dir, &extra);
+        host._tmp = Some(tmp);
+        host
+    }
+
+    fn spawn(data_dir: &Path, extra: &[String]) -> Self {
+        let mut command = Command::new(hodei_bin());
+        command.arg("serve");
+        for flag in ["--http-addr", "--grpc-addr"] {
+            if !extra.iter().any(|a| a == flag) {
+                command.args([flag, "127.0.0.1:0"]);
+            }
+        }
+        let mut child = command
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--agent-token", TOKEN])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start hodei serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut http, mut grpc) = (None, None);
+        while http.is_none() || grpc.is_none() {
+            let line = lines
+                .next()
+                .expect("hodei serve exited during start-up")
+                .expect("read stdout");
+            if let Some(addr) = line.strip_prefix("hodei: http listening on ") {
+                http = Some(addr.to_owned());
+            }
+            if let Some(addr) = line.strip_prefix("hodei: grpc listening on ") {
+                grpc = Some(addr.to_owned());
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&stderr);
+        let pipe = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Self {
+            child,
+            data_dir: data_dir.to_owned(),
+            http: http.unwrap(),
+            grpc: grpc.unwrap(),
+            stderr,
+            extra_args: extra.to_vec(),
+            _tmp: None,
+        }
+    }
+
+    /// Stops the host with `signal` and starts it again on the same data
+    /// directory (new ports: agents must be told, see `Agent::start`).
+    pub fn restart(&mut self, signal: nix::sys::signal::Signal) {
+        self.signal(signal);
+        let _ = self.child.wait();
+        let fresh = Self::spawn(&self.data_dir, &self.extra_args);
+        let old = std::mem::replace(self, fresh);
+        self._tmp = old.into_tmp();
+    }
+
+    fn into_tmp(mut self) -> Option<tempfile::TempDir> {
+        self._tmp.take()
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, signal);
+    }
+
+    pub fn logs(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.http)
+    }
+
+    /// `POST /api/v1/jobs`; returns (status, body).
+    pub fn submit(&self, body: &Value) -> (u16, Value) {
+        request(ureq_post(&self.url("/api/v1/jobs"), body))
+    }
+
+    /// Submits and returns the id, asserting 201.
+    pub fn submit_ok(&self, body: &Value) -> String {
+        let (status, job) = self.submit(body);
+        assert_eq!(status, 201, "{job}");
+        job["id"].as_str().unwrap().to_owned()
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        request(http_agent().get(&self.url(path)).call())
+    }
+
+    pub fn job(&self, id: &str) -> Value {
+        let (status, job) = self.get(&format!("/api/v1/jobs/{id}"));
+        assert_eq!(status, 200, "{job}");
+        job
+    }
+
+    pub fn delete(&self, path: &str) -> (u16, Value) {
+        request(http_agent().delete(&self.url(path)).call())
+    }
+
+    pub fn cancel(&self, id: &str) -> (u16, Value) {
+        request(http_agent().post(&self.url(&format!("/api/v1/jobs/{id}/cancel"))).send_empty())
+    }
+
+    /// Polls until the job is in one of `states`; panics after `timeout`.
+    pub fn wait_state(&self, id: &str, states: &[&str], timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let job = self.job(id);
+            if states.contains(&job["state"].as_str().unwrap()) {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} not in {states:?} after {timeout:?}: {job}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Polls until `n` workers are connected.
+    pub fn wait_workers(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, body) = self.get("/api/v1/workers");
+            let connected = body["workers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|w| w["connected"] == json!(true))
+                .count();
+            if connected >= n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{n} workers did not connect: {body}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Reads the SSE log stream to its end.
+    pub fn sse(&self, id: &str, query: &str) -> Vec<SseEvent> {
+        let response = http_agent()
+            .get(&self.url(&format!("/api/v1/jobs/{id}/logs{query}")))
+            .call()
+            .expect("sse request");
+        parse_sse(response.into_body().into_reader())
+    }
+
+    /// Runs the `hodei` CLI against this host.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(hodei_bin())
+            .args(args)
+            .env("HODEI_SERVER", &self.http)
+            .output()
+            .expect("run hodei cli")
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `hodei-agent`. Killed on drop.
+pub struct Agent {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Agent {
+    pub fn start(host: &Host, name: &str, labels: &str, slots: u32) -> Self {
+        Self::start_env(host, name, labels, slots, &[])
+    }
+
+    /// Starts an agent whose jobs inherit `env` (agents pass their own
+    /// environment on).
+    pub fn start_env(host: &Host, name: &str, labels: &str, slots: u32, env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(agent_bin());
+        command
+            .args(["--server-url", &host.grpc, "--name", name])
+            .args(["--slots", &slots.to_string()])
+            .args(["--cancel-grace-secs", "2"])
+            .env("HODEI_TOKEN", TOKEN)
+            .env("HODEI_LABELS", labels)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        Self {
+            child: command.spawn().expect("start hodei-agent"),
+            name: name.to_owned(),
+        }
+    }
+
+    /// Worker id of this agent as the host knows it (by name).
+    pub fn worker_id(&self, host: &Host) -> String {
+        let (_, body) = host.get("/api/v1/workers");
+        body["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["name"] == json!(self.name))
+            .and_then(|w| w["id"].as_str())
+            .unwrap_or_else(|| panic!("no worker named {}: {body}", self.name))
+            .to_owned()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One server-sent event.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub event: String,
+    pub id: Option<String>,
+    pub data: Value,
+}
+
+pub fn parse_sse(reader: impl std::io::Read) -> Vec<SseEvent> {
+    let mut out = Vec::new();
+    let (mut event, mut id, mut data) = (String::from("message"), None, String::new());
+    for line in BufReader::new(reader).lines() {
+        let line = line.expect("sse line");
+        if line.is_empty() {
+            if !data.is_empty() {
+                out.push(SseEvent {
+                    event: std::mem::replace(&mut event, "message".into()),
+                    id: id.take(),
+                    data: serde_json::from_str(&data).expect("sse data is json"),
+                });
+                data.clear();
+                if out.last().is_some_and(|e| e.event == "done") {
+                    break;
+                }
+            }
+            continue;
+        }
+        if let Some(v) = line.strip_prefix("event:") {
+            event = v.trim().to_owned();
+        } else if let Some(v) = line.strip_prefix("id:") {
+            id = Some(v.trim().to_owned());
+        } else if let Some(v) = line.strip_prefix("data:") {
+            data.push_str(v.strip_prefix(' ').unwrap_or(v));
+        }
+    }
+    out
+}
+
+/// The `line` fields of the data events.
+pub fn lines(events: &[SseEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e.event == "message")
+        .map(|e| e.data["line"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn http_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into()
+}
+
+fn ureq_post(url: &str, body: &Value) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+    http_agent().post(url).send_json(body)
+}
+
+/// (status, JSON body or Null).
+pub fn request(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, Value) {
+    let mut response = result.expect("http request");
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Sends raw bytes as a JSON POST body.
+pub fn post_raw(url: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+    request(
+        http_agent()
+            .post(url)
+            .header("content-type", content_type)
+            .send(&body[..]),
+    )
+}
+
+/// Asserts the one error shape.
+pub fn assert_error_shape(body: &Value, code: &str) {
+    assert_eq!(body["error"], json!(code), "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(body.get("details").is_some(), "{body}");
+    assert!(body["request_id"].as_str().is_some_and(|r| !r.is_empty()), "{body}");
+    assert!(body["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{body}");
+}
+
+/// Processes whose command line contains `marker` (excluding this test).
+pub fn processes_with(marker: &str) -> Vec<u32> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(marker))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// A job body running `script` with bash.
+pub fn script(script: &str) -> Value {
+    json!({ "command": script })
+}
+
+/// Label map helper.
+pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine of this project's kind.
+# Installs what the tests need, builds the binaries the black-box tests
+# start (hodei, hodei-agent), then runs every test in the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The black-box tests in host/tests start real hodei and hodei-agent
+# processes from the target dir; cargo builds `hodei` for them by itself,
+# `hodei-agent` lives in another package, so build both up front.
+cargo build --locked -p hodei -p hodei-agent
+cargo test --locked --workspace "$@"

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Builds hodei and hodei-agent (release), puts both on PATH in
+# ~/.cargo/bin, and starts a host with local agents on the embedded store
+# (./hodei-data). Extra arguments go to `hodei serve`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bin="${CARGO_HOME:-$HOME/.cargo}/bin"
+cargo build --locked --release -p hodei -p hodei-agent
+install -d "$bin"
+install -m 0755 target/release/hodei target/release/hodei-agent "$bin/"
+case ":$PATH:" in
+  *":$bin:"*) ;;
+  *) echo "note: add $bin to PATH to use \`hodei\` from other shells" >&2 ;;
+esac
+exec "$bin/hodei" serve --local-agents "${HODEI_LOCAL_AGENTS:-2}" "$@"
