@@ -19,8 +19,14 @@ use tokio::task::JoinSet;
 
 /// Pause before restarting an agent that exited.
 const RESTART_PAUSE: Duration = Duration::from_secs(1);
-/// How long an agent may take to stop after SIGTERM before SIGKILL.
-const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long an agent may take to stop after SIGTERM before SIGKILL. The
+/// agent spends up to its cancel grace (10 s) plus a few seconds delivering
+/// results; killing it sooner would leave its jobs (each in its own session)
+/// running.
+const STOP_GRACE: Duration = Duration::from_secs(20);
+/// `hodei-agent` exits with this when the host refused its token:
+/// restarting it cannot help.
+const EXIT_TOKEN_REJECTED: i32 = 2;
 
 /// The supervised local agents.
 #[derive(Debug)]
@@ -97,6 +103,18 @@ async fn supervise(
                 return;
             }
         };
+        if status
+            .as_ref()
+            .ok()
+            .and_then(std::process::ExitStatus::code)
+            == Some(EXIT_TOKEN_REJECTED)
+        {
+            tracing::error!(
+                agent = index,
+                "local agent was refused by this host; not restarting it"
+            );
+            return;
+        }
         tracing::warn!(agent = index, ?status, "local agent exited; restarting");
         tokio::select! {
             () = tokio::time::sleep(RESTART_PAUSE) => {}

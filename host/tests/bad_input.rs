@@ -36,16 +36,23 @@ fn bad_bodies_get_400_413_415_with_the_error_shape_and_change_nothing() {
     let (status, body) = host.submit(&json!({ "command": "true", "priority": "high" }));
     assert_eq!(status, 400);
     assert_error_shape(&body, "VALIDATION_ERROR");
-    assert!(body["message"].as_str().unwrap().contains("priority"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("priority"),
+        "{body}"
+    );
 
     let (status, body) = host.submit(&json!({ "command": ["not", "a", "string"] }));
     assert_eq!(status, 400);
     assert_error_shape(&body, "VALIDATION_ERROR");
 
-    let (status, body) = host.submit(&json!({ "command": "true", "resources": { "cpu_millis": -5 } }));
+    let (status, body) =
+        host.submit(&json!({ "command": "true", "resources": { "cpu_millis": -5 } }));
     assert_eq!(status, 400);
     assert_error_shape(&body, "VALIDATION_ERROR");
-    assert!(body["message"].as_str().unwrap().contains("cpu_millis"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("cpu_millis"),
+        "{body}"
+    );
 
     let (status, body) = host.submit(&json!({ "command": "true", "comand": "typo" }));
     assert_eq!(status, 400);
@@ -141,6 +148,13 @@ fn an_agent_with_a_wrong_token_is_unauthenticated_and_logged() {
     assert!(!out.status.success());
     let (_, workers) = host.get("/api/v1/workers");
     assert_eq!(workers["workers"], json!([]), "no worker registered");
-    assert!(host.logs().contains("agent rejected: bad or missing token"), "{}", host.logs());
-    assert!(!host.logs().contains(TOKEN), "the real token is never logged");
+    assert!(
+        host.logs().contains("agent rejected: bad or missing token"),
+        "{}",
+        host.logs()
+    );
+    assert!(
+        !host.logs().contains(TOKEN),
+        "the real token is never logged"
+    );
 }

@@ -22,7 +22,9 @@ fn restart_keeps_every_acknowledged_job(signal: Signal) {
     host.wait_state(&finished, &["SUCCEEDED"], Duration::from_secs(20));
     drop(agent);
     // Pending jobs: no agent now, so they wait in the store.
-    let pending: Vec<String> = (0..20).map(|i| host.submit_ok(&script(&format!("echo job {i}")))).collect();
+    let pending: Vec<String> = (0..20)
+        .map(|i| host.submit_ok(&script(&format!("echo job {i}"))))
+        .collect();
     let cancelled = host.submit_ok(&script("true"));
     host.cancel(&cancelled);
     let before = host.job(&finished);
@@ -30,7 +32,11 @@ fn restart_keeps_every_acknowledged_job(signal: Signal) {
     host.restart(signal);
 
     assert_eq!(host.job(&finished), before, "finished job unchanged");
-    assert_eq!(lines(&host.sse(&finished, "")), numbers(50), "its logs survive");
+    assert_eq!(
+        lines(&host.sse(&finished, "")),
+        numbers(50),
+        "its logs survive"
+    );
     assert_eq!(host.job(&cancelled)["state"], json!("CANCELLED"));
     for id in &pending {
         assert_eq!(host.job(id)["state"], json!("PENDING"));
@@ -56,7 +62,11 @@ fn sigkill_restart_keeps_every_acknowledged_job_with_its_logs() {
 #[test]
 fn a_job_running_across_a_host_restart_is_reattached_not_rerun() {
     // The agent must find the restarted host: pin the gRPC port.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let grpc = format!("127.0.0.1:{port}");
     let mut host = Host::start_with(&["--grpc-addr", &grpc]);
     let _agent = Agent::start(&host, "a1", "", 2);
@@ -90,7 +100,11 @@ fn follow_delivers_every_line_once_in_order_and_ends_with_done() {
     let done = events.last().unwrap();
     assert_eq!(done.event, "done");
     assert_eq!(done.data["status"], json!("SUCCEEDED"));
-    assert!(events.iter().all(|e| e.event != "message" || e.data["timestamp"].is_string()));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.event != "message" || e.data["timestamp"].is_string())
+    );
 }
 
 #[test]
@@ -99,7 +113,10 @@ fn tail_gives_the_last_lines_and_follow_with_tail_continues_live() {
     let _agent = Agent::start(&host, "a1", "", 1);
     let id = host.submit_ok(&script("for i in $(seq 1 100); do echo line $i; done"));
     host.wait_state(&id, &["SUCCEEDED"], Duration::from_secs(20));
-    assert_eq!(lines(&host.sse(&id, "?tail=10")), numbers(100)[90..].to_vec());
+    assert_eq!(
+        lines(&host.sse(&id, "?tail=10")),
+        numbers(100)[90..].to_vec()
+    );
     assert_eq!(lines(&host.sse(&id, "?tail=1000")), numbers(100));
 
     // A live job: tail=2 then everything after, once each.
@@ -140,7 +157,10 @@ fn cli_logs_follow_prints_the_whole_log() {
     assert_eq!(job["state"], json!("SUCCEEDED"));
     let out = host.cli(&["jobs", "ls"]);
     let listing = String::from_utf8_lossy(&out.stdout);
-    assert!(listing.contains(&id) && listing.contains("SUCCEEDED"), "{listing}");
+    assert!(
+        listing.contains(&id) && listing.contains("SUCCEEDED"),
+        "{listing}"
+    );
     let out = host.cli(&["workers"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("a1"));
     // A reader of stdout sees lines as they come, not only at the end.
@@ -153,7 +173,10 @@ fn cli_logs_follow_prints_the_whole_log() {
     let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
     let started = std::time::Instant::now();
     assert_eq!(out.next().unwrap().unwrap(), "first");
-    assert!(started.elapsed() < Duration::from_millis(1900), "first line arrived live");
+    assert!(
+        started.elapsed() < Duration::from_millis(1900),
+        "first line arrived live"
+    );
     assert_eq!(out.next().unwrap().unwrap(), "second");
     assert!(child.wait().unwrap().success());
 }

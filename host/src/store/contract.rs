@@ -28,7 +28,7 @@ fn spec(priority: i32) -> JobSpec {
 fn line(sequence: u64, text: &str) -> LogRecord {
     LogRecord {
         sequence,
-        stream: if sequence % 2 == 0 {
+        stream: if sequence.is_multiple_of(2) {
             LogStream::Stderr
         } else {
             LogStream::Stdout
@@ -44,7 +44,10 @@ async fn scheduled(store: &dyn JobStore) -> Job {
     store
         .update(
             job.id,
-            Box::new(|j| j.schedule(WorkerId("w".into()), Timestamp::now()).map(|_| ())),
+            Box::new(|j| {
+                j.schedule(WorkerId("w".into()), Timestamp::now())
+                    .map(|_| ())
+            }),
         )
         .await
         .unwrap()
@@ -80,7 +83,11 @@ async fn update_applies_transitions_atomically_and_refuses_illegal_ones(store: &
         err,
         StoreError::Domain(DomainError::StaleAttempt { current: 1, got: 7 })
     ));
-    assert_eq!(store.get(job.id).await.unwrap().unwrap(), job, "refused change wrote nothing");
+    assert_eq!(
+        store.get(job.id).await.unwrap().unwrap(),
+        job,
+        "refused change wrote nothing"
+    );
     let missing = crate::domain::JobId::new();
     assert!(matches!(
         store.update(missing, Box::new(|_| Ok(()))).await,
@@ -90,7 +97,14 @@ async fn update_applies_transitions_atomically_and_refuses_illegal_ones(store: &
 
 async fn terminal_jobs_leave_the_active_set_and_lose_their_secrets(store: &dyn JobStore) {
     let job = scheduled(store).await;
-    assert!(store.list_active().await.unwrap().iter().any(|j| j.id == job.id));
+    assert!(
+        store
+            .list_active()
+            .await
+            .unwrap()
+            .iter()
+            .any(|j| j.id == job.id)
+    );
     let done = store
         .update(
             job.id,
@@ -100,7 +114,14 @@ async fn terminal_jobs_leave_the_active_set_and_lose_their_secrets(store: &dyn J
         .unwrap();
     assert_eq!(done.state, JobState::Succeeded);
     assert!(done.secrets_wiped());
-    assert!(!store.list_active().await.unwrap().iter().any(|j| j.id == job.id));
+    assert!(
+        !store
+            .list_active()
+            .await
+            .unwrap()
+            .iter()
+            .any(|j| j.id == job.id)
+    );
     assert!(store.get(job.id).await.unwrap().unwrap().secrets_wiped());
 }
 
@@ -108,20 +129,36 @@ async fn logs_are_stored_once_per_sequence_in_order(store: &dyn JobStore) {
     let job = scheduled(store).await;
     assert_eq!(store.log_head(job.id).await.unwrap(), 0);
     let head = store
-        .append_logs(job.id, 1, (1..=3).map(|s| line(s, &format!("l{s}"))).collect())
+        .append_logs(
+            job.id,
+            1,
+            (1..=3).map(|s| line(s, &format!("l{s}"))).collect(),
+        )
         .await
         .unwrap();
     assert_eq!(head, 3);
     // A resend overlapping what is stored: duplicates are skipped.
     let head = store
-        .append_logs(job.id, 1, (2..=5).map(|s| line(s, &format!("l{s}"))).collect())
+        .append_logs(
+            job.id,
+            1,
+            (2..=5).map(|s| line(s, &format!("l{s}"))).collect(),
+        )
         .await
         .unwrap();
     assert_eq!(head, 5);
     let all = store.read_logs(job.id, 0, 100).await.unwrap();
-    assert_eq!(all, (1..=5).map(|s| line(s, &format!("l{s}"))).collect::<Vec<_>>());
+    assert_eq!(
+        all,
+        (1..=5)
+            .map(|s| line(s, &format!("l{s}")))
+            .collect::<Vec<_>>()
+    );
     let page = store.read_logs(job.id, 2, 2).await.unwrap();
-    assert_eq!(page.iter().map(|l| l.sequence).collect::<Vec<_>>(), vec![3, 4]);
+    assert_eq!(
+        page.iter().map(|l| l.sequence).collect::<Vec<_>>(),
+        vec![3, 4]
+    );
     assert!(store.read_logs(job.id, 5, 100).await.unwrap().is_empty());
 }
 
@@ -131,7 +168,10 @@ async fn logs_of_a_stale_attempt_are_refused(store: &dyn JobStore) {
         .append_logs(job.id, 2, vec![line(1, "late")])
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::Domain(DomainError::StaleAttempt { .. })));
+    assert!(matches!(
+        err,
+        StoreError::Domain(DomainError::StaleAttempt { .. })
+    ));
     assert_eq!(store.log_head(job.id).await.unwrap(), 0);
 }
 
@@ -150,7 +190,10 @@ async fn listing_pages_newest_first_and_filters(store: &dyn JobStore) {
         })
         .await
         .unwrap();
-    assert_eq!(newest.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[4], ids[3]]);
+    assert_eq!(
+        newest.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![ids[4], ids[3]]
+    );
     let next = store
         .list(ListQuery {
             state: None,
@@ -159,7 +202,10 @@ async fn listing_pages_newest_first_and_filters(store: &dyn JobStore) {
         })
         .await
         .unwrap();
-    assert_eq!(next.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[2], ids[1]]);
+    assert_eq!(
+        next.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![ids[2], ids[1]]
+    );
     let succeeded = store
         .list(ListQuery {
             state: Some(JobState::Succeeded),

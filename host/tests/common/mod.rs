@@ -1,6 +1,8 @@
 //! Test helpers: real `hodei` and `hodei-agent` processes on 127.0.0.1,
 //! a real redb file in a temp dir, and a small HTTP/SSE client.
-#![allow(dead_code)] // each test binary uses a different subset
+// Each test binary uses a different subset; helpers panic on failure by
+// design (they are assertions).
+#![allow(dead_code, clippy::unwrap_used, clippy::needless_pass_by_value)]
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -165,7 +167,11 @@ impl Host {
     }
 
     pub fn cancel(&self, id: &str) -> (u16, Value) {
-        request(http_agent().post(&self.url(&format!("/api/v1/jobs/{id}/cancel"))).send_empty())
+        request(
+            http_agent()
+                .post(&self.url(&format!("/api/v1/jobs/{id}/cancel")))
+                .send_empty(),
+        )
     }
 
     /// Polls until the job is in one of `states`; panics after `timeout`.
@@ -198,7 +204,10 @@ impl Host {
             if connected >= n {
                 return;
             }
-            assert!(Instant::now() < deadline, "{n} workers did not connect: {body}");
+            assert!(
+                Instant::now() < deadline,
+                "{n} workers did not connect: {body}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -242,7 +251,13 @@ impl Agent {
 
     /// Starts an agent whose jobs inherit `env` (agents pass their own
     /// environment on).
-    pub fn start_env(host: &Host, name: &str, labels: &str, slots: u32, env: &[(&str, &str)]) -> Self {
+    pub fn start_env(
+        host: &Host,
+        name: &str,
+        labels: &str,
+        slots: u32,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut command = Command::new(agent_bin());
         command
             .args(["--server-url", &host.grpc, "--name", name])
@@ -363,10 +378,19 @@ pub fn post_raw(url: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
 /// Asserts the one error shape.
 pub fn assert_error_shape(body: &Value, code: &str) {
     assert_eq!(body["error"], json!(code), "{body}");
-    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
     assert!(body.get("details").is_some(), "{body}");
-    assert!(body["request_id"].as_str().is_some_and(|r| !r.is_empty()), "{body}");
-    assert!(body["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{body}");
+    assert!(
+        body["request_id"].as_str().is_some_and(|r| !r.is_empty()),
+        "{body}"
+    );
+    assert!(
+        body["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{body}"
+    );
 }
 
 /// Processes whose command line contains `marker` (excluding this test).
@@ -392,5 +416,8 @@ pub fn script(script: &str) -> Value {
 
 /// Label map helper.
 pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
 }

@@ -1,0 +1,184 @@
+//! `hodei-agent`: the worker side of Hodei Jobs. It dials the host over
+//! gRPC (the Hodei Worker Protocol, `hodei.agent.v1`), registers, and runs
+//! the jobs it is assigned in a PTY, streaming their output back with
+//! exactly-once delivery from the reader's point of view.
+//!
+//! # Layout
+//! - `config` — the command line ([`Args`]), every flag also from `HODEI_*`.
+//! - `session` — the connection loop: dial with backoff, `Register`, wait
+//!   for `RegisterAck`, heartbeats, dispatch of host messages.
+//! - `backoff` — reconnect delays (exponential, jittered, capped).
+//! - `jobs` — the running jobs: start, cancel, abandon, shutdown; routes
+//!   each job's events into the outbox.
+//! - `executor` — one job's life: temp dir, bash in a PTY, stderr FIFO,
+//!   exit status, cancel and timeout, process-group cleanup.
+//! - `output` — reading a job's PTY (stdout) and stderr FIFO into lines.
+//! - `lines` — cutting raw output into log entries (16 KiB cap).
+//! - `script` — the text of `job.sh`, argv quoting.
+//! - `outbox` — sequence numbers, unacknowledged entries and results,
+//!   batching, resend after a reconnect.
+//! - `metrics` — CPU count, memory and load from sysinfo.
+//!
+//! Unit tests sit next to the code (`*_tests.rs` for the larger suites) and
+//! run real bash processes in real PTYs; `tests/protocol.rs` runs the binary
+//! against a fake host over the wire.
+//!
+//! # Exit codes
+//! 0 after SIGTERM or SIGINT (running jobs are cancelled first), 2 when the
+//! host rejects the token (and for bad flags, clap's convention), 1 for any
+//! other error at startup.
+
+mod backoff;
+mod config;
+mod executor;
+mod jobs;
+mod lines;
+mod metrics;
+mod outbox;
+mod output;
+mod script;
+mod session;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use hodei_proto::PROTOCOL_VERSION;
+use hodei_proto::v1::Register;
+use nix::sys::signal::Signal;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::time::timeout;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Endpoint;
+use tracing::{info, warn};
+
+pub use config::{Args, Labels, Token, parse_labels};
+pub use session::TokenRejected;
+
+use executor::{DRAIN_BOUND, ExecConfig, Stop};
+use jobs::JobTable;
+use metrics::MachineSampler;
+use outbox::SharedOutbox;
+use session::Agent;
+
+/// How long results of cancelled jobs may take to be stored at shutdown.
+const DELIVERY_WINDOW: Duration = Duration::from_secs(3);
+/// How long SIGKILLed jobs get to be reaped and cleaned up.
+const KILL_WAIT: Duration = Duration::from_secs(1);
+
+/// Runs the agent until SIGTERM/SIGINT (`Ok`) or until the host rejects the
+/// token (an error that downcasts to [`TokenRejected`]).
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    if args.exit_with_parent {
+        nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)
+            .context("cannot set the parent-death signal")?;
+    }
+    let grace = Duration::from_secs(args.cancel_grace_secs);
+    let agent = Arc::new(agent(args)?);
+    info!(
+        agent_id = %agent.identity.agent_id,
+        name = %agent.identity.name,
+        slots = agent.identity.slots,
+        server = %agent.endpoint.uri(),
+        "hodei-agent starting"
+    );
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut session = tokio::spawn(session::run(Arc::clone(&agent)));
+    let signal_name = tokio::select! {
+        ended = &mut session => {
+            agent.jobs.stop_all(Stop::Kill);
+            let _ = timeout(KILL_WAIT, agent.jobs.wait_idle()).await;
+            return Err(match ended {
+                Ok(rejected) => rejected.into(),
+                Err(failure) => anyhow!("the session task failed: {failure}"),
+            });
+        }
+        _ = sigterm.recv() => "SIGTERM",
+        _ = sigint.recv() => "SIGINT",
+    };
+
+    info!(signal = signal_name, "stopping: cancelling running jobs");
+    agent.jobs.stop_all(Stop::Cancel);
+    let graceful = async {
+        // Cancelled jobs end within the grace period plus the drain bound.
+        let _ = timeout(grace + DRAIN_BOUND + KILL_WAIT, agent.jobs.wait_idle()).await;
+        timeout(DELIVERY_WINDOW, agent.outbox.wait_empty())
+            .await
+            .is_ok()
+    };
+    let delivered = tokio::select! {
+        delivered = graceful => delivered,
+        _ = sigterm.recv() => false,
+        _ = sigint.recv() => false,
+    };
+    if !delivered {
+        let undelivered = agent.outbox.read(|outbox| outbox.held().len());
+        warn!(
+            undelivered,
+            "exiting before the host stored every job's result"
+        );
+    }
+    agent.jobs.stop_all(Stop::Kill);
+    let _ = timeout(KILL_WAIT, agent.jobs.wait_idle()).await;
+    session.abort();
+    info!("hodei-agent stopped");
+    Ok(())
+}
+
+/// Builds the agent's shared state from the flags, checking what can be
+/// checked before dialling.
+fn agent(args: Args) -> anyhow::Result<Agent> {
+    let endpoint = Endpoint::from_shared(args.server_url.clone())
+        .with_context(|| format!("invalid server URL {:?}", args.server_url))?
+        .connect_timeout(Duration::from_secs(5))
+        // Finds a dead peer behind a silent network within seconds.
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true);
+    let authorization = MetadataValue::try_from(format!("Bearer {}", args.token.0))
+        .map_err(|_| anyhow!("the token contains characters not allowed in a header"))?;
+    let work_dir = args.work_dir.unwrap_or_else(std::env::temp_dir);
+    anyhow::ensure!(
+        work_dir.is_dir(),
+        "work directory {} does not exist",
+        work_dir.display()
+    );
+    let cpu_count = metrics::cpu_count();
+    let slots = args.slots.unwrap_or(cpu_count);
+    let sampler = MachineSampler::new();
+    let identity = Register {
+        protocol_version: PROTOCOL_VERSION,
+        agent_id: uuid::Uuid::new_v4().to_string(),
+        name: args
+            .name
+            .or_else(metrics::hostname)
+            .unwrap_or_else(|| "hodei-agent".into()),
+        version: env!("CARGO_PKG_VERSION").into(),
+        os: std::env::consts::OS.into(),
+        arch: std::env::consts::ARCH.into(),
+        cpu_count,
+        memory_bytes: sampler.memory_total_bytes(),
+        labels: args.labels.0.into_iter().collect(),
+        slots,
+        running: Vec::new(),
+    };
+    let outbox = Arc::new(SharedOutbox::default());
+    let exec = ExecConfig {
+        work_dir,
+        cancel_grace: Duration::from_secs(args.cancel_grace_secs),
+    };
+    let jobs = Arc::new(JobTable::new(
+        Arc::clone(&outbox),
+        exec,
+        usize::try_from(slots).unwrap_or(usize::MAX),
+    ));
+    Ok(Agent {
+        identity,
+        endpoint,
+        authorization,
+        outbox,
+        jobs,
+        sampler: Mutex::new(sampler),
+    })
+}

@@ -1,0 +1,360 @@
+//! The outbox: everything the agent owes the host, kept until the host
+//! says it is stored.
+//!
+//! Per job it numbers the log entries (dense, from the attempt's
+//! `first_sequence`), keeps every entry above the host's last
+//! `Ack.log_sequence`, and keeps the `JobResult` until an Ack with
+//! `result_stored`; then the job is forgotten. After a reconnect,
+//! [`Outbox::rewind`] makes everything unacknowledged unsent again, so the
+//! host sees each sequence at least once and stores it at most once:
+//! exactly-once from a reader's point of view.
+//!
+//! Batching has no timer. The pump ([`SharedOutbox::pump`]) takes the next
+//! message only when the request channel (capacity 1) has room, i.e. when
+//! the previous send has left; entries produced meanwhile pile up here and
+//! leave together in one `LogBatch` (up to [`MAX_BATCH_BYTES`] of data). An
+//! idle agent therefore sends a line at once; a busy one sends big batches.
+//!
+//! Per job the order on the wire is `JobStarted`, then its log entries in
+//! sequence order, then `JobResult`: the result leaves only once every entry
+//! before it has been handed to the stream. Jobs take turns (round robin),
+//! so one chatty job cannot starve the others.
+//!
+//! Memory is unbounded in this version: a host that stays away while jobs
+//! print keeps everything in RAM. Spilling to disk is a later issue.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hodei_proto::v1::{
+    Ack, AgentMessage, JobResult, JobStarted, LogBatch, LogEntry, RunningJob, Stream,
+    agent_message::Msg,
+};
+use tokio::sync::{Notify, mpsc};
+
+/// Most log data (in bytes, summed over entries) one `LogBatch` carries.
+pub const MAX_BATCH_BYTES: usize = 64 * 1024;
+
+/// What the agent still has to deliver, per job. Pure state: no I/O.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    jobs: BTreeMap<String, JobOutbox>,
+    /// The job served last, so the next message comes from the one after it.
+    last_served: Option<String>,
+}
+
+#[derive(Debug)]
+struct JobOutbox {
+    attempt: u32,
+    first_sequence: u64,
+    /// The sequence the next entry of this job will get.
+    next_sequence: u64,
+    /// The first sequence not yet handed to the current connection.
+    next_unsent: u64,
+    /// Unacknowledged entries, in sequence order.
+    entries: VecDeque<LogEntry>,
+    started: Option<JobStarted>,
+    started_sent: bool,
+    /// The host acknowledged something of this job, so it has seen (or no
+    /// longer needs) `JobStarted`: a reconnect does not resend it.
+    started_acked: bool,
+    result: Option<JobResult>,
+    result_sent: bool,
+}
+
+impl Outbox {
+    /// Starts tracking a job. False when the job id is already tracked.
+    pub fn admit(&mut self, job_id: &str, attempt: u32, first_sequence: u64) -> bool {
+        if self.jobs.contains_key(job_id) {
+            return false;
+        }
+        self.jobs.insert(
+            job_id.to_string(),
+            JobOutbox {
+                attempt,
+                first_sequence,
+                next_sequence: first_sequence,
+                next_unsent: first_sequence,
+                entries: VecDeque::new(),
+                started: None,
+                started_sent: false,
+                started_acked: false,
+                result: None,
+                result_sent: false,
+            },
+        );
+        true
+    }
+
+    /// Queues `JobStarted`.
+    pub fn started(&mut self, job_id: &str, attempt: u32, pid: u32) {
+        if let Some(job) = self.job_mut(job_id, attempt) {
+            job.started = Some(JobStarted {
+                job_id: job_id.to_string(),
+                attempt,
+                pid,
+            });
+        }
+    }
+
+    /// Numbers and queues one log entry; returns its sequence. Ignored
+    /// (None) for an unknown job or one whose result is already in.
+    pub fn push_line(
+        &mut self,
+        job_id: &str,
+        attempt: u32,
+        stream: Stream,
+        data: Vec<u8>,
+        timestamp_us: i64,
+    ) -> Option<u64> {
+        let job = self.job_mut(job_id, attempt)?;
+        if job.result.is_some() {
+            return None;
+        }
+        let sequence = job.next_sequence;
+        job.next_sequence += 1;
+        job.entries.push_back(LogEntry {
+            sequence,
+            stream: stream.into(),
+            data,
+            timestamp_us,
+        });
+        Some(sequence)
+    }
+
+    /// Queues the job's result, filling in `last_sequence`.
+    pub fn finish(&mut self, mut result: JobResult) {
+        if let Some(job) = self.job_mut(&result.job_id, result.attempt) {
+            result.last_sequence = if job.next_sequence == job.first_sequence {
+                0
+            } else {
+                job.next_sequence - 1
+            };
+            job.result = Some(result);
+        }
+    }
+
+    /// Applies the host's acknowledgement; an Ack for another attempt is
+    /// ignored.
+    pub fn ack(&mut self, ack: &Ack) {
+        let Some(job) = self.job_mut(&ack.job_id, ack.attempt) else {
+            return;
+        };
+        job.started_acked = true;
+        if ack.log_sequence >= job.first_sequence {
+            while job
+                .entries
+                .front()
+                .is_some_and(|entry| entry.sequence <= ack.log_sequence)
+            {
+                job.entries.pop_front();
+            }
+            let stored_up_to = ack.log_sequence.saturating_add(1).min(job.next_sequence);
+            job.next_unsent = job.next_unsent.max(stored_up_to);
+        }
+        if ack.result_stored && job.result.is_some() {
+            self.jobs.remove(&ack.job_id);
+        }
+    }
+
+    /// Drops a job and everything queued for it (the host abandoned it).
+    pub fn forget(&mut self, job_id: &str, attempt: u32) -> bool {
+        self.job_mut(job_id, attempt).is_some() && self.jobs.remove(job_id).is_some()
+    }
+
+    /// A new connection: everything not acknowledged must be sent again.
+    pub fn rewind(&mut self) {
+        for job in self.jobs.values_mut() {
+            job.next_unsent = job
+                .entries
+                .front()
+                .map_or(job.next_sequence, |entry| entry.sequence);
+            job.started_sent = job.started_acked;
+            job.result_sent = false;
+        }
+    }
+
+    /// Whether [`Outbox::next_message`] would return something.
+    pub fn has_pending(&self) -> bool {
+        self.jobs.values().any(JobOutbox::has_pending)
+    }
+
+    /// The next message to send, taking turns between jobs.
+    pub fn next_message(&mut self) -> Option<AgentMessage> {
+        let after = self.last_served.as_deref().unwrap_or("");
+        let job_id = self
+            .jobs
+            .range::<str, _>((Bound::Excluded(after), Bound::Unbounded))
+            .chain(
+                self.jobs
+                    .range::<str, _>((Bound::Unbounded, Bound::Included(after))),
+            )
+            .find(|(_, job)| job.has_pending())
+            .map(|(job_id, _)| job_id.clone())?;
+        let msg = self.jobs.get_mut(&job_id)?.next_message(&job_id);
+        self.last_served = Some(job_id);
+        msg.map(|msg| AgentMessage { msg: Some(msg) })
+    }
+
+    /// Every tracked job, for `Register.running`.
+    pub fn held(&self) -> Vec<RunningJob> {
+        self.jobs
+            .iter()
+            .map(|(job_id, job)| RunningJob {
+                job_id: job_id.clone(),
+                attempt: job.attempt,
+            })
+            .collect()
+    }
+
+    /// Jobs still running (no result yet), for `Heartbeat.running_job_ids`.
+    pub fn running_job_ids(&self) -> Vec<String> {
+        self.jobs
+            .iter()
+            .filter(|(_, job)| job.result.is_none())
+            .map(|(job_id, _)| job_id.clone())
+            .collect()
+    }
+
+    /// Whether nothing at all is owed to the host.
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    fn job_mut(&mut self, job_id: &str, attempt: u32) -> Option<&mut JobOutbox> {
+        self.jobs
+            .get_mut(job_id)
+            .filter(|job| job.attempt == attempt)
+    }
+}
+
+impl JobOutbox {
+    fn first_unsent(&self) -> usize {
+        self.entries
+            .partition_point(|entry| entry.sequence < self.next_unsent)
+    }
+
+    fn has_pending(&self) -> bool {
+        (self.started.is_some() && !self.started_sent)
+            || self.first_unsent() < self.entries.len()
+            || (self.result.is_some() && !self.result_sent)
+    }
+
+    fn next_message(&mut self, job_id: &str) -> Option<Msg> {
+        if let Some(started) = self.started.as_ref().filter(|_| !self.started_sent) {
+            let msg = Msg::JobStarted(started.clone());
+            self.started_sent = true;
+            return Some(msg);
+        }
+        let first = self.first_unsent();
+        if first < self.entries.len() {
+            let mut bytes = 0;
+            let mut entries = Vec::new();
+            for entry in self.entries.range(first..) {
+                if !entries.is_empty() && bytes + entry.data.len() > MAX_BATCH_BYTES {
+                    break;
+                }
+                bytes += entry.data.len();
+                entries.push(entry.clone());
+            }
+            self.next_unsent = entries.last().map_or(self.next_unsent, |e| e.sequence + 1);
+            return Some(Msg::LogBatch(LogBatch {
+                job_id: job_id.to_string(),
+                attempt: self.attempt,
+                entries,
+            }));
+        }
+        let result = self.result.as_ref().filter(|_| !self.result_sent)?.clone();
+        self.result_sent = true;
+        Some(Msg::JobResult(result))
+    }
+}
+
+/// The outbox shared by the job tasks (producers) and the connection's
+/// pump (consumer).
+///
+/// A std Mutex, not a tokio one: no critical section awaits, and the PTY
+/// reader threads push lines from outside the runtime.
+#[derive(Debug, Default)]
+pub struct SharedOutbox {
+    state: Mutex<Outbox>,
+    /// Wakes the pump when there is something to send.
+    wake: Notify,
+    /// Wakes shutdown when the outbox became empty.
+    emptied: Notify,
+}
+
+impl SharedOutbox {
+    /// Changes the outbox, then wakes whoever the change concerns.
+    pub fn update<R>(&self, change: impl FnOnce(&mut Outbox) -> R) -> R {
+        let mut outbox = self.lock();
+        let result = change(&mut outbox);
+        if outbox.has_pending() {
+            self.wake.notify_one();
+        }
+        if outbox.is_empty() {
+            self.emptied.notify_waiters();
+        }
+        result
+    }
+
+    /// Reads the outbox.
+    pub fn read<R>(&self, look: impl FnOnce(&Outbox) -> R) -> R {
+        look(&self.lock())
+    }
+
+    /// Feeds `tx` (the connection's request stream) until it closes. Takes
+    /// a message only once `tx` has room, so that output produced while a
+    /// send is in flight joins the next batch.
+    pub async fn pump(&self, tx: mpsc::Sender<AgentMessage>) {
+        loop {
+            loop {
+                let notified = self.wake.notified();
+                if self.read(Outbox::has_pending) {
+                    break;
+                }
+                notified.await;
+            }
+            let Ok(permit) = tx.reserve().await else {
+                return;
+            };
+            if let Some(msg) = self.update(Outbox::next_message) {
+                permit.send(msg);
+            }
+        }
+    }
+
+    /// Returns once nothing is owed to the host.
+    pub async fn wait_empty(&self) {
+        loop {
+            let notified = self.emptied.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.read(Outbox::is_empty) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Outbox> {
+        // A panic while holding the lock leaves a consistent outbox: every
+        // change is a single field update or collection operation.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Now, in Unix epoch microseconds (the protocol's timestamp unit).
+pub fn unix_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_micros()).unwrap_or(i64::MAX)
+        })
+}
+
+#[cfg(test)]
+#[path = "outbox_tests.rs"]
+mod tests;
