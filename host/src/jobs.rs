@@ -19,6 +19,7 @@ use crate::domain::{
     DomainError, Job, JobId, JobSpec, JobState, LogRecord, Outcome, Timestamp, WorkerId,
 };
 use crate::scheduler::cluster::{Assignment, Cluster};
+use crate::scheduler::policy::Demand;
 use crate::scheduler::queue::QueuedJob;
 use crate::scheduler::{Placement, Scheduler};
 use crate::store::{JobStore, ListQuery, StoreError};
@@ -157,9 +158,12 @@ impl JobService {
     }
 
     fn details(&self, job: Job) -> JobDetails {
-        let pending_reason = (job.state == JobState::Pending)
-            .then(|| self.scheduler.pending_reason(job.id))
-            .flatten();
+        let pending_reason = (job.state == JobState::Pending).then(|| {
+            self.scheduler.explain(&Demand {
+                labels: &job.spec.labels,
+                resources: job.spec.resources,
+            })
+        });
         JobDetails {
             job,
             pending_reason,

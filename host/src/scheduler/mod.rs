@@ -3,15 +3,15 @@
 //! A round walks the pending queue in order (priority, then FIFO), asks the
 //! active policy where each job should go, and reserves capacity for it in
 //! the cluster atomically. It returns placements; the job service makes
-//! them durable and tells the agents (see `jobs::JobService::place`). Jobs a
-//! round cannot place keep the policy's reason, which the API shows as the
-//! job's `pending_reason`.
+//! them durable and tells the agents (see `jobs::JobService::place`). Why a
+//! job cannot be placed is asked of the policy when someone wants to know
+//! ([`Scheduler::explain`], the API's `pending_reason`).
 
 pub mod cluster;
 pub mod policy;
 pub mod queue;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::Notify;
@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use self::cluster::{AgentTx, Assignment, Cluster};
 use self::policy::{Decision, Demand, PlacementPolicy, decide};
 use self::queue::{PendingQueue, QueuedJob};
-use crate::domain::{JobId, WorkerId};
+use crate::domain::{JobId, Resources, WorkerId};
 
 /// A decision the round made and reserved capacity for.
 #[derive(Debug)]
@@ -34,11 +34,10 @@ pub struct Placement {
     pub tx: AgentTx,
 }
 
-/// Queue, reasons and the wake-up signal around one cluster and policy.
+/// Queue and wake-up signal around one cluster and policy.
 #[derive(Debug)]
 pub struct Scheduler {
     queue: Mutex<PendingQueue>,
-    reasons: Mutex<HashMap<JobId, String>>,
     cluster: Arc<Cluster>,
     policy: Arc<dyn PlacementPolicy>,
     wake: Notify,
@@ -48,12 +47,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// At most this many distinct unplaceable demands are remembered per round.
+const MAX_FAILED_SHAPES: usize = 64;
+
 impl Scheduler {
     /// A scheduler deciding with `policy` over `cluster`.
     pub fn new(cluster: Arc<Cluster>, policy: Arc<dyn PlacementPolicy>) -> Self {
         Self {
             queue: Mutex::default(),
-            reasons: Mutex::default(),
             cluster,
             policy,
             wake: Notify::new(),
@@ -74,7 +75,6 @@ impl Scheduler {
     /// Takes a job out of the queue (it was cancelled).
     pub fn dequeue(&self, id: JobId) {
         lock(&self.queue).remove(id);
-        lock(&self.reasons).remove(&id);
     }
 
     /// Asks for a round soon (capacity changed).
@@ -87,73 +87,75 @@ impl Scheduler {
         self.wake.notified().await;
     }
 
-    /// Why a pending job is not placed yet, if a round said so.
-    pub fn pending_reason(&self, id: JobId) -> Option<String> {
-        lock(&self.reasons).get(&id).cloned()
-    }
-
     /// Number of queued jobs.
     pub fn queued(&self) -> usize {
         lock(&self.queue).len()
     }
 
+    /// Why a pending job with this demand is not running, asked of the
+    /// active policy against the cluster as it is now. Computed on demand
+    /// rather than stored by every round: rounds stay cheap with a long
+    /// queue, and the answer is never stale.
+    pub fn explain(&self, demand: &Demand<'_>) -> String {
+        match decide(self.policy.as_ref(), demand, &self.cluster.candidates()) {
+            Decision::Wait(reason) => reason,
+            Decision::Place(_) => "placeable; waiting for its turn in the queue".to_owned(),
+        }
+    }
+
     /// One decision round (see the module docs).
+    ///
+    /// Cost is bounded for long queues: the walk stops as soon as no worker
+    /// has a free slot, and a job whose demand (labels and resources) equals
+    /// one that already failed this round is skipped without asking the
+    /// policy again, since nothing it could see has changed.
     pub fn round(&self) -> Vec<Placement> {
         let mut queue = lock(&self.queue);
-        if queue.is_empty() {
-            return Vec::new();
-        }
         let mut candidates = self.cluster.candidates();
-        let mut reasons = lock(&self.reasons);
         let mut placements = Vec::new();
+        let mut failed: Vec<(&BTreeMap<String, String>, Resources)> = Vec::new();
         for job in queue.iter() {
             if !candidates.iter().any(|c| c.free_slots > 0) {
-                // Nothing can be placed until capacity frees up; leave the
-                // rest of the queue with the reasons it already has.
-                if !candidates.is_empty() {
-                    reasons
-                        .entry(job.id)
-                        .or_insert_with(|| "waiting for a free slot".to_owned());
-                    continue;
-                }
+                break;
+            }
+            if failed
+                .iter()
+                .any(|(labels, resources)| *resources == job.resources && **labels == *job.labels)
+            {
+                continue;
             }
             let demand = Demand {
                 labels: &job.labels,
                 resources: job.resources,
             };
-            match decide(self.policy.as_ref(), &demand, &candidates) {
-                Decision::Place(worker) => {
-                    let assignment = Assignment {
-                        attempt: job.attempt + 1,
-                        resources: job.resources,
-                        cancel_requested: false,
-                    };
-                    match self.cluster.reserve(&worker, job.id, assignment) {
-                        Ok(tx) => {
-                            if let Some(c) = candidates.iter_mut().find(|c| c.worker == worker) {
-                                c.free_slots -= 1;
-                                c.free = c.free.minus(job.resources);
-                            }
-                            placements.push(Placement {
-                                job: job.id,
-                                worker,
-                                attempt: assignment.attempt,
-                                tx,
-                            });
-                        }
-                        Err(err) => {
-                            reasons.insert(job.id, err.to_string());
-                        }
-                    }
+            let Decision::Place(worker) = decide(self.policy.as_ref(), &demand, &candidates) else {
+                if failed.len() < MAX_FAILED_SHAPES {
+                    failed.push((&job.labels, job.resources));
                 }
-                Decision::Wait(reason) => {
-                    reasons.insert(job.id, reason);
+                continue;
+            };
+            let assignment = Assignment {
+                attempt: job.attempt + 1,
+                resources: job.resources,
+                cancel_requested: false,
+            };
+            // The cluster re-checks under its own lock: an agent may have
+            // gone since the snapshot was taken.
+            if let Ok(tx) = self.cluster.reserve(&worker, job.id, assignment) {
+                if let Some(c) = candidates.iter_mut().find(|c| c.worker == worker) {
+                    c.free_slots -= 1;
+                    c.free = c.free.minus(job.resources);
                 }
+                placements.push(Placement {
+                    job: job.id,
+                    worker,
+                    attempt: assignment.attempt,
+                    tx,
+                });
             }
         }
         for placement in &placements {
             queue.remove(placement.job);
-            reasons.remove(&placement.job);
         }
         placements
     }

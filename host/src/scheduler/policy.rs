@@ -55,7 +55,7 @@ pub trait PlacementPolicy: Send + Sync + std::fmt::Debug {
     /// One verdict per candidate, in order.
     fn filter(&self, demand: &Demand<'_>, candidates: &[Candidate]) -> Vec<Verdict>;
     /// One score per feasible candidate, in order; highest wins.
-    fn score(&self, demand: &Demand<'_>, feasible: &[Candidate]) -> Vec<i64>;
+    fn score(&self, demand: &Demand<'_>, feasible: &[&Candidate]) -> Vec<i64>;
 }
 
 /// The outcome of one decision.
@@ -81,7 +81,7 @@ pub fn decide(
     let mut reasons: HashMap<String, usize> = HashMap::new();
     for (candidate, verdict) in candidates.iter().zip(&verdicts) {
         match verdict {
-            Verdict::Accept => feasible.push(candidate.clone()),
+            Verdict::Accept => feasible.push(candidate),
             Verdict::Reject(reason) => *reasons.entry(reason.clone()).or_default() += 1,
         }
     }
@@ -147,7 +147,7 @@ impl PlacementPolicy for BuiltinPolicy {
             .collect()
     }
 
-    fn score(&self, _demand: &Demand<'_>, feasible: &[Candidate]) -> Vec<i64> {
+    fn score(&self, _demand: &Demand<'_>, feasible: &[&Candidate]) -> Vec<i64> {
         fn share(free: u64, total: u64) -> i64 {
             free.saturating_mul(1000)
                 .checked_div(total)
