@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The in-tree policy plugins are built for wasm32-wasip2 by host/build.rs.
+rustup target add wasm32-wasip2 >/dev/null
+
 # The black-box tests in host/tests start real hodei and hodei-agent
 # processes from the target dir; cargo builds `hodei` for them by itself,
 # `hodei-agent` lives in another package, so build both up front.

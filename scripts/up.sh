@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The in-tree policy plugins are built for wasm32-wasip2 by host/build.rs.
+rustup target add wasm32-wasip2 >/dev/null
+
 bin="${CARGO_HOME:-$HOME/.cargo}/bin"
 cargo build --locked --release -p hodei -p hodei-agent
 install -d "$bin"

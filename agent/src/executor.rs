@@ -1,44 +1,57 @@
-//! Runs one job: a private directory, `job.sh`, bash in a PTY, the output
+//! Runs one job: a private directory, the process on a PTY, the output
 //! readers, and the end of the job (exit, cancel, timeout).
 //!
-//! # Why a PTY, and why stderr is a FIFO
+//! # The terminal, and why the job does not own it
 //! Jobs run on a terminal so that they behave as they do for a person:
-//! `test -t 1` is true, tools keep their colours and line buffering. But a
-//! PTY has one output channel, so stdout and stderr would arrive merged.
-//! `job.sh` therefore starts with `exec 2>stderr.fifo`: stderr goes to a
-//! named pipe in the job's directory that the agent reads separately, while
-//! stdin and stdout stay on the terminal. The agent opens the FIFO
-//! read-write, so it holds a writer itself and never sees a premature EOF
-//! (nor blocks bash's `open` for writing); the flip side is that the FIFO
-//! never reports EOF, so after the job exits it is read until it is empty.
-//! It is read through tokio's `net::unix::pipe::Receiver`, which opens a
-//! FIFO read-write and non-blocking without unsafe code (`AsyncFd::new` is
-//! deprecated as unsound).
+//! `test -t 1` is true, tools keep their colours and line buffering. The
+//! agent opens a PTY pair with portable-pty, opens the slave by its name and
+//! hands it to the job as stdin and stdout. It does *not* make the PTY the
+//! job's controlling terminal: that takes `setsid` + `TIOCSCTTY` in the
+//! child between fork and exec, and any such `pre_exec` step makes std
+//! `fork()` the whole multi-threaded agent (copying its page tables) instead
+//! of using `posix_spawn` (vfork-like, much cheaper per job). So the job
+//! stays in the agent's session: `isatty(0/1)` holds but `/dev/tty` is not
+//! the PTY (it cannot be opened, or is the agent's own terminal if it has
+//! one), the job gets no SIGHUP or SIGWINCH from the PTY, and it inherits
+//! the agent's signal mask and ignored signals. The slave is opened with
+//! `O_NOCTTY` so it never becomes the agent's controlling terminal either.
+//!
+//! # stdout and stderr
+//! A PTY has one output channel, so stderr is an ordinary pipe instead,
+//! read by the runtime as a separate stream; stdout stays on the terminal.
+//!
+//! # Commands
+//! An argv vector is executed directly (no shell, so no quoting and no
+//! bash start-up); a program that cannot be executed fails the job with
+//! `OUTCOME_FAILED_TO_START`. A script is written to `job.sh` (see
+//! [`crate::script`]) and run as `bash job.sh`. A job env that sets `PATH`
+//! makes std fall back to fork/exec for that job (it must search the new
+//! `PATH`), which is correct, only slower.
 //!
 //! # Process groups
-//! portable-pty starts bash with `setsid`, so bash leads a new session and
-//! process group whose id is its pid. Cancel and timeout signal the whole
-//! group (`killpg`), and once the job is over the group is SIGKILLed, so
-//! nothing the job started outlives it (short of leaving the group itself).
+//! The job's process starts in a new process group whose id is its pid.
+//! Cancel and timeout signal the whole group (`killpg`), and once the job is
+//! over the group is SIGKILLed, so nothing the job started outlives it
+//! (short of leaving the group itself).
 //!
 //! # Exit status
-//! portable-pty reports a death by signal only as `strsignal` text, so the
-//! agent reaps the child itself with `waitpid`. A normal exit gives
-//! `exit_code` = the code and `signal` = 0; death by signal N gives
-//! `signal` = N and `exit_code` = 128 + N, the shell's convention, so
-//! `exit_code` alone still reads as a failure.
+//! A normal exit gives `exit_code` = the code and `signal` = 0; death by
+//! signal N gives `signal` = N and `exit_code` = 128 + N, the shell's
+//! convention, so `exit_code` alone still reads as a failure.
 //!
 //! # The end of output
 //! The PTY reader sees EOF (EIO) once every process has closed the
-//! terminal; the FIFO is read until empty after the exit. Background
-//! processes may hold either open, so output is read for at most
-//! [`DRAIN_BOUND`] after the exit; then the group is killed.
+//! terminal, the stderr reader once every process has closed the pipe.
+//! Background processes may hold either open, so output is read for at
+//! most [`DRAIN_BOUND`] after the exit; then the group is killed.
 
-use std::fs::{OpenOptions, Permissions};
+use std::fs::{File, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -46,16 +59,16 @@ use std::time::Duration;
 use hodei_proto::v1::{AssignJob, JobResult, Outcome, Stream};
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
-use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
-use portable_pty::{CommandBuilder, MasterPty, PtySize, native_pty_system};
+use portable_pty::{MasterPty, PtySize, native_pty_system};
+use tokio::process::{Child, Command};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, timeout_at};
 use tracing::{debug, warn};
 
-use crate::output::{open_fifo, read_stderr, spawn_pty_reader};
-use crate::script::{self, ScriptError};
+use crate::output::{read_stderr, spawn_pty_reader};
+use crate::script::{self, Launch, ScriptError};
 
 /// The job's terminal: 50 rows of 160 columns.
 const PTY_SIZE: PtySize = PtySize {
@@ -100,18 +113,21 @@ pub enum StartError {
     /// The private directory could not be created.
     #[error("cannot create a job directory in {dir}: {source}")]
     Dir { dir: PathBuf, source: io::Error },
-    /// The command cannot be turned into a script.
+    /// The command cannot be run at all.
     #[error(transparent)]
     Script(#[from] ScriptError),
-    /// job.sh or the stderr FIFO could not be created.
+    /// job.sh, the terminal or a reader could not be set up.
     #[error("cannot prepare {what}: {source}")]
     Prepare {
         what: &'static str,
         source: io::Error,
     },
-    /// The PTY could not be opened or the process could not be spawned.
-    #[error("cannot start bash in a PTY: {0:#}")]
-    Spawn(anyhow::Error),
+    /// The PTY could not be opened.
+    #[error("cannot open a PTY: {0:#}")]
+    Pty(anyhow::Error),
+    /// The program could not be executed (not found, not executable...).
+    #[error("cannot start `{program}`: {source}")]
+    Spawn { program: String, source: io::Error },
 }
 
 /// Runs `job` to its end and returns its result (`last_sequence` is left
@@ -157,11 +173,9 @@ struct Running {
     dir: tempfile::TempDir,
     /// Kept open until the end: closing the master hangs up the terminal.
     master: Box<dyn MasterPty + Send>,
-    exit: JoinHandle<ExitInfo>,
+    child: Child,
     stdout_done: oneshot::Receiver<()>,
     stderr_task: JoinHandle<()>,
-    /// Tells the stderr reader that the job exited, so it drains and ends.
-    exited: oneshot::Sender<()>,
     /// Set when reading stops, so that late output is dropped.
     stopped: Arc<AtomicBool>,
 }
@@ -186,69 +200,111 @@ fn start(
             dir: config.work_dir.clone(),
             source,
         })?;
-    let fifo_path = dir.path().join("stderr.fifo");
-    let script_path = dir.path().join("job.sh");
-    let text = script::render(&fifo_path, job.command.as_ref())?;
-    write_private(&script_path, &text).map_err(|source| StartError::Prepare {
-        what: "job.sh",
-        source,
-    })?;
-    let fifo = open_fifo(&fifo_path).map_err(|source| StartError::Prepare {
-        what: "the stderr FIFO",
-        source,
-    })?;
+    let (program, mut cmd) = match script::launch(job.command.as_ref())? {
+        Launch::Argv { program, args } => {
+            let mut cmd = Command::new(program);
+            cmd.args(args);
+            (program, cmd)
+        }
+        Launch::Script(text) => {
+            let script_path = dir.path().join("job.sh");
+            write_private(&script_path, &text).map_err(|source| StartError::Prepare {
+                what: "job.sh",
+                source,
+            })?;
+            let mut cmd = Command::new("bash");
+            cmd.arg(script_path);
+            ("bash", cmd)
+        }
+    };
+    configure(&mut cmd, job, dir.path());
 
-    let pair = native_pty_system()
-        .openpty(PTY_SIZE)
-        .map_err(StartError::Spawn)?;
-    let pty_reader = pair.master.try_clone_reader().map_err(StartError::Spawn)?;
+    let terminal = open_terminal()?;
     let stopped = Arc::new(AtomicBool::new(false));
     // Started before the child so that failing to start it leaves nothing
-    // to clean up: without a slave open the reader sees EOF and ends.
-    let stdout_done = spawn_pty_reader(pty_reader, Arc::clone(sink), Arc::clone(&stopped))
+    // to clean up: once the slave is closed the reader sees EOF and ends.
+    let stdout_done = spawn_pty_reader(terminal.reader, Arc::clone(sink), Arc::clone(&stopped))
         .map_err(|source| StartError::Prepare {
             what: "the PTY reader thread",
             source,
         })?;
-    let mut child = pair
+    let stdout = terminal
         .slave
-        .spawn_command(command(job, dir.path(), &script_path))
-        .map_err(StartError::Spawn)?;
-    // Only the job may hold the terminal's slave side, so that the master
-    // sees EOF once the job's processes are gone.
-    drop(pair.slave);
+        .try_clone()
+        .map_err(|source| StartError::Prepare {
+            what: "the PTY's terminal",
+            source,
+        })?;
+    cmd.stdin(terminal.slave)
+        .stdout(stdout)
+        .stderr(Stdio::piped());
+    let spawned = cmd.spawn();
+    // The command holds the agent's copies of the slave: only the job may
+    // keep the terminal open, so that the master sees EOF once it is gone.
+    drop(cmd);
+    let mut child = spawned.map_err(|source| StartError::Spawn {
+        program: program.to_owned(),
+        source,
+    })?;
     // A pid of 0 would make every signal below hit the agent's own group.
-    let Some(pgid) = child
-        .process_id()
+    let pgid = child
+        .id()
         .and_then(|pid| i32::try_from(pid).ok())
         .filter(|&pid| pid > 0)
-        .map(Pid::from_raw)
-    else {
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(StartError::Spawn(anyhow::anyhow!("the PTY gave no pid")));
+        .map(Pid::from_raw);
+    let (Some(pgid), Some(stderr)) = (pgid, child.stderr.take()) else {
+        let _ = child.start_kill();
+        return Err(StartError::Spawn {
+            program: program.to_owned(),
+            source: io::Error::other("no pid or no stderr pipe after spawning"),
+        });
     };
-    // Reaped by pid below; dropping a std Child neither kills nor waits.
-    drop(child);
-    let pid = pgid.as_raw().unsigned_abs();
-    sink.started(pid);
-
-    let (exited, exited_rx) = oneshot::channel();
-    let stderr_task = tokio::spawn(read_stderr(
-        fifo,
-        Arc::clone(sink),
-        Arc::clone(&stopped),
-        exited_rx,
-    ));
+    sink.started(pgid.as_raw().unsigned_abs());
+    let stderr_task = tokio::spawn(read_stderr(stderr, Arc::clone(sink), Arc::clone(&stopped)));
     Ok(Running {
         pgid,
         dir,
-        master: pair.master,
-        exit: tokio::task::spawn_blocking(move || wait_for_exit(pgid)),
+        master: terminal.master,
+        child,
         stdout_done,
         stderr_task,
-        exited,
         stopped,
+    })
+}
+
+/// A fresh PTY: the master, a reader of it, and the slave as a file.
+struct Terminal {
+    master: Box<dyn MasterPty + Send>,
+    reader: Box<dyn io::Read + Send>,
+    slave: File,
+}
+
+fn open_terminal() -> Result<Terminal, StartError> {
+    let pair = native_pty_system()
+        .openpty(PTY_SIZE)
+        .map_err(StartError::Pty)?;
+    let name = pair
+        .master
+        .tty_name()
+        .ok_or_else(|| StartError::Pty(anyhow::anyhow!("the PTY has no device name")))?;
+    // O_NOCTTY: an agent that leads a session without a terminal would
+    // otherwise acquire this one as its controlling terminal.
+    let slave = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(&name)
+        .map_err(|source| StartError::Prepare {
+            what: "the PTY's terminal",
+            source,
+        })?;
+    let reader = pair.master.try_clone_reader().map_err(StartError::Pty)?;
+    // Only `slave` (soon the job's) keeps the terminal open from here on.
+    drop(pair.slave);
+    Ok(Terminal {
+        master: pair.master,
+        reader,
+        slave,
     })
 }
 
@@ -267,7 +323,7 @@ impl Running {
             sleep(Duration::from_secs(timeout_secs)).await;
         };
         tokio::select! {
-            exit = &mut self.exit => (joined(exit), Outcome::Exited),
+            status = self.child.wait() => (exit_info(status), Outcome::Exited),
             how = requested(stop, false) => (self.terminate(how, grace, stop).await, Outcome::Cancelled),
             () = deadline => (self.terminate(Stop::Cancel, grace, stop).await, Outcome::TimedOut),
         }
@@ -282,21 +338,19 @@ impl Running {
         if how == Stop::Cancel {
             signal_group(self.pgid, Signal::SIGTERM);
             tokio::select! {
-                exit = &mut self.exit => return joined(exit),
+                status = self.child.wait() => return exit_info(status),
                 () = sleep(grace) => debug!(pgid = %self.pgid, "grace period over"),
                 _ = requested(stop, true) => {}
             }
         }
         signal_group(self.pgid, Signal::SIGKILL);
-        joined((&mut self.exit).await)
+        exit_info(self.child.wait().await)
     }
 
     /// Reads the rest of the output (bounded), kills what is left of the
     /// group and removes the job's directory.
     async fn clean_up(mut self) {
         let deadline = Instant::now() + DRAIN_BOUND;
-        // The reader may already have ended; then nobody needs telling.
-        let _ = self.exited.send(());
         let drained = timeout_at(deadline, async {
             let _ = (&mut self.stdout_done).await;
             let _ = (&mut self.stderr_task).await;
@@ -316,10 +370,10 @@ impl Running {
     }
 }
 
-fn command(job: &AssignJob, dir: &Path, script_path: &Path) -> CommandBuilder {
-    let mut cmd = CommandBuilder::new("bash");
-    cmd.arg(script_path);
-    cmd.cwd(dir);
+/// Everything but the program, its arguments and its stdio. Nothing here
+/// may stop std from using `posix_spawn` (see the module docs).
+fn configure(cmd: &mut Command, job: &AssignJob, dir: &Path) {
+    cmd.current_dir(dir).process_group(0).kill_on_drop(false);
     // The agent's own settings, its token above all, are not the job's.
     for (key, _) in std::env::vars_os() {
         if key.as_bytes().starts_with(b"HODEI_") {
@@ -328,7 +382,7 @@ fn command(job: &AssignJob, dir: &Path, script_path: &Path) -> CommandBuilder {
     }
     // A daemonised agent may have no TERM; a terminal without one makes
     // many tools drop colours, which is what the PTY is for.
-    if cmd.get_env("TERM").is_none() {
+    if std::env::var_os("TERM").is_none() {
         cmd.env("TERM", "xterm-256color");
     }
     for (key, value) in job.env.iter().chain(&job.secrets) {
@@ -336,7 +390,6 @@ fn command(job: &AssignJob, dir: &Path, script_path: &Path) -> CommandBuilder {
     }
     cmd.env("HODEI_JOB_ID", &job.job_id);
     cmd.env("HODEI_ATTEMPT", job.attempt.to_string());
-    cmd
 }
 
 fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
@@ -370,37 +423,25 @@ fn signal_group(pgid: Pid, signal: Signal) {
     }
 }
 
-fn wait_for_exit(pid: Pid) -> ExitInfo {
+fn exit_info(status: io::Result<ExitStatus>) -> ExitInfo {
     let ended = |exit_code, signal| ExitInfo {
         exit_code,
         signal,
         error: None,
     };
-    loop {
-        match waitpid(pid, None) {
-            Ok(WaitStatus::Exited(_, code)) => return ended(code, 0),
-            Ok(WaitStatus::Signaled(_, signal, _)) => {
-                return ended(128 + signal as i32, signal as i32);
-            }
-            // Stops and continues are only reported when asked for.
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(error) => {
-                return ExitInfo {
-                    exit_code: -1,
-                    signal: 0,
-                    error: Some(format!("cannot wait for the job's process: {error}")),
-                };
-            }
-        }
-    }
-}
-
-fn joined(exit: Result<ExitInfo, tokio::task::JoinError>) -> ExitInfo {
-    exit.unwrap_or_else(|error| ExitInfo {
+    let failed = |error: String| ExitInfo {
         exit_code: -1,
         signal: 0,
-        error: Some(format!("the process waiter failed: {error}")),
-    })
+        error: Some(error),
+    };
+    match status {
+        Ok(status) => match (status.code(), status.signal()) {
+            (Some(code), _) => ended(code, 0),
+            (None, Some(signal)) => ended(128 + signal, signal),
+            (None, None) => failed(format!("the job's process ended oddly: {status}")),
+        },
+        Err(error) => failed(format!("cannot wait for the job's process: {error}")),
+    }
 }
 
 fn millis(elapsed: Duration) -> u64 {

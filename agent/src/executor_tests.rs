@@ -1,4 +1,4 @@
-//! Unit tests of [`super::run_job`] with real bash processes in a real PTY.
+//! Unit tests of [`super::run_job`] with real processes on a real PTY.
 
 use std::sync::Mutex;
 use std::time::Instant;
@@ -207,6 +207,68 @@ async fn argv_env_and_secrets_reach_the_process() {
         harness.sink.lines(Stream::Stdout),
         vec![b"job-1/3/plain/hidden/it's".to_vec()]
     );
+}
+
+fn argv(args: &[&str]) -> AssignJob {
+    let mut job = script("");
+    job.command = Some(Command::Argv(ArgvCommand {
+        args: args.iter().map(|arg| arg.to_string()).collect(),
+    }));
+    job
+}
+
+#[tokio::test]
+async fn stdin_and_stdout_are_the_terminal_and_stderr_is_not() {
+    let harness = Harness::new();
+    let result = harness
+        .run(script("test -t 0\ntest -t 1\n! test -t 2"))
+        .await;
+    assert_eq!(result.exit_code, 0, "{result:?}");
+}
+
+/// No shell sees an argv vector: every byte reaches the program as sent.
+#[tokio::test]
+async fn argv_reaches_the_program_byte_exact() {
+    let harness = Harness::new();
+    let tricky = [
+        "a b",
+        "it's",
+        "$HOME",
+        "`id`",
+        "$(echo no)",
+        "\"double\"",
+        "back\\slash",
+        "*",
+        "",
+    ];
+    let mut args = vec!["printf", "[%s]\\n"];
+    args.extend(tricky);
+    let result = harness.run(argv(&args)).await;
+    assert!(exited(&result) && result.exit_code == 0, "{result:?}");
+    let expected: Vec<Vec<u8>> = tricky
+        .iter()
+        .map(|arg| format!("[{arg}]").into_bytes())
+        .collect();
+    assert_eq!(harness.sink.lines(Stream::Stdout), expected);
+}
+
+#[tokio::test]
+async fn a_missing_program_fails_to_start() {
+    let harness = Harness::new();
+    let result = harness.run(argv(&["nosuchprog", "x"])).await;
+    assert_eq!(
+        result.outcome,
+        i32::from(Outcome::FailedToStart),
+        "{result:?}"
+    );
+    assert_eq!(result.exit_code, -1);
+    assert!(
+        result.error.contains("cannot start `nosuchprog`")
+            && result.error.contains("No such file or directory"),
+        "{result:?}"
+    );
+    assert!(harness.sink.pid.lock().expect("lock").is_none());
+    assert!(harness.work_dir_is_empty());
 }
 
 #[tokio::test]

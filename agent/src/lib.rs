@@ -10,17 +10,19 @@
 //! - `backoff` — reconnect delays (exponential, jittered, capped).
 //! - `jobs` — the running jobs: start, cancel, abandon, shutdown; routes
 //!   each job's events into the outbox.
-//! - `executor` — one job's life: temp dir, bash in a PTY, stderr FIFO,
-//!   exit status, cancel and timeout, process-group cleanup.
-//! - `output` — reading a job's PTY (stdout) and stderr FIFO into lines.
+//! - `executor` — one job's life: temp dir, the process on a PTY (stdout)
+//!   with a stderr pipe, exit status, cancel and timeout, process-group
+//!   cleanup.
+//! - `output` — reading a job's PTY (stdout) and stderr pipe into lines.
 //! - `lines` — cutting raw output into log entries (16 KiB cap).
-//! - `script` — the text of `job.sh`, argv quoting.
+//! - `script` — how a command is launched: argv directly, a script as
+//!   `job.sh` run by bash.
 //! - `outbox` — sequence numbers, unacknowledged entries and results,
 //!   batching, resend after a reconnect.
 //! - `metrics` — CPU count, memory and load from sysinfo.
 //!
 //! Unit tests sit next to the code (`*_tests.rs` for the larger suites) and
-//! run real bash processes in real PTYs; `tests/protocol.rs` runs the binary
+//! run real processes on real PTYs; `tests/protocol.rs` runs the binary
 //! against a fake host over the wire.
 //!
 //! # Exit codes

@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Deserialize;
 
+use crate::plugins::{ActiveChoice, Limits};
 use crate::store::StorageKind;
 
 /// Flags of `hodei serve` (each also read from its environment variable).
@@ -47,6 +48,22 @@ pub struct ServeArgs {
     /// Largest accepted request body in bytes [default: 1048576].
     #[arg(long, env = "HODEI_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Scheduling policy at start-up: builtin, binpack, least-loaded or an
+    /// uploaded one [default: the last one activated, else builtin].
+    #[arg(long, env = "HODEI_POLICY")]
+    pub policy: Option<String>,
+    /// Configuration string for `--policy`.
+    #[arg(long, env = "HODEI_POLICY_CONFIG")]
+    pub policy_config: Option<String>,
+    /// Deadline of one plugin call in milliseconds [default: 10].
+    #[arg(long, env = "HODEI_PLUGIN_DEADLINE_MS")]
+    pub plugin_deadline_ms: Option<u64>,
+    /// Memory cap of one plugin instance in MiB [default: 32].
+    #[arg(long, env = "HODEI_PLUGIN_MEMORY_MB")]
+    pub plugin_memory_mb: Option<usize>,
+    /// Where compiled plugins are cached [default: DATA_DIR/plugin-cache].
+    #[arg(long, env = "HODEI_PLUGIN_CACHE_DIR")]
+    pub plugin_cache_dir: Option<PathBuf>,
 }
 
 /// The config file's shape: the same settings, all optional.
@@ -62,6 +79,11 @@ struct FileConfig {
     local_agent_slots: Option<u32>,
     lease_secs: Option<u64>,
     max_body_bytes: Option<usize>,
+    policy: Option<String>,
+    policy_config: Option<String>,
+    plugin_deadline_ms: Option<u64>,
+    plugin_memory_mb: Option<usize>,
+    plugin_cache_dir: Option<PathBuf>,
 }
 
 /// Resolved settings.
@@ -85,6 +107,12 @@ pub struct ServeConfig {
     pub lease: Duration,
     /// Request body limit.
     pub max_body_bytes: usize,
+    /// Policy to activate at start-up, if configured.
+    pub policy: Option<ActiveChoice>,
+    /// Limits of every plugin call.
+    pub plugin_limits: Limits,
+    /// Compiled-plugin cache.
+    pub plugin_cache_dir: PathBuf,
 }
 
 impl ServeArgs {
@@ -94,11 +122,36 @@ impl ServeArgs {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let data_dir = self
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("hodei-data"));
+        let policy = self.policy.or(file.policy).map(|name| ActiveChoice {
+            name,
+            config: self
+                .policy_config
+                .or(file.policy_config)
+                .unwrap_or_default(),
+        });
+        let defaults = Limits::default();
+        let plugin_limits = Limits {
+            deadline: self
+                .plugin_deadline_ms
+                .or(file.plugin_deadline_ms)
+                .map_or(defaults.deadline, Duration::from_millis),
+            memory_bytes: self
+                .plugin_memory_mb
+                .or(file.plugin_memory_mb)
+                .map_or(defaults.memory_bytes, |mb| mb << 20),
+        };
         Ok(ServeConfig {
-            data_dir: self
-                .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from("hodei-data")),
+            plugin_cache_dir: self
+                .plugin_cache_dir
+                .or(file.plugin_cache_dir)
+                .unwrap_or_else(|| data_dir.join("plugin-cache")),
+            data_dir,
+            policy,
+            plugin_limits,
             http_addr: self
                 .http_addr
                 .or(file.http_addr)

@@ -8,6 +8,8 @@
 //!   must not be lost.
 //! - [`scheduler`]: queue order, cluster state and atomic reservations,
 //!   the placement policy (built-in default) and the decision round.
+//! - [`plugins`]: WebAssembly plugins: the wasmtime engine and limits, the
+//!   scheduling-policy world, the hot-swap registry.
 //! - [`jobs`]: the use cases; the one place jobs change state.
 //! - [`agents`]: the tonic gateway agents dial into: auth, sessions,
 //!   reconciliation on reconnect, log ingest, results.
@@ -35,6 +37,7 @@ pub mod domain;
 pub mod jobs;
 pub mod local_agents;
 pub mod logs;
+pub mod plugins;
 pub mod scheduler;
 pub mod serve;
 pub mod store;

@@ -22,9 +22,9 @@ use crate::bus::Bus;
 use crate::config::ServeConfig;
 use crate::jobs::JobService;
 use crate::local_agents::LocalAgents;
+use crate::plugins::{PluginEngine, PolicyCatalog, PolicyRegistry};
 use crate::scheduler::Scheduler;
 use crate::scheduler::cluster::Cluster;
-use crate::scheduler::policy::BuiltinPolicy;
 use crate::store;
 
 /// How long agents are asked to wait between heartbeats.
@@ -38,8 +38,16 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let store = store::open(config.storage, &config.data_dir)
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+    let engine = PluginEngine::new(config.plugin_limits, Some(&config.plugin_cache_dir))
+        .context("cannot start the WebAssembly engine")?;
+    let registry = Arc::new(PolicyRegistry::new(engine));
+    let policies = PolicyCatalog::new(Arc::clone(&registry), Arc::clone(&store));
+    policies
+        .restore(config.policy.clone())
+        .await
+        .context("cannot load the scheduling policies")?;
     let cluster = Arc::new(Cluster::default());
-    let scheduler = Arc::new(Scheduler::new(cluster, Arc::new(BuiltinPolicy)));
+    let scheduler = Arc::new(Scheduler::new(cluster, registry));
     let jobs = Arc::new(JobService::new(
         store,
         scheduler,
@@ -77,6 +85,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let app = router(
         AppState {
             jobs: Arc::clone(&jobs),
+            policies,
         },
         config.max_body_bytes,
     );

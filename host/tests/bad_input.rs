@@ -1,5 +1,6 @@
 //! Bad input gets the right status and the one JSON error shape, and
 //! nothing already stored is lost or changed.
+#![allow(clippy::unwrap_used)] // test helpers are assertions
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Restarts and log streaming: nothing acknowledged is lost, every line is
 //! delivered exactly once and in order.
+#![allow(clippy::unwrap_used)] // test helpers are assertions
 
 mod common;
 

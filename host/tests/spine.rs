@@ -1,5 +1,6 @@
 //! The spine end to end: real `hodei` and `hodei-agent` processes, a real
 //! PTY, gRPC on 127.0.0.1, a real redb file.
+#![allow(clippy::unwrap_used)] // test helpers are assertions
 
 mod common;
 

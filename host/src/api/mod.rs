@@ -1,22 +1,25 @@
 //! The REST API: routes, shared state, and the extractors that turn bad
 //! input into the one JSON error shape.
 //!
-//! One file per resource: `jobs`, `logs` (SSE), `workers`; `error` owns the
-//! error shape.
+//! One file per resource: `jobs`, `logs` (SSE), `workers`, `policies`;
+//! `error` owns the error shape.
 
 pub mod error;
 mod jobs;
 mod logs;
+mod policies;
 mod workers;
 
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Router, middleware};
+use tower_http::limit::RequestBodyLimitLayer;
 
 use self::error::ApiError;
 use crate::jobs::JobService;
+use crate::plugins::PolicyCatalog;
 
 pub use self::jobs::{JobView, MIN_SECRET_LEN};
 
@@ -25,6 +28,8 @@ pub use self::jobs::{JobView, MIN_SECRET_LEN};
 pub struct AppState {
     /// The job use cases.
     pub jobs: Arc<JobService>,
+    /// Scheduling policies and their persistence.
+    pub policies: PolicyCatalog,
 }
 
 /// `axum::Json` whose rejections are [`ApiError`]s.
@@ -46,7 +51,19 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/api/v1/jobs/{id}/logs", get(logs::stream))
         .route("/api/v1/workers", get(workers::list))
+        .route("/api/v1/policies/active", put(policies::activate))
+        .route("/api/v1/policies/{name}", delete(policies::remove))
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        // Components are larger than job bodies: this route has its own cap,
+        // and an upload announced as too large is refused from its
+        // Content-Length, before 50 MiB cross the wire.
+        .route(
+            "/api/v1/policies",
+            get(policies::list).post(policies::upload).layer((
+                RequestBodyLimitLayer::new(policies::MAX_POLICY_BYTES),
+                DefaultBodyLimit::max(policies::MAX_POLICY_BYTES),
+            )),
+        )
         .layer(middleware::from_fn(error::stamp))
         .with_state(state)
 }

@@ -94,6 +94,35 @@ impl ApiClient {
         Self::decode(response).await
     }
 
+    /// `POST /api/v1/policies?name=N` with a component.
+    pub async fn upload_policy(&self, name: &str, bytes: Vec<u8>) -> anyhow::Result<Value> {
+        let response = self
+            .http
+            .post(self.url("/api/v1/policies"))
+            .query(&[("name", name)])
+            .header("content-type", "application/wasm")
+            .body(bytes)
+            .send()
+            .await
+            .map_err(self.unreachable())?;
+        Self::decode(response).await
+    }
+
+    /// Any method with a JSON body (`Null` sends none).
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+    ) -> anyhow::Result<Value> {
+        let mut request = self.http.request(method, self.url(path));
+        if !body.is_null() {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(self.unreachable())?;
+        Self::decode(response).await
+    }
+
     /// `GET` of any API path.
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
         let response = self

@@ -4,6 +4,7 @@
 pub mod client;
 mod jobs;
 mod logs;
+mod policy;
 pub mod run;
 mod workers;
 
@@ -11,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::bench::BenchArgs;
+use crate::bench::BenchCommand;
 use crate::config::ServeArgs;
 
 /// Hodei Jobs: a job scheduler with Wasm policies and gRPC agents.
@@ -43,8 +44,13 @@ enum Command {
     Logs(logs::LogsArgs),
     /// List workers.
     Workers,
-    /// Measure durable submits/s and completed jobs/s on this machine.
-    Bench(BenchArgs),
+    /// Manage scheduling policies (WebAssembly plugins).
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+    /// Measure this machine: `spine` (submits/s, jobs/s) or `policies`
+    /// (decision latency, native vs Wasm).
+    #[command(subcommand)]
+    Bench(BenchCommand),
 }
 
 /// Parses the command line and runs it.
@@ -59,6 +65,7 @@ pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -84,6 +91,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Jobs(command) => jobs::run(&client, command).await.map(|()| 0),
         Command::Logs(args) => logs::run(&client, args).await.map(|()| 0),
         Command::Workers => workers::run(&client).await.map(|()| 0),
-        Command::Bench(args) => crate::bench::run(args).await.map(|()| 0),
+        Command::Policy(command) => policy::run(&client, command).await.map(|()| 0),
+        Command::Bench(command) => crate::bench::run(command).await.map(|()| 0),
     }
 }

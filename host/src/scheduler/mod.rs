@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::Notify;
 
 use self::cluster::{AgentTx, Assignment, Cluster};
-use self::policy::{Decision, Demand, PlacementPolicy, decide};
+use self::policy::{Decision, Demand, PolicySource, decide};
 use self::queue::{PendingQueue, QueuedJob};
 use crate::domain::{JobId, Resources, WorkerId};
 
@@ -39,7 +39,7 @@ pub struct Placement {
 pub struct Scheduler {
     queue: Mutex<PendingQueue>,
     cluster: Arc<Cluster>,
-    policy: Arc<dyn PlacementPolicy>,
+    policy: Arc<dyn PolicySource>,
     wake: Notify,
 }
 
@@ -52,7 +52,7 @@ const MAX_FAILED_SHAPES: usize = 64;
 
 impl Scheduler {
     /// A scheduler deciding with `policy` over `cluster`.
-    pub fn new(cluster: Arc<Cluster>, policy: Arc<dyn PlacementPolicy>) -> Self {
+    pub fn new(cluster: Arc<Cluster>, policy: Arc<dyn PolicySource>) -> Self {
         Self {
             queue: Mutex::default(),
             cluster,
@@ -97,7 +97,11 @@ impl Scheduler {
     /// rather than stored by every round: rounds stay cheap with a long
     /// queue, and the answer is never stale.
     pub fn explain(&self, demand: &Demand<'_>) -> String {
-        match decide(self.policy.as_ref(), demand, &self.cluster.candidates()) {
+        match decide(
+            self.policy.current().as_ref(),
+            demand,
+            &self.cluster.candidates(),
+        ) {
             Decision::Wait(reason) => reason,
             Decision::Place(_) => "placeable; waiting for its turn in the queue".to_owned(),
         }
@@ -112,6 +116,7 @@ impl Scheduler {
     pub fn round(&self) -> Vec<Placement> {
         let mut queue = lock(&self.queue);
         let mut candidates = self.cluster.candidates();
+        let policy = self.policy.current();
         let mut placements = Vec::new();
         let mut failed: Vec<(&BTreeMap<String, String>, Resources)> = Vec::new();
         for job in queue.iter() {
@@ -128,7 +133,7 @@ impl Scheduler {
                 labels: &job.labels,
                 resources: job.resources,
             };
-            let Decision::Place(worker) = decide(self.policy.as_ref(), &demand, &candidates) else {
+            let Decision::Place(worker) = decide(policy.as_ref(), &demand, &candidates) else {
                 if failed.len() < MAX_FAILED_SHAPES {
                     failed.push((&job.labels, job.resources));
                 }

@@ -8,6 +8,7 @@
 //! so it can stay as the fallback when a plugin fails.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use crate::domain::{Resources, WorkerId, WorkerMetrics};
 
@@ -56,6 +57,20 @@ pub trait PlacementPolicy: Send + Sync + std::fmt::Debug {
     fn filter(&self, demand: &Demand<'_>, candidates: &[Candidate]) -> Vec<Verdict>;
     /// One score per feasible candidate, in order; highest wins.
     fn score(&self, demand: &Demand<'_>, feasible: &[&Candidate]) -> Vec<i64>;
+}
+
+/// Where the scheduler gets the policy for its next decisions. A snapshot
+/// is taken per round, so a swap takes effect for the next round and a round
+/// in flight finishes on the policy it started with.
+pub trait PolicySource: Send + Sync + std::fmt::Debug {
+    /// The policy to decide with now.
+    fn current(&self) -> Arc<dyn PlacementPolicy>;
+}
+
+impl PolicySource for BuiltinPolicy {
+    fn current(&self) -> Arc<dyn PlacementPolicy> {
+        Arc::new(BuiltinPolicy)
+    }
 }
 
 /// The outcome of one decision.

@@ -61,7 +61,40 @@ pub async fn run_all(store: Arc<dyn JobStore>) {
     logs_are_stored_once_per_sequence_in_order(store.as_ref()).await;
     logs_of_a_stale_attempt_are_refused(store.as_ref()).await;
     listing_pages_newest_first_and_filters(store.as_ref()).await;
+    plugins_and_settings_round_trip(store.as_ref()).await;
     concurrent_writers_all_land(Arc::clone(&store)).await;
+}
+
+async fn plugins_and_settings_round_trip(store: &dyn JobStore) {
+    assert!(store.plugins().await.unwrap().is_empty());
+    store
+        .put_plugin("spread", vec![0, 97, 115, 109])
+        .await
+        .unwrap();
+    store.put_plugin("other", vec![1]).await.unwrap();
+    store.put_plugin("spread", vec![2, 3]).await.unwrap();
+    let mut plugins = store.plugins().await.unwrap();
+    plugins.sort();
+    assert_eq!(
+        plugins,
+        vec![
+            ("other".to_owned(), vec![1]),
+            ("spread".to_owned(), vec![2, 3])
+        ]
+    );
+    store.delete_plugin("other").await.unwrap();
+    store.delete_plugin("never-there").await.unwrap();
+    assert_eq!(store.plugins().await.unwrap().len(), 1);
+
+    assert_eq!(store.setting("active_policy").await.unwrap(), None);
+    store
+        .put_setting("active_policy", "binpack".into())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.setting("active_policy").await.unwrap().as_deref(),
+        Some("binpack")
+    );
 }
 
 async fn insert_then_get_round_trips(store: &dyn JobStore) {

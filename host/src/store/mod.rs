@@ -100,6 +100,21 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Highest stored log sequence of the job (0 when it has none).
     async fn log_head(&self, id: JobId) -> Result<u64, StoreError>;
+
+    /// Stores (or replaces) an uploaded plugin's bytes under `name`.
+    async fn put_plugin(&self, name: &str, bytes: Vec<u8>) -> Result<(), StoreError>;
+
+    /// Forgets a plugin; removing an unknown name is not an error.
+    async fn delete_plugin(&self, name: &str) -> Result<(), StoreError>;
+
+    /// Every stored plugin, by name.
+    async fn plugins(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+
+    /// Stores a host setting (e.g. the active policy).
+    async fn put_setting(&self, key: &str, value: String) -> Result<(), StoreError>;
+
+    /// A host setting.
+    async fn setting(&self, key: &str) -> Result<Option<String>, StoreError>;
 }
 
 /// Which adapter to use (the `storage` config key).

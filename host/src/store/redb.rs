@@ -13,7 +13,8 @@
 //! Layout (version 1): `jobs` u128 id → JSON envelope `{"v":1,"job":…}`;
 //! `active` u128 id → () for non-terminal jobs (so a restart does not scan
 //! history); `logs` (u128 id, u64 sequence) → `[ts i64 LE][stream u8][bytes]`;
-//! `log_heads` u128 id → highest sequence stored.
+//! `log_heads` u128 id → highest sequence stored; `plugins` name → component
+//! bytes; `settings` key → value.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,6 +31,8 @@ const JOBS: TableDefinition<'_, u128, &[u8]> = TableDefinition::new("jobs");
 const ACTIVE: TableDefinition<'_, u128, ()> = TableDefinition::new("active");
 const LOGS: TableDefinition<'_, (u128, u64), &[u8]> = TableDefinition::new("logs");
 const LOG_HEADS: TableDefinition<'_, u128, u64> = TableDefinition::new("log_heads");
+const PLUGINS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("plugins");
+const SETTINGS: TableDefinition<'_, &str, &str> = TableDefinition::new("settings");
 
 /// How many queued writes one transaction takes at most, so one commit
 /// never holds up its first caller for too long.
@@ -52,6 +55,9 @@ enum WriteOp {
         lines: Vec<LogRecord>,
         reply: oneshot::Sender<Result<u64, StoreError>>,
     },
+    PutPlugin(String, Vec<u8>, oneshot::Sender<Result<(), StoreError>>),
+    DeletePlugin(String, oneshot::Sender<Result<(), StoreError>>),
+    PutSetting(String, String, oneshot::Sender<Result<(), StoreError>>),
 }
 
 #[derive(Serialize)]
@@ -79,6 +85,8 @@ impl RedbStore {
             txn.open_table(ACTIVE).map_err(StoreError::backend)?;
             txn.open_table(LOGS).map_err(StoreError::backend)?;
             txn.open_table(LOG_HEADS).map_err(StoreError::backend)?;
+            txn.open_table(PLUGINS).map_err(StoreError::backend)?;
+            txn.open_table(SETTINGS).map_err(StoreError::backend)?;
         }
         txn.commit().map_err(StoreError::backend)?;
         let db = Arc::new(db);
@@ -205,6 +213,8 @@ fn commit_group(db: &Database, batch: &mut Vec<WriteOp>) {
                 active: txn.open_table(ACTIVE).map_err(StoreError::backend)?,
                 logs: txn.open_table(LOGS).map_err(StoreError::backend)?,
                 heads: txn.open_table(LOG_HEADS).map_err(StoreError::backend)?,
+                plugins: txn.open_table(PLUGINS).map_err(StoreError::backend)?,
+                settings: txn.open_table(SETTINGS).map_err(StoreError::backend)?,
             };
             for op in batch.drain(..) {
                 replies.push(match op {
@@ -218,6 +228,30 @@ fn commit_group(db: &Database, batch: &mut Vec<WriteOp>) {
                         lines,
                         reply,
                     } => Reply::Logs(reply, tables.append_logs(id, attempt, &lines)),
+                    WriteOp::PutPlugin(name, bytes, reply) => Reply::Insert(
+                        reply,
+                        tables
+                            .plugins
+                            .insert(name.as_str(), bytes.as_slice())
+                            .map(drop)
+                            .map_err(StoreError::backend),
+                    ),
+                    WriteOp::DeletePlugin(name, reply) => Reply::Insert(
+                        reply,
+                        tables
+                            .plugins
+                            .remove(name.as_str())
+                            .map(drop)
+                            .map_err(StoreError::backend),
+                    ),
+                    WriteOp::PutSetting(key, value, reply) => Reply::Insert(
+                        reply,
+                        tables
+                            .settings
+                            .insert(key.as_str(), value.as_str())
+                            .map(drop)
+                            .map_err(StoreError::backend),
+                    ),
                 });
             }
         }
@@ -251,6 +285,8 @@ struct Tables<'txn> {
     active: redb::Table<'txn, u128, ()>,
     logs: redb::Table<'txn, (u128, u64), &'static [u8]>,
     heads: redb::Table<'txn, u128, u64>,
+    plugins: redb::Table<'txn, &'static str, &'static [u8]>,
+    settings: redb::Table<'txn, &'static str, &'static str>,
 }
 
 impl Tables<'_> {
@@ -433,6 +469,51 @@ impl JobStore for RedbStore {
                 .get(key(id))
                 .map_err(StoreError::backend)?
                 .map_or(0, |g| g.value()))
+        })
+        .await
+    }
+
+    async fn put_plugin(&self, name: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        self.submit(|reply| WriteOp::PutPlugin(name, bytes, reply))
+            .await
+    }
+
+    async fn delete_plugin(&self, name: &str) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        self.submit(|reply| WriteOp::DeletePlugin(name, reply))
+            .await
+    }
+
+    async fn plugins(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.read(|db| {
+            let txn = db.begin_read().map_err(StoreError::backend)?;
+            let plugins = txn.open_table(PLUGINS).map_err(StoreError::backend)?;
+            let mut out = Vec::new();
+            for entry in plugins.iter().map_err(StoreError::backend)? {
+                let (name, bytes) = entry.map_err(StoreError::backend)?;
+                out.push((name.value().to_owned(), bytes.value().to_vec()));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn put_setting(&self, key: &str, value: String) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        self.submit(|reply| WriteOp::PutSetting(key, value, reply))
+            .await
+    }
+
+    async fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let key = key.to_owned();
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(StoreError::backend)?;
+            let settings = txn.open_table(SETTINGS).map_err(StoreError::backend)?;
+            Ok(settings
+                .get(key.as_str())
+                .map_err(StoreError::backend)?
+                .map(|v| v.value().to_owned()))
         })
         .await
     }

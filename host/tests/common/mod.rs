@@ -72,6 +72,11 @@ impl Host {
             .args(["--agent-token", TOKEN])
             .args(extra)
             .env("RUST_LOG", "info")
+            // Shared by every test host: each plugin is compiled once.
+            .env(
+                "HODEI_PLUGIN_CACHE_DIR",
+                concat!(env!("CARGO_TARGET_TMPDIR"), "/plugin-cache"),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -164,6 +169,36 @@ impl Host {
 
     pub fn delete(&self, path: &str) -> (u16, Value) {
         request(http_agent().delete(&self.url(path)).call())
+    }
+
+    /// `PUT /api/v1/policies/active`.
+    pub fn activate(&self, name: &str, config: &str) -> (u16, Value) {
+        request(
+            http_agent()
+                .put(&self.url("/api/v1/policies/active"))
+                .send_json(json!({ "name": name, "config": config })),
+        )
+    }
+
+    /// `POST /api/v1/policies?name=NAME` with raw bytes.
+    pub fn upload_policy(&self, name: &str, bytes: &[u8]) -> (u16, Value) {
+        post_raw(
+            &self.url(&format!("/api/v1/policies?name={name}")),
+            "application/wasm",
+            bytes.to_vec(),
+        )
+    }
+
+    /// The entry of `name` in `GET /api/v1/policies`.
+    pub fn policy(&self, name: &str) -> Value {
+        let (_, body) = self.get("/api/v1/policies");
+        body["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == json!(name))
+            .cloned()
+            .unwrap_or(Value::Null)
     }
 
     pub fn cancel(&self, id: &str) -> (u16, Value) {
@@ -375,6 +410,33 @@ pub fn post_raw(url: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
     )
 }
 
+/// Announces a body of `len` bytes and reads the answer before sending any
+/// of it: a server that refuses by size answers from the header alone.
+pub fn post_announced(url: &str, len: usize) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (authority, path) = rest.split_once('/').unwrap();
+    let mut stream = std::net::TcpStream::connect(authority).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /{path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/wasm\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
 /// Asserts the one error shape.
 pub fn assert_error_shape(body: &Value, code: &str) {
     assert_eq!(body["error"], json!(code), "{body}");
@@ -407,6 +469,16 @@ pub fn processes_with(marker: &str) -> Vec<u32> {
                 .unwrap_or(false)
         })
         .collect()
+}
+
+/// A component built from plugins/ by the host's build script.
+pub fn plugin_wasm(file: &str) -> Vec<u8> {
+    let dir = hodei_bin()
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("plugins/wasm32-wasip2/release");
+    std::fs::read(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
 }
 
 /// A job body running `script` with bash.

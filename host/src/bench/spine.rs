@@ -1,4 +1,4 @@
-//! `hodei bench`: the spine's figures, measured against real processes.
+//! `hodei bench spine`: the spine's figures, measured against real processes.
 //!
 //! Starts a real `hodei serve` (this binary) on a temporary data directory
 //! and ports picked by the OS, then measures over HTTP, as a user would:
@@ -20,9 +20,9 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// Arguments of `hodei bench`.
+/// Arguments of `hodei bench spine`.
 #[derive(Debug, clap::Args)]
-pub struct BenchArgs {
+pub struct SpineArgs {
     /// Jobs each submit round posts.
     #[arg(long, default_value_t = 20_000)]
     submits: usize,
@@ -143,12 +143,7 @@ async fn finished(http: &reqwest::Client, base: &str) -> anyhow::Result<u64> {
 }
 
 /// Runs the benchmark and prints a table.
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if cfg!(debug_assertions) {
-        eprintln!(
-            "note: this is a debug build; use `cargo run --release -p hodei -- bench` for real figures"
-        );
-    }
+pub async fn run(args: SpineArgs) -> anyhow::Result<()> {
     println!("| measurement | figure |");
     println!("|---|---|");
     let body = json!({ "args": ["true"] });

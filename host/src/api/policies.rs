@@ -1,0 +1,122 @@
+//! `/api/v1/policies`: list, upload, activate and remove scheduling
+//! policies while the host runs.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiJson, ApiQuery, AppState};
+use crate::api::error::ApiError;
+use crate::plugins::{ActiveChoice, CatalogError, PluginError};
+
+/// Largest component accepted.
+pub const MAX_POLICY_BYTES: usize = 16 << 20;
+
+impl From<CatalogError> for ApiError {
+    fn from(err: CatalogError) -> Self {
+        match err {
+            CatalogError::Store(store) => store.into(),
+            CatalogError::Plugin(plugin) => {
+                let (status, code) = match &plugin {
+                    PluginError::Invalid(_) => (StatusCode::BAD_REQUEST, "INVALID_PLUGIN"),
+                    PluginError::Refused(_) => (StatusCode::BAD_REQUEST, "PLUGIN_REFUSED"),
+                    PluginError::BadName(_) => (StatusCode::BAD_REQUEST, "VALIDATION_ERROR"),
+                    PluginError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+                    PluginError::Reserved(_) => (StatusCode::CONFLICT, "RESERVED"),
+                    PluginError::Active(_) => (StatusCode::CONFLICT, "POLICY_ACTIVE"),
+                    PluginError::Engine(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
+                };
+                ApiError::new(status, code, plugin.to_string())
+            }
+        }
+    }
+}
+
+fn listing(state: &AppState) -> Value {
+    let registry = state.policies.registry();
+    let (name, config) = registry.active();
+    json!({
+        "active": { "name": name, "config": config },
+        "policies": registry.views(),
+    })
+}
+
+/// `GET /api/v1/policies`: every policy with its calls, errors, last error
+/// and latency; which one is active.
+pub async fn list(State(state): State<AppState>) -> Json<Value> {
+    Json(listing(&state))
+}
+
+/// Query of an upload.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadParams {
+    name: Option<String>,
+}
+
+/// `POST /api/v1/policies?name=N` with the component as the body: 201 once
+/// it is compiled, validated and stored.
+pub async fn upload(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<UploadParams>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body = body.map_err(|rejection| {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                status,
+                "PAYLOAD_TOO_LARGE",
+                format!("a policy component may be at most {MAX_POLICY_BYTES} bytes"),
+            )
+        } else {
+            ApiError::new(status, "BAD_REQUEST", rejection.body_text())
+        }
+    })?;
+    let Some(name) = params.name else {
+        return Err(ApiError::validation(vec![(
+            "name".into(),
+            "required: POST /api/v1/policies?name=NAME".into(),
+        )]));
+    };
+    state.policies.upload(&name, body.to_vec()).await?;
+    Ok((StatusCode::CREATED, Json(listing(&state))))
+}
+
+/// Body of `PUT /api/v1/policies/active`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Activate {
+    name: String,
+    #[serde(default)]
+    config: String,
+}
+
+/// `PUT /api/v1/policies/active`: the next decision uses it.
+pub async fn activate(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<Activate>,
+) -> Result<Json<Value>, ApiError> {
+    state
+        .policies
+        .activate(ActiveChoice {
+            name: body.name,
+            config: body.config,
+        })
+        .await?;
+    Ok(Json(listing(&state)))
+}
+
+/// `DELETE /api/v1/policies/{name}`: 204; 409 for the active or a shipped
+/// policy.
+pub async fn remove(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.policies.remove(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

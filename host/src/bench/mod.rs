@@ -1,0 +1,33 @@
+//! `hodei bench`: figures printed as Markdown tables, measured on this
+//! machine. Build with `--release` for figures worth comparing.
+//!
+//! - `spine`: durable submits/s and end-to-end jobs/s against real
+//!   `hodei serve` processes (see [`spine`]).
+//! - `policies`: decision latency and throughput of the built-in policy
+//!   and the in-tree Wasm policies over synthetic clusters, plus swap
+//!   latency (see [`policies`]).
+
+pub mod policies;
+pub mod spine;
+
+/// Which benchmark to run.
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Durable submits/s and completed jobs/s with real processes.
+    Spine(spine::SpineArgs),
+    /// Scheduling decision latency: native vs Wasm policies.
+    Policies(policies::PolicyBenchArgs),
+}
+
+/// Runs a benchmark.
+pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "note: this is a debug build; use `cargo run --release -p hodei -- bench ...` for real figures"
+        );
+    }
+    match command {
+        BenchCommand::Spine(args) => spine::run(args).await,
+        BenchCommand::Policies(args) => policies::run(&args).await,
+    }
+}

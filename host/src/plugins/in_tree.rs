@@ -1,0 +1,27 @@
+//! Policies shipped inside the `hodei` binary.
+//!
+//! `host/build.rs` builds the crates under plugins/ for wasm32-wasip2 (in
+//! its own target dir, `target/plugins`) and this module embeds the
+//! resulting components, so a fresh host has them without any file on disk.
+
+/// `(name, component bytes)` of every in-tree policy.
+pub const POLICIES: &[(&str, &[u8])] = &[
+    (
+        "binpack",
+        include_bytes!(concat!(
+            env!("HODEI_PLUGIN_DIR"),
+            "/hodei_policy_binpack.wasm"
+        )),
+    ),
+    (
+        "least-loaded",
+        include_bytes!(concat!(
+            env!("HODEI_PLUGIN_DIR"),
+            "/hodei_policy_least_loaded.wasm"
+        )),
+    ),
+];
+
+/// Directory holding every plugin component this build produced, test
+/// fixtures included (tests load those over the API).
+pub const PLUGIN_DIR: &str = env!("HODEI_PLUGIN_DIR");

@@ -1,0 +1,54 @@
+//! WebAssembly plugins: the wasmtime engine, its limits, and one module per
+//! WIT world.
+//!
+//! - [`engine`]: the shared engine, compile cache, epoch deadlines, memory
+//!   caps, the sandboxed WASI context and plugin output routed to the log.
+//! - [`policy`]: the `hodei:scheduler` world (wit/scheduler.wit), host side.
+//! - [`registry`]: loaded policies, the active one behind an `ArcSwap`,
+//!   fallback to the built-in policy, failure counting and backoff.
+//! - [`catalog`]: persistence of uploads and of the active choice.
+//! - [`in_tree`]: the policies shipped inside this binary (plugins/),
+//!   built for wasm32-wasip2 by this crate's build script.
+
+pub mod catalog;
+pub mod engine;
+pub mod in_tree;
+pub mod policy;
+pub mod registry;
+
+pub use catalog::{ActiveChoice, CatalogError, PolicyCatalog};
+pub use engine::{Limits, PluginEngine};
+pub use registry::{PolicyRegistry, PolicyView, Source};
+
+/// What can go wrong loading or managing a plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The bytes are not a usable component of the right world.
+    #[error("invalid plugin: {0}")]
+    Invalid(String),
+    /// The plugin refused its configuration or failed to start with it.
+    #[error("the plugin refused to start: {0}")]
+    Refused(String),
+    /// No plugin by that name.
+    #[error("no policy named {0:?}")]
+    NotFound(String),
+    /// The name is not allowed (`[a-z0-9_-]{{1,64}}`, not `builtin`).
+    #[error("invalid policy name {0:?}: use 1-64 of a-z, 0-9, '-', '_'")]
+    BadName(String),
+    /// Built-in or in-tree: cannot be replaced or removed.
+    #[error("policy {0:?} ships with hodei and cannot be replaced or removed")]
+    Reserved(String),
+    /// The active policy cannot be removed.
+    #[error("policy {0:?} is active; activate another one first")]
+    Active(String),
+    /// wasmtime itself failed.
+    #[error("plugin engine error: {0}")]
+    Engine(String),
+}
+
+impl PluginError {
+    /// Wraps an engine-level error.
+    pub fn engine(err: impl std::fmt::Display) -> Self {
+        Self::Engine(err.to_string())
+    }
+}

@@ -1,0 +1,481 @@
+//! The hot-swap registry of scheduling policies.
+//!
+//! Holds every loaded policy (the in-tree ones, embedded in the binary, and
+//! uploaded ones, whose bytes are kept in the job store so they survive a
+//! restart) and which one is active, behind an `ArcSwap`: a swap is one
+//! pointer store, takes effect for the next decision, and a decision that
+//! already took its snapshot finishes on the policy it started with.
+//!
+//! Failure model: a call that traps, runs past its deadline, runs out of
+//! memory or answers with the wrong shape is an error value. The decision
+//! falls back to the built-in policy, the failure is counted and kept
+//! (function, message, time) for the API and logged with the plugin's name,
+//! and after [`FAILURES_BEFORE_BACKOFF`] failures in a row the plugin is
+//! left out for a backoff that doubles up to [`MAX_BACKOFF`], so a broken
+//! plugin is never re-instantiated in a tight loop.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::PluginError;
+use super::engine::PluginEngine;
+use super::policy::{CallError, CompiledPolicy, PolicyInstance, columns};
+use crate::domain::Timestamp;
+use crate::scheduler::policy::{
+    BuiltinPolicy, Candidate, Demand, PlacementPolicy, PolicySource, Verdict,
+};
+
+/// Consecutive failures before a plugin is left out for a while.
+pub const FAILURES_BEFORE_BACKOFF: u32 = 3;
+/// First backoff; doubles on every further failure.
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest backoff.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Name of the native policy, always present.
+pub const BUILTIN: &str = "builtin";
+
+/// Where a policy came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// The native fallback.
+    Builtin,
+    /// Shipped inside this binary (plugins/).
+    InTree,
+    /// Uploaded over the API.
+    Uploaded,
+}
+
+/// The last failure of a plugin.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastError {
+    /// Which export failed.
+    pub function: &'static str,
+    /// Why.
+    pub message: String,
+    /// When (RFC 3339).
+    pub at: String,
+}
+
+#[derive(Debug)]
+struct Health {
+    calls: u64,
+    errors: u64,
+    consecutive_failures: u32,
+    /// The function of the current failure streak: only its success ends
+    /// the streak (a plugin whose `filter` works and `score` traps on every
+    /// decision keeps failing).
+    failing: Option<&'static str>,
+    backoff: Duration,
+    disabled_until: Option<Instant>,
+    last_error: Option<LastError>,
+    latency_us: hdrhistogram::Histogram<u64>,
+}
+
+/// One loaded policy plugin.
+#[derive(Debug)]
+pub struct LoadedPolicy {
+    name: String,
+    source: Source,
+    size_bytes: usize,
+    sha256: String,
+    compiled: CompiledPolicy,
+    /// Idle instances, tagged with the activation they were configured for.
+    pool: Mutex<Vec<(u64, PolicyInstance)>>,
+    health: Mutex<Health>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl LoadedPolicy {
+    fn enabled(&self) -> bool {
+        lock(&self.health)
+            .disabled_until
+            .is_none_or(|until| Instant::now() >= until)
+    }
+
+    fn record_success(&self, function: &'static str, elapsed: Duration) {
+        let mut health = lock(&self.health);
+        health.calls += 1;
+        if health.failing.is_none_or(|failing| failing == function) {
+            health.failing = None;
+            health.consecutive_failures = 0;
+            health.backoff = FIRST_BACKOFF;
+            health.disabled_until = None;
+        }
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let _ = health.latency_us.record(micros.max(1));
+    }
+
+    fn record_failure(&self, error: &CallError) {
+        let mut health = lock(&self.health);
+        health.calls += 1;
+        health.errors += 1;
+        health.consecutive_failures += 1;
+        health.failing = Some(error.function);
+        health.last_error = Some(LastError {
+            function: error.function,
+            message: error.message.clone(),
+            at: Timestamp::now().to_rfc3339(),
+        });
+        let backoff = (health.consecutive_failures >= FAILURES_BEFORE_BACKOFF).then(|| {
+            let backoff = health.backoff;
+            health.disabled_until = Some(Instant::now() + backoff);
+            health.backoff = (backoff * 2).min(MAX_BACKOFF);
+            backoff
+        });
+        drop(health);
+        tracing::warn!(
+            plugin = %self.name, function = error.function, error = %error.message,
+            ?backoff, "policy call failed; this decision uses the built-in policy"
+        );
+    }
+
+    /// Runs `call` on an idle instance configured for `generation`, making
+    /// one if needed. A failed instance is dropped, never reused.
+    fn with_instance<T>(
+        &self,
+        engine: &PluginEngine,
+        generation: u64,
+        config: &str,
+        function: &'static str,
+        call: impl FnOnce(&mut PolicyInstance) -> Result<T, CallError>,
+    ) -> Option<T> {
+        if !self.enabled() {
+            return None;
+        }
+        let started = Instant::now();
+        let idle = {
+            let mut pool = lock(&self.pool);
+            pool.retain(|(g, _)| *g == generation);
+            pool.pop()
+        };
+        let result = match idle {
+            Some((_, instance)) => Ok(instance),
+            None => self.compiled.instantiate(engine, config),
+        }
+        .and_then(|mut instance| call(&mut instance).map(|answer| (instance, answer)));
+        match result {
+            Ok((instance, answer)) => {
+                self.record_success(function, started.elapsed());
+                lock(&self.pool).push((generation, instance));
+                Some(answer)
+            }
+            Err(error) => {
+                self.record_failure(&error);
+                None
+            }
+        }
+    }
+}
+
+/// The active choice.
+#[derive(Debug)]
+struct Active {
+    name: String,
+    config: String,
+    plugin: Option<Arc<LoadedPolicy>>,
+    generation: u64,
+}
+
+/// A policy as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyView {
+    /// Name.
+    pub name: String,
+    /// Where it came from.
+    pub source: Source,
+    /// Whether decisions use it now.
+    pub active: bool,
+    /// Component size.
+    pub size_bytes: usize,
+    /// SHA-256 of the component.
+    pub sha256: String,
+    /// Calls made (instantiate, configure, filter, score).
+    pub calls: u64,
+    /// Calls that failed.
+    pub errors: u64,
+    /// Failures in a row.
+    pub consecutive_failures: u32,
+    /// Milliseconds until it is tried again, when backing off.
+    pub disabled_for_ms: Option<u128>,
+    /// The last failure.
+    pub last_error: Option<LastError>,
+    /// Median call latency, µs.
+    pub p50_us: u64,
+    /// 99th percentile call latency, µs.
+    pub p99_us: u64,
+}
+
+/// The registry (see the module docs).
+#[derive(Debug)]
+pub struct PolicyRegistry {
+    engine: PluginEngine,
+    plugins: RwLock<BTreeMap<String, Arc<LoadedPolicy>>>,
+    active: ArcSwap<Active>,
+    next_generation: std::sync::atomic::AtomicU64,
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+impl PolicyRegistry {
+    /// A registry with only the built-in policy, active.
+    pub fn new(engine: PluginEngine) -> Self {
+        Self {
+            engine,
+            plugins: RwLock::default(),
+            active: ArcSwap::from_pointee(Active {
+                name: BUILTIN.to_owned(),
+                config: String::new(),
+                plugin: None,
+                generation: 0,
+            }),
+            next_generation: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    /// The engine plugins run on.
+    pub fn engine(&self) -> &PluginEngine {
+        &self.engine
+    }
+
+    /// Compiles and adds (or replaces) a policy. Replacing the active one
+    /// re-activates it with its current configuration, which must still be
+    /// accepted. Compilation is CPU-heavy: call from a blocking context.
+    pub fn load(&self, name: &str, bytes: &[u8], source: Source) -> Result<(), PluginError> {
+        if !valid_name(name) || name == BUILTIN {
+            return Err(PluginError::BadName(name.to_owned()));
+        }
+        if source == Source::Uploaded && self.get(name).is_some_and(|p| p.source == Source::InTree)
+        {
+            return Err(PluginError::Reserved(name.to_owned()));
+        }
+        let compiled = CompiledPolicy::new(&self.engine, name, bytes)?;
+        // Instantiating once proves the component starts and answers; its
+        // configuration is checked when it is activated (a plugin may well
+        // refuse an empty one).
+        match compiled.instantiate(&self.engine, "") {
+            Ok(mut instance) => {
+                instance
+                    .name(&self.engine)
+                    .map_err(|e| PluginError::Invalid(e.to_string()))?;
+            }
+            Err(e)
+                if e.function == "configure" && e.message.starts_with("configuration refused") => {}
+            Err(e) => return Err(PluginError::Invalid(e.to_string())),
+        }
+        let loaded = Arc::new(LoadedPolicy {
+            name: name.to_owned(),
+            source,
+            size_bytes: bytes.len(),
+            sha256: format!("{:x}", Sha256::digest(bytes)),
+            compiled,
+            pool: Mutex::default(),
+            health: Mutex::new(Health {
+                calls: 0,
+                errors: 0,
+                consecutive_failures: 0,
+                failing: None,
+                backoff: FIRST_BACKOFF,
+                disabled_until: None,
+                last_error: None,
+                latency_us: hdrhistogram::Histogram::new(3).map_err(PluginError::engine)?,
+            }),
+        });
+        let active = self.active.load_full();
+        if active.name == name {
+            let config = active.config.clone();
+            self.swap_in(&loaded, &config)?;
+        }
+        self.plugins
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_owned(), loaded);
+        Ok(())
+    }
+
+    fn get(&self, name: &str) -> Option<Arc<LoadedPolicy>> {
+        self.plugins
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    fn swap_in(&self, plugin: &Arc<LoadedPolicy>, config: &str) -> Result<(), PluginError> {
+        let generation = self
+            .next_generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let instance = plugin
+            .compiled
+            .instantiate(&self.engine, config)
+            .map_err(|e| PluginError::Refused(e.to_string()))?;
+        lock(&plugin.pool).push((generation, instance));
+        self.active.store(Arc::new(Active {
+            name: plugin.name.clone(),
+            config: config.to_owned(),
+            plugin: Some(Arc::clone(plugin)),
+            generation,
+        }));
+        Ok(())
+    }
+
+    /// Makes `name` the active policy with `config`; the next decision uses
+    /// it. Fails, changing nothing, when the plugin refuses the config.
+    pub fn activate(&self, name: &str, config: &str) -> Result<(), PluginError> {
+        if name == BUILTIN {
+            let generation = self
+                .next_generation
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.active.store(Arc::new(Active {
+                name: BUILTIN.to_owned(),
+                config: String::new(),
+                plugin: None,
+                generation,
+            }));
+            return Ok(());
+        }
+        let plugin = self
+            .get(name)
+            .ok_or_else(|| PluginError::NotFound(name.to_owned()))?;
+        self.swap_in(&plugin, config)
+    }
+
+    /// Removes a policy that is not active and not shipped in-tree.
+    pub fn remove(&self, name: &str) -> Result<(), PluginError> {
+        if name == BUILTIN {
+            return Err(PluginError::Reserved(name.to_owned()));
+        }
+        let plugin = self
+            .get(name)
+            .ok_or_else(|| PluginError::NotFound(name.to_owned()))?;
+        if plugin.source == Source::InTree {
+            return Err(PluginError::Reserved(name.to_owned()));
+        }
+        if self.active.load().name == name {
+            return Err(PluginError::Active(name.to_owned()));
+        }
+        self.plugins
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
+        Ok(())
+    }
+
+    /// The active policy's name and configuration.
+    pub fn active(&self) -> (String, String) {
+        let active = self.active.load();
+        (active.name.clone(), active.config.clone())
+    }
+
+    /// Every policy, the built-in first.
+    pub fn views(&self) -> Vec<PolicyView> {
+        let active = self.active.load();
+        let mut out = vec![PolicyView {
+            name: BUILTIN.to_owned(),
+            source: Source::Builtin,
+            active: active.name == BUILTIN,
+            size_bytes: 0,
+            sha256: String::new(),
+            calls: 0,
+            errors: 0,
+            consecutive_failures: 0,
+            disabled_for_ms: None,
+            last_error: None,
+            p50_us: 0,
+            p99_us: 0,
+        }];
+        let plugins = self.plugins.read().unwrap_or_else(PoisonError::into_inner);
+        for plugin in plugins.values() {
+            let health = lock(&plugin.health);
+            out.push(PolicyView {
+                name: plugin.name.clone(),
+                source: plugin.source,
+                active: active.name == plugin.name,
+                size_bytes: plugin.size_bytes,
+                sha256: plugin.sha256.clone(),
+                calls: health.calls,
+                errors: health.errors,
+                consecutive_failures: health.consecutive_failures,
+                disabled_for_ms: health
+                    .disabled_until
+                    .and_then(|until| until.checked_duration_since(Instant::now()))
+                    .map(|left| left.as_millis()),
+                last_error: health.last_error.clone(),
+                p50_us: health.latency_us.value_at_quantile(0.5),
+                p99_us: health.latency_us.value_at_quantile(0.99),
+            });
+        }
+        out
+    }
+}
+
+/// One decision's view of the active policy: the plugin if it is healthy,
+/// the built-in otherwise, call by call.
+#[derive(Debug)]
+struct Snapshot {
+    engine: PluginEngine,
+    active: Arc<Active>,
+}
+
+impl PlacementPolicy for Snapshot {
+    fn name(&self) -> &str {
+        &self.active.name
+    }
+
+    fn filter(&self, demand: &Demand<'_>, candidates: &[Candidate]) -> Vec<Verdict> {
+        if let Some(plugin) = &self.active.plugin {
+            let refs: Vec<&Candidate> = candidates.iter().collect();
+            let (wit_demand, workers) = columns(demand, &refs);
+            let engine = &self.engine;
+            if let Some(verdicts) = plugin.with_instance(
+                engine,
+                self.active.generation,
+                &self.active.config,
+                "filter",
+                |instance| instance.filter(engine, &wit_demand, &workers),
+            ) {
+                return verdicts;
+            }
+        }
+        BuiltinPolicy.filter(demand, candidates)
+    }
+
+    fn score(&self, demand: &Demand<'_>, feasible: &[&Candidate]) -> Vec<i64> {
+        if let Some(plugin) = &self.active.plugin {
+            let (wit_demand, workers) = columns(demand, feasible);
+            let engine = &self.engine;
+            if let Some(scores) = plugin.with_instance(
+                engine,
+                self.active.generation,
+                &self.active.config,
+                "score",
+                |instance| instance.score(engine, &wit_demand, &workers),
+            ) {
+                return scores;
+            }
+        }
+        BuiltinPolicy.score(demand, feasible)
+    }
+}
+
+impl PolicySource for PolicyRegistry {
+    fn current(&self) -> Arc<dyn PlacementPolicy> {
+        Arc::new(Snapshot {
+            engine: self.engine.clone(),
+            active: self.active.load_full(),
+        })
+    }
+}

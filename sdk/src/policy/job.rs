@@ -1,0 +1,49 @@
+//! [`Job`]: what the job being placed asks for.
+
+use super::bindings::Demand;
+
+/// The job being placed: its required labels and reservations.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Job {
+    /// Labels the worker must carry, as `key=value`.
+    labels: Vec<String>,
+    /// Thousandths of a CPU core to reserve.
+    cpu_millis: u64,
+    /// MiB of memory to reserve.
+    memory_mb: u64,
+    /// Priority, higher first.
+    priority: i32,
+}
+
+impl Job {
+    /// Labels the worker must carry, as `key=value`, in the host's order.
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    /// Thousandths of a CPU core the job reserves.
+    pub fn cpu_millis(&self) -> u64 {
+        self.cpu_millis
+    }
+
+    /// MiB of memory the job reserves.
+    pub fn memory_mb(&self) -> u64 {
+        self.memory_mb
+    }
+
+    /// The job's priority (higher first); informative.
+    pub fn priority(&self) -> i32 {
+        self.priority
+    }
+}
+
+impl From<Demand> for Job {
+    fn from(demand: Demand) -> Self {
+        Self {
+            labels: demand.labels,
+            cpu_millis: demand.cpu_millis,
+            memory_mb: demand.memory_mb,
+            priority: demand.priority,
+        }
+    }
+}

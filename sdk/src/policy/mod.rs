@@ -1,0 +1,163 @@
+//! Scheduling policies: the `hodei:scheduler` world.
+//!
+//! For every placement decision the host calls the component's `filter` once
+//! over all candidate workers, then `score` once over those that passed, and
+//! places the job on the highest score (ties go to the earlier worker). The
+//! WIT passes workers as columns of numbers; this module turns them into one
+//! [`Worker`] per candidate so a policy is written one worker at a time, and
+//! turns the answers back into the WIT shapes (reasons deduplicated into a
+//! table, one score per worker).
+//!
+//! Implement [`Policy`], then `hodei_plugin_sdk::export_policy!(MyPolicy);`.
+//! Test with [`testing`] on the host target.
+
+#[doc(hidden)]
+pub mod bindings;
+mod columns;
+mod export;
+mod job;
+pub mod testing;
+mod worker;
+
+#[doc(hidden)]
+pub use export::Exported;
+pub use job::Job;
+pub use worker::Worker;
+
+use std::fmt;
+
+/// A scheduling policy, written one worker at a time.
+///
+/// One instance lives in the component, created by [`Policy::configure`]; the
+/// host calls `filter` and `score` many times on it. Wasm is single-threaded,
+/// so `&self` methods need no locking; keep the instance immutable after
+/// `configure` so a decision depends only on its inputs.
+pub trait Policy: Sized + 'static {
+    /// A short, stable name, e.g. `binpack`; what the host shows.
+    const NAME: &'static str;
+
+    /// Builds the policy from the operator's configuration string. `""` means
+    /// "defaults" and should be accepted. An error refuses the configuration
+    /// (the host keeps its previous policy), so say what is accepted.
+    fn configure(config: &str) -> Result<Self, String>;
+
+    /// Whether `worker` may take `job`; the default is [`hard_constraints`].
+    /// Keep reasons short and stable: the host counts them across workers.
+    fn filter(&self, job: &Job, worker: &Worker<'_>) -> Result<(), Reject> {
+        hard_constraints(job, worker)
+    }
+
+    /// How much this policy wants `job` on `worker`; the highest wins. Only
+    /// called for workers that passed [`Policy::filter`].
+    fn score(&self, job: &Job, worker: &Worker<'_>) -> i64;
+
+    /// `filter` over the whole candidate list at once; override to see every
+    /// worker together (e.g. to spread by zone). Must return one verdict per
+    /// worker, in order.
+    fn filter_all(&self, job: &Job, workers: &[Worker<'_>]) -> Vec<Result<(), Reject>> {
+        workers.iter().map(|w| self.filter(job, w)).collect()
+    }
+
+    /// `score` over the whole list of feasible workers at once; must return
+    /// one score per worker, in order.
+    fn score_all(&self, job: &Job, workers: &[Worker<'_>]) -> Vec<i64> {
+        workers.iter().map(|w| self.score(job, w)).collect()
+    }
+}
+
+/// Why a worker may not take a job, e.g. `missing label gpu=true`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Reject(String);
+
+impl Reject {
+    /// A rejection with this reason.
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self(reason.into())
+    }
+
+    /// The reason, as the host will show it.
+    pub fn reason(&self) -> &str {
+        &self.0
+    }
+
+    /// The reason, owned.
+    pub fn into_reason(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Display for Reject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for Reject {
+    fn from(reason: &str) -> Self {
+        Self::new(reason)
+    }
+}
+
+impl From<String> for Reject {
+    fn from(reason: String) -> Self {
+        Self(reason)
+    }
+}
+
+/// The constraints every policy should keep, checked in the same order and
+/// with the same reasons as the host's built-in policy: the first missing
+/// label (`missing label k=v`), then `no free slot`, `not enough cpu`,
+/// `not enough memory`.
+pub fn hard_constraints(job: &Job, worker: &Worker<'_>) -> Result<(), Reject> {
+    if let Some(label) = worker.missing_label() {
+        Err(Reject(format!("missing label {label}")))
+    } else if worker.slots_free() == 0 {
+        Err(Reject::new("no free slot"))
+    } else if worker.cpu_free_millis() < job.cpu_millis() {
+        Err(Reject::new("not enough cpu"))
+    } else if worker.memory_free_mb() < job.memory_mb() {
+        Err(Reject::new("not enough memory"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Exports `$policy` (a type implementing [`Policy`]) as the component's
+/// `hodei:scheduler/policy@0.1.0` interface. Use once, in the plugin crate's
+/// `lib.rs`:
+///
+/// ```
+/// # use hodei_plugin_sdk::policy::{Job, Policy, Worker};
+/// # struct MyPolicy;
+/// # impl Policy for MyPolicy {
+/// #     const NAME: &'static str = "mine";
+/// #     fn configure(_: &str) -> Result<Self, String> { Ok(Self) }
+/// #     fn score(&self, _: &Job, _: &Worker<'_>) -> i64 { 0 }
+/// # }
+/// hodei_plugin_sdk::export_policy!(MyPolicy);
+/// ```
+///
+/// `configure` replaces the stored instance on success (and keeps the old
+/// one on error); `filter`/`score` called before any successful `configure`
+/// first run `configure("")`.
+#[macro_export]
+macro_rules! export_policy {
+    ($policy:ty) => {
+        // Only a Wasm build exports anything: the export names
+        // (`hodei:scheduler/policy@0.1.0#filter`) are not valid native
+        // symbols, and a native build is for tests.
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            type __HodeiExportedPolicy = $crate::policy::Exported<$policy>;
+            $crate::policy::bindings::export!(
+                __HodeiExportedPolicy with_types_in $crate::policy::bindings
+            );
+        };
+        // Natively, still check that the type is a policy.
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: fn() = || {
+            fn is_policy<P: $crate::policy::Policy>() {}
+            is_policy::<$policy>();
+        };
+    };
+}
