@@ -18,6 +18,7 @@ use crate::bus::{Bus, Event};
 use crate::domain::{
     DomainError, Job, JobId, JobSpec, JobState, LogRecord, Outcome, Timestamp, WorkerId,
 };
+use crate::plugins::blocking_allowed;
 use crate::scheduler::cluster::{Assignment, Cluster};
 use crate::scheduler::policy::Demand;
 use crate::scheduler::queue::QueuedJob;
@@ -159,9 +160,11 @@ impl JobService {
 
     fn details(&self, job: Job) -> JobDetails {
         let pending_reason = (job.state == JobState::Pending).then(|| {
-            self.scheduler.explain(&Demand {
-                labels: &job.spec.labels,
-                resources: job.spec.resources,
+            blocking_allowed(|| {
+                self.scheduler.explain(&Demand {
+                    labels: &job.spec.labels,
+                    resources: job.spec.resources,
+                })
             })
         });
         JobDetails {
@@ -353,7 +356,9 @@ impl JobService {
     pub async fn run_scheduler(self: Arc<Self>) {
         loop {
             let _ = tokio::time::timeout(Duration::from_secs(1), self.scheduler.woken()).await;
-            let placements = self.scheduler.round();
+            // A round calls the policy, which may be a Wasm plugin doing
+            // blocking work (its deadline bounds it): off the async path.
+            let placements = blocking_allowed(|| self.scheduler.round());
             if !placements.is_empty() {
                 futures::future::join_all(placements.into_iter().map(|p| self.place(p))).await;
             }

@@ -205,8 +205,8 @@ fn fault(host: &Host, name: &str, config: &str, function: &str, expect_in_messag
 
 #[test]
 fn a_plugin_that_loops_forever_is_interrupted_at_its_deadline() {
-    // The default deadline (10 ms): scheduling goes on at once.
-    let host = Host::start();
+    // The production default deadline (10 ms): scheduling goes on at once.
+    let host = Host::start_with(&["--plugin-deadline-ms", "10"]);
     let _agent = Agent::start(&host, "a1", "", 4);
     host.wait_workers(1);
     fault(
@@ -220,9 +220,9 @@ fn a_plugin_that_loops_forever_is_interrupted_at_its_deadline() {
 
 #[test]
 fn plugins_that_exhaust_memory_trap_or_miscount_fall_back_to_the_builtin() {
-    // A generous deadline, so that on a busy test machine each fault is the
-    // one it is meant to be and not a timeout.
-    let host = Host::start_with(&["--plugin-deadline-ms", "2000"]);
+    // Test hosts have a generous deadline (1 s), so on a busy machine each
+    // fault is the one it is meant to be and not a timeout.
+    let host = Host::start();
     let _agent = Agent::start(&host, "a1", "", 4);
     host.wait_workers(1);
     fault(

@@ -5,6 +5,9 @@
 //! plain-Rust trait, calls one export macro, and unit-tests the logic with
 //! plain `cargo test` on the host target — no Wasm runtime needed.
 //!
+//! The crate's README.md is the tutorial (scaffold, write, test, build, load
+//! and activate a policy) and the reference of the WIT world and its limits.
+//!
 //! # Layout
 //! - [`policy`] — scheduling policies (`hodei:scheduler`): the [`Policy`]
 //!   trait, the [`Job`] / [`Worker`] views, [`export_policy!`], and

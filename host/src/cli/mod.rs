@@ -4,6 +4,7 @@
 pub mod client;
 mod jobs;
 mod logs;
+mod plugin;
 mod policy;
 pub mod run;
 mod workers;
@@ -47,6 +48,10 @@ enum Command {
     /// Manage scheduling policies (WebAssembly plugins).
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Write and build scheduling-policy plugins: `new` scaffolds a crate,
+    /// `build` compiles it to the component `policy load` takes.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
     /// Measure this machine: `spine` (submits/s, jobs/s) or `policies`
     /// (decision latency, native vs Wasm).
     #[command(subcommand)]
@@ -92,6 +97,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Logs(args) => logs::run(&client, args).await.map(|()| 0),
         Command::Workers => workers::run(&client).await.map(|()| 0),
         Command::Policy(command) => policy::run(&client, command).await.map(|()| 0),
+        Command::Plugin(command) => plugin::run(command).await.map(|()| 0),
         Command::Bench(command) => crate::bench::run(command).await.map(|()| 0),
     }
 }

@@ -18,7 +18,7 @@ pub mod registry;
 
 pub use catalog::{ActiveChoice, CatalogError, PolicyCatalog};
 pub use engine::{Limits, PluginEngine};
-pub use registry::{PolicyRegistry, PolicyView, Source};
+pub use registry::{PolicyRegistry, PolicyView, Source, blocking_allowed};
 
 /// What can go wrong loading or managing a plugin.
 #[derive(Debug, thiserror::Error)]

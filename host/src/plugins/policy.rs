@@ -21,7 +21,7 @@ mod bindings {
 }
 
 use bindings::SchedulingPolicyPre;
-use bindings::hodei::scheduler::types::{Demand as WitDemand, Workers as WitWorkers};
+use bindings::hodei::scheduler::types::{Demand as WitDemand, LabelColumn, Workers as WitWorkers};
 
 /// A failed call into a plugin.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -50,10 +50,12 @@ impl std::fmt::Debug for CompiledPolicy {
     }
 }
 
-/// A live instance: its own store, configured once.
+/// A live instance: its own store, configured once, and the label keys it
+/// asked to see.
 pub struct PolicyInstance {
     store: Store<PluginState>,
     bindings: bindings::SchedulingPolicy,
+    label_keys: Vec<String>,
 }
 
 impl std::fmt::Debug for PolicyInstance {
@@ -98,13 +100,25 @@ impl CompiledPolicy {
             .hodei_scheduler_policy()
             .call_configure(&mut store, config)
         {
-            Ok(Ok(())) => Ok(PolicyInstance { store, bindings }),
-            Ok(Err(refused)) => Err(CallError {
-                function: "configure",
-                message: format!("configuration refused: {refused}"),
-            }),
-            Err(e) => Err(failure(&store, "configure", &e)),
+            Ok(Ok(())) => {}
+            Ok(Err(refused)) => {
+                return Err(CallError {
+                    function: "configure",
+                    message: format!("configuration refused: {refused}"),
+                });
+            }
+            Err(e) => return Err(failure(&store, "configure", &e)),
         }
+        engine.arm(&mut store);
+        let label_keys = bindings
+            .hodei_scheduler_policy()
+            .call_label_keys(&mut store)
+            .map_err(|e| failure(&store, "label-keys", &e))?;
+        Ok(PolicyInstance {
+            store,
+            bindings,
+            label_keys,
+        })
     }
 }
 
@@ -127,8 +141,13 @@ fn failure(
     CallError { function, message }
 }
 
-/// The decision's inputs as WIT values (columns of numbers).
-pub fn columns(demand: &Demand<'_>, workers: &[&Candidate]) -> (WitDemand, WitWorkers) {
+/// The decision's inputs as WIT values: columns of numbers, plus one id
+/// column per label key the policy asked for.
+pub fn columns(
+    demand: &Demand<'_>,
+    workers: &[&Candidate],
+    label_keys: &[String],
+) -> (WitDemand, WitWorkers) {
     let labels: Vec<(&String, &String)> = demand.labels.iter().collect();
     let wit_demand = WitDemand {
         labels: labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
@@ -157,23 +176,52 @@ pub fn columns(demand: &Demand<'_>, workers: &[&Candidate]) -> (WitDemand, WitWo
             .iter()
             .map(|c| c.metrics.memory_used_bytes / (1024 * 1024))
             .collect(),
+        labels_by_key: label_keys
+            .iter()
+            .map(|key| label_column(key, workers))
+            .collect(),
     };
     (wit_demand, wit_workers)
 }
 
+/// Interns the values of `key` across `workers`: a few strings per
+/// decision, a u32 per worker.
+fn label_column(key: &str, workers: &[&Candidate]) -> LabelColumn {
+    let mut values: Vec<String> = Vec::new();
+    let value_ids = workers
+        .iter()
+        .map(|c| match c.labels.get(key) {
+            None => 0,
+            Some(value) => {
+                let index = values.iter().position(|v| v == value).unwrap_or_else(|| {
+                    values.push(value.clone());
+                    values.len() - 1
+                });
+                u32::try_from(index + 1).unwrap_or(u32::MAX)
+            }
+        })
+        .collect();
+    LabelColumn {
+        key: key.to_owned(),
+        values,
+        value_ids,
+    }
+}
+
 impl PolicyInstance {
-    /// `filter` over `workers`; one verdict per worker or an error.
+    /// `filter` over `candidates`; one verdict per worker or an error.
     pub fn filter(
         &mut self,
         engine: &PluginEngine,
-        demand: &WitDemand,
-        workers: &WitWorkers,
+        demand: &Demand<'_>,
+        candidates: &[&Candidate],
     ) -> Result<Vec<Verdict>, CallError> {
+        let (demand, workers) = columns(demand, candidates, &self.label_keys);
         engine.arm(&mut self.store);
         let answer = self
             .bindings
             .hodei_scheduler_policy()
-            .call_filter(&mut self.store, demand, workers)
+            .call_filter(&mut self.store, &demand, &workers)
             .map_err(|e| failure(&self.store, "filter", &e))?;
         let expected = workers.slots_free.len();
         if answer.verdicts.len() != expected {
@@ -205,18 +253,19 @@ impl PolicyInstance {
             .collect()
     }
 
-    /// `score` over `workers`; one score per worker or an error.
+    /// `score` over `candidates`; one score per worker or an error.
     pub fn score(
         &mut self,
         engine: &PluginEngine,
-        demand: &WitDemand,
-        workers: &WitWorkers,
+        demand: &Demand<'_>,
+        candidates: &[&Candidate],
     ) -> Result<Vec<i64>, CallError> {
+        let (demand, workers) = columns(demand, candidates, &self.label_keys);
         engine.arm(&mut self.store);
         let scores = self
             .bindings
             .hodei_scheduler_policy()
-            .call_score(&mut self.store, demand, workers)
+            .call_score(&mut self.store, &demand, &workers)
             .map_err(|e| failure(&self.store, "score", &e))?;
         let expected = workers.slots_free.len();
         if scores.len() != expected {

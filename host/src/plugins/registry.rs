@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use super::PluginError;
 use super::engine::PluginEngine;
-use super::policy::{CallError, CompiledPolicy, PolicyInstance, columns};
+use super::policy::{CallError, CompiledPolicy, PolicyInstance};
 use crate::domain::Timestamp;
 use crate::scheduler::policy::{
     BuiltinPolicy, Candidate, Demand, PlacementPolicy, PolicySource, Verdict,
@@ -157,11 +157,13 @@ impl LoadedPolicy {
             pool.retain(|(g, _)| *g == generation);
             pool.pop()
         };
-        let result = match idle {
-            Some((_, instance)) => Ok(instance),
-            None => self.compiled.instantiate(engine, config),
-        }
-        .and_then(|mut instance| call(&mut instance).map(|answer| (instance, answer)));
+        let result = blocking_allowed(|| {
+            match idle {
+                Some((_, instance)) => Ok(instance),
+                None => self.compiled.instantiate(engine, config),
+            }
+            .and_then(|mut instance| call(&mut instance).map(|answer| (instance, answer)))
+        });
         match result {
             Ok((instance, answer)) => {
                 self.record_success(function, started.elapsed());
@@ -173,6 +175,22 @@ impl LoadedPolicy {
                 None
             }
         }
+    }
+}
+
+/// Runs `f`, which calls into a plugin, where blocking is allowed.
+///
+/// WASI's blocking stdio (a plugin printing, e.g. its panic message) enters
+/// tokio with `Handle::block_on`, which panics on a runtime worker thread.
+/// Callers on the hot path (the scheduler round, `explain`) already run in
+/// `block_in_place`, where this is a cheap check; it is here so that no
+/// other caller can forget it.
+pub fn blocking_allowed<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }
 
@@ -438,14 +456,13 @@ impl PlacementPolicy for Snapshot {
     fn filter(&self, demand: &Demand<'_>, candidates: &[Candidate]) -> Vec<Verdict> {
         if let Some(plugin) = &self.active.plugin {
             let refs: Vec<&Candidate> = candidates.iter().collect();
-            let (wit_demand, workers) = columns(demand, &refs);
             let engine = &self.engine;
             if let Some(verdicts) = plugin.with_instance(
                 engine,
                 self.active.generation,
                 &self.active.config,
                 "filter",
-                |instance| instance.filter(engine, &wit_demand, &workers),
+                |instance| instance.filter(engine, demand, &refs),
             ) {
                 return verdicts;
             }
@@ -455,14 +472,13 @@ impl PlacementPolicy for Snapshot {
 
     fn score(&self, demand: &Demand<'_>, feasible: &[&Candidate]) -> Vec<i64> {
         if let Some(plugin) = &self.active.plugin {
-            let (wit_demand, workers) = columns(demand, feasible);
             let engine = &self.engine;
             if let Some(scores) = plugin.with_instance(
                 engine,
                 self.active.generation,
                 &self.active.config,
                 "score",
-                |instance| instance.score(engine, &wit_demand, &workers),
+                |instance| instance.score(engine, demand, feasible),
             ) {
                 return scores;
             }

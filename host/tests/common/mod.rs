@@ -61,9 +61,16 @@ impl Host {
     fn spawn(data_dir: &Path, extra: &[String]) -> Self {
         let mut command = Command::new(hodei_bin());
         command.arg("serve");
-        for flag in ["--http-addr", "--grpc-addr"] {
+        // Defaults for test hosts, each overridable by the test. Plugin
+        // calls get 1 s rather than 10 ms: a debug build on a loaded CI
+        // machine must not turn a correct plugin into a timeout.
+        for (flag, value) in [
+            ("--http-addr", "127.0.0.1:0"),
+            ("--grpc-addr", "127.0.0.1:0"),
+            ("--plugin-deadline-ms", "1000"),
+        ] {
             if !extra.iter().any(|a| a == flag) {
-                command.args([flag, "127.0.0.1:0"]);
+                command.args([flag, value]);
             }
         }
         let mut child = command
@@ -81,22 +88,6 @@ impl Host {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start hodei serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let (mut http, mut grpc) = (None, None);
-        while http.is_none() || grpc.is_none() {
-            let line = lines
-                .next()
-                .expect("hodei serve exited during start-up")
-                .expect("read stdout");
-            if let Some(addr) = line.strip_prefix("hodei: http listening on ") {
-                http = Some(addr.to_owned());
-            }
-            if let Some(addr) = line.strip_prefix("hodei: grpc listening on ") {
-                grpc = Some(addr.to_owned());
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = Arc::clone(&stderr);
         let pipe = child.stderr.take().expect("stderr");
@@ -107,6 +98,26 @@ impl Host {
                 s.push('\n');
             }
         });
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut http, mut grpc) = (None, None);
+        while http.is_none() || grpc.is_none() {
+            let Some(Ok(line)) = lines.next() else {
+                let status = child.wait().ok();
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "hodei serve exited during start-up ({status:?}):\n{}",
+                    stderr.lock().unwrap()
+                );
+            };
+            if let Some(addr) = line.strip_prefix("hodei: http listening on ") {
+                http = Some(addr.to_owned());
+            }
+            if let Some(addr) = line.strip_prefix("hodei: grpc listening on ") {
+                grpc = Some(addr.to_owned());
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
         Self {
             child,
             data_dir: data_dir.to_owned(),
@@ -492,4 +503,110 @@ pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect()
+}
+
+/// The workspace's `target/` directory (the one holding `hodei`'s profile
+/// directory).
+pub fn target_dir() -> PathBuf {
+    hodei_bin()
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_owned()
+}
+
+/// Where Wasm plugins are built: the host's build script uses it, and
+/// building there again reuses its compiled dependencies.
+pub fn plugins_target_dir() -> PathBuf {
+    target_dir().join("plugins")
+}
+
+/// Drops the outer build's wrapper and flag variables from a cargo command
+/// that builds for wasm32-wasip2, as host/build.rs does: they are meant for
+/// the host, and would also make cargo rebuild what the script built.
+pub fn without_outer_build_env(command: &mut Command) -> &mut Command {
+    for var in [
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+    ] {
+        command.env_remove(var);
+    }
+    command
+}
+
+/// Builds workspace package `package` (a crate under plugins/) for
+/// wasm32-wasip2 into [`plugins_target_dir`] and returns its component.
+/// Nearly free when the host's build script already built it.
+pub fn build_workspace_plugin(package: &str) -> Vec<u8> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = without_outer_build_env(&mut Command::new(cargo))
+        .current_dir(root)
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            "wasm32-wasip2",
+        ])
+        .arg("--target-dir")
+        .arg(plugins_target_dir())
+        .args(["-p", package])
+        .status()
+        .expect("run cargo");
+    assert!(
+        status.success(),
+        "building {package} for wasm32-wasip2 failed"
+    );
+    let file = format!("{}.wasm", package.replace('-', "_"));
+    let path = plugins_target_dir()
+        .join("wasm32-wasip2/release")
+        .join(&file);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Starts one `slots`-slot agent per `(name, labels, running)`, labelled
+/// `box=<name>` plus `labels`, and runs `running` long jobs pinned to each
+/// (by the built-in policy, whatever is active later). Returns the agents
+/// and the long jobs, to cancel at the end.
+pub fn agents_running(
+    host: &Host,
+    slots: u32,
+    specs: &[(&str, &str, usize)],
+) -> (Vec<Agent>, Vec<String>) {
+    let agents: Vec<Agent> = specs
+        .iter()
+        .map(|(name, labels, _)| {
+            let labels = match *labels {
+                "" => format!("box={name}"),
+                more => format!("box={name},{more}"),
+            };
+            Agent::start(host, name, &labels, slots)
+        })
+        .collect();
+    host.wait_workers(specs.len());
+    let mut long_jobs = Vec::new();
+    for (name, _, running) in specs {
+        for _ in 0..*running {
+            long_jobs.push(
+                host.submit_ok(&json!({ "args": ["sleep", "60"], "labels": { "box": name } })),
+            );
+        }
+    }
+    for id in &long_jobs {
+        host.wait_state(id, &["RUNNING"], Duration::from_secs(20));
+    }
+    (agents, long_jobs)
+}
+
+/// Runs a short job that asks for nothing and returns the worker id it
+/// was placed on.
+pub fn placed_on(host: &Host) -> String {
+    let id = host.submit_ok(&json!({ "args": ["true"] }));
+    let job = host.wait_state(&id, &["SUCCEEDED"], Duration::from_secs(20));
+    job["worker_id"].as_str().unwrap().to_owned()
 }

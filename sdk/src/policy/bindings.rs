@@ -12,7 +12,9 @@ wit_bindgen::generate!({
     export_macro_name: "export",
     default_bindings_module: "hodei_plugin_sdk::policy::bindings",
     runtime_path: "hodei_plugin_sdk::__private::wit_bindgen::rt",
+    // `Worker` derives PartialEq and borrows the label columns.
+    additional_derives: [PartialEq],
 });
 
 pub use exports::hodei::scheduler::policy::Guest;
-pub use hodei::scheduler::types::{Demand, Verdicts, Workers};
+pub use hodei::scheduler::types::{Demand, LabelColumn, Verdicts, Workers};

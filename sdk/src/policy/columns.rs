@@ -26,9 +26,10 @@ pub(crate) fn score<P: Policy>(policy: &P, demand: Demand, candidates: &Workers)
 /// One [`Worker`] per index of the columns.
 ///
 /// # Panics
-/// When the columns differ in length (a host bug): the call traps and the
-/// host falls back, which beats scoring misaligned data.
-pub(crate) fn workers<'a>(job: &'a Job, c: &Workers) -> Vec<Worker<'a>> {
+/// When the columns differ in length or a label value id is out of range (a
+/// host bug): the call traps and the host falls back, which beats scoring
+/// misaligned data.
+pub(crate) fn workers<'a>(job: &'a Job, c: &'a Workers) -> Vec<Worker<'a>> {
     let n = c.label_mask.len();
     let lengths = [
         c.cpu_total.len(),
@@ -44,10 +45,28 @@ pub(crate) fn workers<'a>(job: &'a Job, c: &Workers) -> Vec<Worker<'a>> {
         lengths.iter().all(|&len| len == n),
         "worker columns differ in length: label-mask {n}, others {lengths:?}"
     );
+    for column in &c.labels_by_key {
+        assert!(
+            column.value_ids.len() == n,
+            "label column {:?} has {} ids for {n} workers",
+            column.key,
+            column.value_ids.len()
+        );
+        assert!(
+            column
+                .value_ids
+                .iter()
+                .all(|&id| (id as usize) <= column.values.len()),
+            "label column {:?} has an id past its {} values",
+            column.key,
+            column.values.len()
+        );
+    }
     (0..n)
         .map(|i| Worker {
             index: i,
             labels: job.labels(),
+            label_columns: &c.labels_by_key,
             label_mask: c.label_mask[i],
             cpu_total_millis: c.cpu_total[i],
             cpu_free_millis: c.cpu_free[i],
@@ -86,6 +105,7 @@ pub(crate) fn verdicts(results: Vec<Result<(), Reject>>) -> Verdicts {
 
 #[cfg(test)]
 mod tests {
+    use super::super::bindings::LabelColumn;
     use super::*;
 
     fn columns(masks: &[u64], slots_free: &[u32], cpu_free: &[u64]) -> Workers {
@@ -100,6 +120,15 @@ mod tests {
             slots_free: slots_free.to_vec(),
             cpu_used_percent: vec![0.0; n],
             memory_used_mb: vec![0; n],
+            labels_by_key: Vec::new(),
+        }
+    }
+
+    fn zone_column(values: &[&str], value_ids: &[u32]) -> LabelColumn {
+        LabelColumn {
+            key: "zone".to_owned(),
+            values: values.iter().map(|v| (*v).to_owned()).collect(),
+            value_ids: value_ids.to_vec(),
         }
     }
 
@@ -181,6 +210,38 @@ mod tests {
         assert_eq!(ws[0].missing_label(), Some("gpu=true"));
         assert!(ws[1].has_label("gpu=true") && !ws[1].has_all_labels());
         assert!(!ws[1].has_label("unasked=label"));
+    }
+
+    #[test]
+    fn workers_read_label_values_and_running_jobs_from_the_columns() {
+        let job = Job::from(demand(&[], 0));
+        let mut c = columns(&[0, 0, 0], &[4, 1, 0], &[0, 0, 0]);
+        c.labels_by_key = vec![zone_column(&["eu-1b", "eu-1a"], &[2, 0, 1])];
+        let ws = workers(&job, &c);
+        assert_eq!(ws[0].label("zone"), Some("eu-1a"));
+        assert_eq!(ws[1].label("zone"), None);
+        assert_eq!(ws[2].label("zone"), Some("eu-1b"));
+        assert_eq!(ws[2].label("rack"), None);
+        let running: Vec<u32> = ws.iter().map(Worker::running_jobs).collect();
+        assert_eq!(running, [0, 3, 4]);
+    }
+
+    #[test]
+    #[should_panic(expected = "label column \"zone\" has 1 ids for 2 workers")]
+    fn a_short_label_column_panics() {
+        let mut c = columns(&[0, 0], &[1, 1], &[0, 0]);
+        c.labels_by_key = vec![zone_column(&["a"], &[1])];
+        let job = Job::from(demand(&[], 0));
+        let _ = workers(&job, &c);
+    }
+
+    #[test]
+    #[should_panic(expected = "label column \"zone\" has an id past its 1 values")]
+    fn a_label_id_out_of_range_panics() {
+        let mut c = columns(&[0, 0], &[1, 1], &[0, 0]);
+        c.labels_by_key = vec![zone_column(&["a"], &[1, 2])];
+        let job = Job::from(demand(&[], 0));
+        let _ = workers(&job, &c);
     }
 
     #[test]

@@ -55,6 +55,10 @@ impl<P: Policy> Guest for Exported<P> {
         Ok(())
     }
 
+    fn label_keys() -> Vec<String> {
+        P::LABEL_KEYS.iter().map(|&key| key.to_owned()).collect()
+    }
+
     fn filter(job: Demand, candidates: Workers) -> Verdicts {
         Self::with_policy(|p| columns::filter(p, job, &candidates))
     }

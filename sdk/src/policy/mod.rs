@@ -36,6 +36,12 @@ pub trait Policy: Sized + 'static {
     /// A short, stable name, e.g. `binpack`; what the host shows.
     const NAME: &'static str;
 
+    /// Label keys whose values the policy reads with [`Worker::label`],
+    /// e.g. `&["zone"]`. The host sends the values of these keys only (as
+    /// one small table per key, not a string per worker), so ask for what
+    /// the policy uses. Default: none.
+    const LABEL_KEYS: &'static [&'static str] = &[];
+
     /// Builds the policy from the operator's configuration string. `""` means
     /// "defaults" and should be accepted. An error refuses the configuration
     /// (the host keeps its previous policy), so say what is accepted.
@@ -52,14 +58,16 @@ pub trait Policy: Sized + 'static {
     fn score(&self, job: &Job, worker: &Worker<'_>) -> i64;
 
     /// `filter` over the whole candidate list at once; override to see every
-    /// worker together (e.g. to spread by zone). Must return one verdict per
-    /// worker, in order.
+    /// worker together (e.g. to admit at most one worker per zone). Must
+    /// return one verdict per worker, in order.
     fn filter_all(&self, job: &Job, workers: &[Worker<'_>]) -> Vec<Result<(), Reject>> {
         workers.iter().map(|w| self.filter(job, w)).collect()
     }
 
-    /// `score` over the whole list of feasible workers at once; must return
-    /// one score per worker, in order.
+    /// `score` over the whole list of feasible workers at once; override to
+    /// compare workers with each other (e.g. total running jobs per zone).
+    /// The list holds only the workers that passed `filter`. Must return one
+    /// score per worker, in order.
     fn score_all(&self, job: &Job, workers: &[Worker<'_>]) -> Vec<i64> {
         workers.iter().map(|w| self.score(job, w)).collect()
     }

@@ -22,8 +22,8 @@
 //! assert_eq!(filter(&policy, &gpu_job, &workers)[1], Err("missing label gpu=true".into()));
 //! ```
 
-use super::bindings::{Demand, Workers};
-use super::{Job, Policy, Worker, columns};
+use super::bindings::{Demand, LabelColumn, Workers};
+use super::{Job, Policy, columns};
 
 /// A job with no labels and no reservations; chain setters to shape it.
 pub fn job() -> JobSpec {
@@ -115,7 +115,13 @@ pub struct WorkerSpec {
 }
 
 impl WorkerSpec {
-    /// Gives the worker `label` (`key=value`).
+    /// Gives the worker `label` (`key=value`). A policy sees it through
+    /// [`Worker::has_label`] when the job asks for it, and through
+    /// [`Worker::label`] when `key` is in the policy's
+    /// [`Policy::LABEL_KEYS`].
+    ///
+    /// [`Worker::has_label`]: super::Worker::has_label
+    /// [`Worker::label`]: super::Worker::label
     pub fn label(mut self, label: &str) -> Self {
         self.labels.push(label.to_owned());
         self
@@ -163,12 +169,11 @@ impl WorkerSpec {
         self
     }
 
-    /// The [`Worker`] a policy sees for `job`, as candidate 0, for calling
-    /// trait methods directly.
-    pub fn build<'a>(&self, job: &'a Job) -> Worker<'a> {
-        let columns = columns_of(job.labels(), std::slice::from_ref(self));
-        let mut workers = columns::workers(job, &columns);
-        workers.remove(0)
+    /// This worker's value for label `key`, if it has one.
+    fn label_value(&self, key: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find_map(|label| label.strip_prefix(key)?.strip_prefix('='))
     }
 }
 
@@ -178,7 +183,7 @@ pub fn filter<P: Policy>(
     job: &JobSpec,
     workers: &[WorkerSpec],
 ) -> Vec<Result<(), String>> {
-    let columns = columns_of(&job.labels, workers);
+    let columns = columns_of(&job.labels, P::LABEL_KEYS, workers);
     let answer = columns::filter(policy, job.demand(), &columns);
     answer
         .verdicts
@@ -192,7 +197,7 @@ pub fn filter<P: Policy>(
 
 /// What the host would get from `score` over exactly these workers.
 pub fn score<P: Policy>(policy: &P, job: &JobSpec, workers: &[WorkerSpec]) -> Vec<i64> {
-    let columns = columns_of(&job.labels, workers);
+    let columns = columns_of(&job.labels, P::LABEL_KEYS, workers);
     columns::score(policy, job.demand(), &columns)
 }
 
@@ -221,8 +226,9 @@ pub fn decide<P: Policy>(policy: &P, job: &JobSpec, workers: &[WorkerSpec]) -> O
     best.map(|(worker, _)| worker)
 }
 
-/// The host's column layout for `workers`, label masks relative to `labels`.
-fn columns_of(labels: &[String], workers: &[WorkerSpec]) -> Workers {
+/// The host's column layout for `workers`: label masks relative to the
+/// job's `labels`, and one value column per key in `label_keys`.
+fn columns_of(labels: &[String], label_keys: &[&str], workers: &[WorkerSpec]) -> Workers {
     let mask = |w: &WorkerSpec| {
         labels
             .iter()
@@ -241,5 +247,101 @@ fn columns_of(labels: &[String], workers: &[WorkerSpec]) -> Workers {
         slots_free: workers.iter().map(|w| w.slots.1).collect(),
         cpu_used_percent: workers.iter().map(|w| w.cpu_used_percent).collect(),
         memory_used_mb: workers.iter().map(|w| w.memory_used_mb).collect(),
+        labels_by_key: label_keys
+            .iter()
+            .map(|key| label_column(key, workers))
+            .collect(),
+    }
+}
+
+/// The values of `key` across `workers`, interned in order of first use as
+/// the host does.
+fn label_column(key: &str, workers: &[WorkerSpec]) -> LabelColumn {
+    let mut values: Vec<String> = Vec::new();
+    let value_ids = workers
+        .iter()
+        .map(|w| match w.label_value(key) {
+            None => 0,
+            Some(value) => {
+                let index = values.iter().position(|v| v == value).unwrap_or_else(|| {
+                    values.push(value.to_owned());
+                    values.len() - 1
+                });
+                u32::try_from(index + 1).expect("fewer than 2^32 workers")
+            }
+        })
+        .collect();
+    LabelColumn {
+        key: key.to_owned(),
+        values,
+        value_ids,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Worker;
+
+    /// Scores each worker by the `zone` it is in, as the host would show it.
+    struct ByZone;
+
+    impl Policy for ByZone {
+        const NAME: &'static str = "by-zone";
+        const LABEL_KEYS: &'static [&'static str] = &["zone", "rack"];
+
+        fn configure(_: &str) -> Result<Self, String> {
+            Ok(Self)
+        }
+
+        fn score(&self, _: &Job, worker: &Worker<'_>) -> i64 {
+            match (worker.label("zone"), worker.label("rack")) {
+                (Some("a"), _) => 1,
+                (Some("b"), Some("r2")) => 2,
+                (Some(_), _) => 3,
+                (None, _) => 0,
+            }
+        }
+    }
+
+    #[test]
+    fn workers_see_the_values_of_the_keys_the_policy_asked_for() {
+        let workers = [
+            worker().label("zone=a").label("rack=r1"),
+            worker().label("zone=b").label("rack=r2"),
+            worker().label("rack=r2"),
+            worker().label("zone=b"),
+            worker().label("zone=c").label("other=x"),
+        ];
+        assert_eq!(score(&ByZone, &job(), &workers), [1, 2, 0, 3, 3]);
+    }
+
+    #[test]
+    fn label_columns_intern_values_in_order_of_first_use() {
+        let workers = [
+            worker().label("zone=b"),
+            worker(),
+            worker().label("zone=a").label("zoned=x"),
+            worker().label("zone=b"),
+        ];
+        let columns = columns_of(&[], &["zone", "rack"], &workers);
+        let zone = &columns.labels_by_key[0];
+        assert_eq!(zone.key, "zone");
+        assert_eq!(zone.values, ["b", "a"]);
+        assert_eq!(zone.value_ids, [1, 0, 2, 1]);
+        let rack = &columns.labels_by_key[1];
+        assert!(rack.values.is_empty());
+        assert_eq!(rack.value_ids, [0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn keys_not_asked_for_are_invisible() {
+        let workers = [worker().label("zone=a").label("disk=ssd")];
+        let columns = columns_of(&[], &["zone"], &workers);
+        let job = job().build();
+        let seen = columns::workers(&job, &columns);
+        assert_eq!(seen[0].label("zone"), Some("a"));
+        assert_eq!(seen[0].label("disk"), None);
+        assert_eq!(seen[0].label("zon"), None);
     }
 }

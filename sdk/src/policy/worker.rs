@@ -1,18 +1,24 @@
 //! [`Worker`]: one candidate, read from the WIT columns.
 
 use super::Job;
+use super::bindings::LabelColumn;
 
 /// One candidate worker, as the host reported it for this decision.
 ///
-/// Labels are known only relative to the job: the host says, for each label
-/// the job asks for, whether the worker carries it. Labels the job does not
-/// ask for are never visible to a policy.
+/// A policy sees a worker's labels two ways: for each label the job asks
+/// for, whether the worker carries it ([`Worker::has_label`]); and for each
+/// key the policy itself asks for in [`Policy::LABEL_KEYS`], the worker's
+/// value ([`Worker::label`]). Other labels are never visible to a policy.
+///
+/// [`Policy::LABEL_KEYS`]: super::Policy::LABEL_KEYS
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Worker<'a> {
     /// Position in this call's candidate list.
     pub(crate) index: usize,
     /// The job's label table (`Job::labels`), which `label_mask` indexes.
     pub(crate) labels: &'a [String],
+    /// The values of the keys the policy asked for, one column per key.
+    pub(crate) label_columns: &'a [LabelColumn],
     /// Bit `i` set when the worker carries `labels[i]`.
     pub(crate) label_mask: u64,
     /// CPU capacity, millicores.
@@ -46,6 +52,19 @@ impl<'a> Worker<'a> {
             .iter()
             .position(|l| l == label)
             .is_some_and(|bit| self.has_bit(bit))
+    }
+
+    /// The worker's value for label `key`, e.g. `Some("eu-1a")` for
+    /// `"zone"`; `None` when the worker lacks the label, or when `key` is
+    /// not in the policy's [`Policy::LABEL_KEYS`] (the host only sends
+    /// those).
+    ///
+    /// [`Policy::LABEL_KEYS`]: super::Policy::LABEL_KEYS
+    pub fn label(&self, key: &str) -> Option<&'a str> {
+        let column = self.label_columns.iter().find(|c| c.key == key)?;
+        // Ids were checked against `values` when the columns were read.
+        let id = usize::try_from(*column.value_ids.get(self.index)?).ok()?;
+        column.values.get(id.checked_sub(1)?).map(String::as_str)
     }
 
     /// Whether the worker carries every label the job asks for.
@@ -98,6 +117,12 @@ impl<'a> Worker<'a> {
     /// Job slots free.
     pub fn slots_free(&self) -> u32 {
         self.slots_free
+    }
+
+    /// Jobs on the worker now (running, or placed earlier in this round):
+    /// slots taken.
+    pub fn running_jobs(&self) -> u32 {
+        self.slots_total.saturating_sub(self.slots_free)
     }
 
     /// Real whole-machine CPU use from the latest heartbeat, 0..100.
