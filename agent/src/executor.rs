@@ -19,6 +19,8 @@
 //! # stdout and stderr
 //! A PTY has one output channel, so stderr is an ordinary pipe instead,
 //! read by the runtime as a separate stream; stdout stays on the terminal.
+//! Both are masked with the job's secrets ([`crate::mask`]) as they are
+//! read, before anything reaches the sink.
 //!
 //! # Commands
 //! An argv vector is executed directly (no shell, so no quoting and no
@@ -67,6 +69,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, timeout_at};
 use tracing::{debug, warn};
 
+use crate::mask::{MaskerError, SecretMasker};
 use crate::output::{read_stderr, spawn_pty_reader};
 use crate::script::{self, Launch, ScriptError};
 
@@ -122,6 +125,9 @@ pub enum StartError {
         what: &'static str,
         source: io::Error,
     },
+    /// The job's secrets cannot be masked, so its output cannot be read.
+    #[error(transparent)]
+    Masker(#[from] MaskerError),
     /// The PTY could not be opened.
     #[error("cannot open a PTY: {0:#}")]
     Pty(anyhow::Error),
@@ -218,16 +224,22 @@ fn start(
         }
     };
     configure(&mut cmd, job, dir.path());
+    let masker = SecretMasker::new(job.secrets.values())?.map(Arc::new);
 
     let terminal = open_terminal()?;
     let stopped = Arc::new(AtomicBool::new(false));
     // Started before the child so that failing to start it leaves nothing
     // to clean up: once the slave is closed the reader sees EOF and ends.
-    let stdout_done = spawn_pty_reader(terminal.reader, Arc::clone(sink), Arc::clone(&stopped))
-        .map_err(|source| StartError::Prepare {
-            what: "the PTY reader thread",
-            source,
-        })?;
+    let stdout_done = spawn_pty_reader(
+        terminal.reader,
+        Arc::clone(sink),
+        Arc::clone(&stopped),
+        masker.clone(),
+    )
+    .map_err(|source| StartError::Prepare {
+        what: "the PTY reader thread",
+        source,
+    })?;
     let stdout = terminal
         .slave
         .try_clone()
@@ -260,7 +272,12 @@ fn start(
         });
     };
     sink.started(pgid.as_raw().unsigned_abs());
-    let stderr_task = tokio::spawn(read_stderr(stderr, Arc::clone(sink), Arc::clone(&stopped)));
+    let stderr_task = tokio::spawn(read_stderr(
+        stderr,
+        Arc::clone(sink),
+        Arc::clone(&stopped),
+        masker,
+    ));
     Ok(Running {
         pgid,
         dir,

@@ -205,8 +205,62 @@ async fn argv_env_and_secrets_reach_the_process() {
     assert_eq!(result.exit_code, 0, "{result:?}");
     assert_eq!(
         harness.sink.lines(Stream::Stdout),
-        vec![b"job-1/3/plain/hidden/it's".to_vec()]
+        vec![b"job-1/3/plain/***/it's".to_vec()],
+        "the secret arrives, and is masked on its way out"
     );
+}
+
+#[tokio::test]
+async fn secrets_never_reach_the_sink_in_any_common_form() {
+    const SECRET: &str = "s3cr3t-Value-42/+&\"\\x";
+    const LINES: [&str; 3] = ["line-one-alpha", "line-two-bravo", "line-three-charlie"];
+    let harness = Harness::new();
+    let mut job = script(
+        r#"printf '%s\n' "$S"
+printf '%s' "${S:0:5}"; sleep 0.1; printf '%s\n' "${S:5}"
+printf '%s' "$S" | base64
+printf '%s' "x$S" | base64
+printf '%s' "xy$S" | base64
+python3 -c 'import urllib.parse,os;print(urllib.parse.quote(os.environ["S"],safe=""))'
+python3 -c 'import json,os;print(json.dumps({"k":os.environ["S"]}))'
+echo "err $S" >&2
+printf '%s\n' "$M"
+printf '%s\n' "$M" | while read -r line; do echo "line: $line"; done
+echo "prefix only: s3cr3t-Val"
+"#,
+    );
+    job.secrets.insert("S".into(), SECRET.into());
+    job.secrets.insert("M".into(), LINES.join("\n"));
+    let result = harness.run(job).await;
+    assert_eq!(result.exit_code, 0, "{result:?}");
+    let stdout = harness.sink.lines(Stream::Stdout);
+    let stderr = harness.sink.lines(Stream::Stderr);
+    let text = |lines: &[Vec<u8>]| {
+        lines
+            .iter()
+            .map(|line| String::from_utf8_lossy(line).into_owned())
+            .collect::<Vec<_>>()
+    };
+    let (stdout, stderr) = (text(&stdout), text(&stderr));
+    let all = [stdout.clone(), stderr.clone()].concat().join("\n");
+    for leaked in [SECRET, "s3cr3t-Value", "czNjcjN0LVZhbHVlLTQy"]
+        .into_iter()
+        .chain(LINES)
+    {
+        assert!(!all.contains(leaked), "{leaked:?} leaked in {all}");
+    }
+    assert_eq!(stdout[0], "***");
+    assert_eq!(stdout[1], "***", "split across two writes");
+    assert!(
+        stdout[2..5].iter().all(|line| line.contains("***")),
+        "{stdout:?}"
+    );
+    assert_eq!(stdout[5], "***", "URL-encoded");
+    assert_eq!(stdout[6], r#"{"k": "***"}"#, "JSON");
+    assert_eq!(stderr, vec!["err ***"]);
+    assert_eq!(stdout[7], "***", "multi-line, whole");
+    assert_eq!(stdout[8..11], ["line: ***", "line: ***", "line: ***"]);
+    assert_eq!(stdout[11], "prefix only: s3cr3t-Val");
 }
 
 fn argv(args: &[&str]) -> AssignJob {

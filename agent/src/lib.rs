@@ -14,6 +14,8 @@
 //!   with a stderr pipe, exit status, cancel and timeout, process-group
 //!   cleanup.
 //! - `output` — reading a job's PTY (stdout) and stderr pipe into lines.
+//! - `mask` — masking the job's secrets (and their base64, URL and JSON
+//!   encodings) in its output, streaming, before it leaves the agent.
 //! - `lines` — cutting raw output into log entries (16 KiB cap).
 //! - `script` — how a command is launched: argv directly, a script as
 //!   `job.sh` run by bash.
@@ -35,6 +37,7 @@ mod config;
 mod executor;
 mod jobs;
 mod lines;
+mod mask;
 mod metrics;
 mod outbox;
 mod output;

@@ -236,9 +236,17 @@ impl JobOutbox {
             .partition_point(|entry| entry.sequence < self.next_unsent)
     }
 
+    /// Output can be read before the spawn returns, so lines may be queued
+    /// before `JobStarted`; they wait for it (or, for a job that never
+    /// started, for its result) to keep the wire order `JobStarted`, logs,
+    /// result.
+    fn logs_may_go(&self) -> bool {
+        self.started.is_some() || self.result.is_some()
+    }
+
     fn has_pending(&self) -> bool {
         (self.started.is_some() && !self.started_sent)
-            || self.first_unsent() < self.entries.len()
+            || (self.logs_may_go() && self.first_unsent() < self.entries.len())
             || (self.result.is_some() && !self.result_sent)
     }
 
@@ -250,6 +258,9 @@ impl JobOutbox {
         }
         let first = self.first_unsent();
         if first < self.entries.len() {
+            if !self.logs_may_go() {
+                return None;
+            }
             let mut bytes = 0;
             let mut entries = Vec::new();
             for entry in self.entries.range(first..) {

@@ -86,6 +86,7 @@ fn last_sequence_is_zero_without_output() {
 fn ack_drops_stored_entries_and_wrong_attempts_are_ignored() {
     let mut outbox = Outbox::default();
     outbox.admit("j", 1, 1);
+    outbox.started("j", 1, 1);
     for _ in 0..5 {
         push(&mut outbox, "j", b"x");
     }
@@ -103,6 +104,8 @@ fn ack_drops_stored_entries_and_wrong_attempts_are_ignored() {
 fn batches_are_capped_at_64_kib() {
     let mut outbox = Outbox::default();
     outbox.admit("j", 1, 1);
+    outbox.started("j", 1, 1);
+    drain(&mut outbox);
     let line = vec![b'x'; 16 * 1024];
     for _ in 0..9 {
         push(&mut outbox, "j", &line);
@@ -121,6 +124,7 @@ fn batches_are_capped_at_64_kib() {
 fn entries_pile_up_into_one_batch_between_sends() {
     let mut outbox = Outbox::default();
     outbox.admit("j", 1, 1);
+    outbox.started("j", 1, 1);
     push(&mut outbox, "j", b"first");
     assert_eq!(sequences(&drain(&mut outbox)), vec![1]);
     for _ in 0..3 {
@@ -187,6 +191,7 @@ fn jobs_take_turns() {
     let mut outbox = Outbox::default();
     for job in ["a", "b"] {
         outbox.admit(job, 1, 1);
+        outbox.started(job, 1, 1);
     }
     let line = vec![b'x'; MAX_BATCH_BYTES];
     for _ in 0..2 {
@@ -211,4 +216,30 @@ fn forget_drops_everything() {
     assert!(!outbox.forget("j", 2));
     assert!(outbox.forget("j", 1));
     assert!(outbox.is_empty() && !outbox.has_pending());
+}
+
+#[test]
+fn lines_read_before_the_start_is_known_wait_for_job_started() {
+    let mut outbox = Outbox::default();
+    outbox.admit("j", 1, 1);
+    push(&mut outbox, "j", b"early");
+    assert!(
+        drain(&mut outbox).is_empty(),
+        "nothing goes before JobStarted"
+    );
+    outbox.started("j", 1, 7);
+    let msgs = drain(&mut outbox);
+    assert!(matches!(msgs.first(), Some(Msg::JobStarted(_))), "{msgs:?}");
+    assert_eq!(sequences(&msgs), vec![1]);
+}
+
+#[test]
+fn a_job_that_never_started_still_delivers_its_lines_with_its_result() {
+    let mut outbox = Outbox::default();
+    outbox.admit("j", 1, 1);
+    push(&mut outbox, "j", b"partial");
+    outbox.finish(result("j"));
+    let msgs = drain(&mut outbox);
+    assert_eq!(sequences(&msgs), vec![1]);
+    assert!(matches!(msgs.last(), Some(Msg::JobResult(_))));
 }

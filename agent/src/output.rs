@@ -1,5 +1,6 @@
 //! Reading a job's output: the PTY (stdout) from a std thread, the stderr
-//! pipe from the runtime, both cut into lines and handed to the job's sink.
+//! pipe from the runtime, both masked (the job's secrets, see
+//! [`crate::mask`]), cut into lines and handed to the job's sink.
 //!
 //! Reading stops at end of output, or when the executor sets `stopped`
 //! (its bound after the job's exit is over): later lines are dropped, so
@@ -17,6 +18,7 @@ use tracing::warn;
 
 use crate::executor::JobSink;
 use crate::lines::LineSplitter;
+use crate::mask::{MaskingStream, SecretMasker};
 
 const READ_CHUNK: usize = 8 * 1024;
 
@@ -27,22 +29,23 @@ pub fn spawn_pty_reader(
     mut reader: Box<dyn Read + Send>,
     sink: Arc<dyn JobSink>,
     stopped: Arc<AtomicBool>,
+    masker: Option<Arc<SecretMasker>>,
 ) -> io::Result<oneshot::Receiver<()>> {
     let (done, done_rx) = oneshot::channel();
     std::thread::Builder::new()
         .name("hodei-pty-reader".into())
         .spawn(move || {
-            let mut splitter = LineSplitter::default();
+            let mut entries = Entries::new(masker);
             let mut buf = vec![0; READ_CHUNK];
             loop {
                 match reader.read(&mut buf) {
                     Ok(0) => break,
-                    Ok(n) => emit(&*sink, &stopped, Stream::Stdout, splitter.push(&buf[..n])),
+                    Ok(n) => emit(&*sink, &stopped, Stream::Stdout, entries.push(&buf[..n])),
                     Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => break,
                 }
             }
-            emit(&*sink, &stopped, Stream::Stdout, splitter.finish());
+            emit(&*sink, &stopped, Stream::Stdout, entries.finish());
             let _ = done.send(());
         })?;
     Ok(done_rx)
@@ -50,13 +53,18 @@ pub fn spawn_pty_reader(
 
 /// Reads the job's stderr pipe until EOF, that is until every process of
 /// the job has closed it (the executor bounds the wait after the exit).
-pub async fn read_stderr(mut pipe: ChildStderr, sink: Arc<dyn JobSink>, stopped: Arc<AtomicBool>) {
-    let mut splitter = LineSplitter::default();
+pub async fn read_stderr(
+    mut pipe: ChildStderr,
+    sink: Arc<dyn JobSink>,
+    stopped: Arc<AtomicBool>,
+    masker: Option<Arc<SecretMasker>>,
+) {
+    let mut entries = Entries::new(masker);
     let mut buf = vec![0; READ_CHUNK];
     loop {
         match pipe.read(&mut buf).await {
             Ok(0) => break,
-            Ok(n) => emit(&*sink, &stopped, Stream::Stderr, splitter.push(&buf[..n])),
+            Ok(n) => emit(&*sink, &stopped, Stream::Stderr, entries.push(&buf[..n])),
             Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
             Err(error) => {
                 warn!(%error, "reading the job's stderr failed");
@@ -64,7 +72,35 @@ pub async fn read_stderr(mut pipe: ChildStderr, sink: Arc<dyn JobSink>, stopped:
             }
         }
     }
-    emit(&*sink, &stopped, Stream::Stderr, splitter.finish());
+    emit(&*sink, &stopped, Stream::Stderr, entries.finish());
+}
+
+/// One stream's way from raw bytes to log entries: masked first, so that
+/// a secret spanning a line cut or two reads is still found, then cut.
+struct Entries {
+    masking: MaskingStream,
+    splitter: LineSplitter,
+}
+
+impl Entries {
+    fn new(masker: Option<Arc<SecretMasker>>) -> Self {
+        Self {
+            masking: MaskingStream::new(masker),
+            splitter: LineSplitter::default(),
+        }
+    }
+
+    fn push(&mut self, chunk: &[u8]) -> Vec<Vec<u8>> {
+        let masked = self.masking.push(chunk);
+        self.splitter.push(&masked)
+    }
+
+    fn finish(&mut self) -> Vec<Vec<u8>> {
+        let rest = self.masking.finish();
+        let mut entries = self.splitter.push(&rest);
+        entries.extend(self.splitter.finish());
+        entries
+    }
 }
 
 fn emit(

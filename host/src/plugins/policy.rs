@@ -6,6 +6,8 @@
 //! list of the wrong length or a reason index out of range is an error of
 //! the plugin, exactly like a trap.
 
+use std::sync::Arc;
+
 use wasmtime::Store;
 
 use super::PluginError;
@@ -233,20 +235,20 @@ impl PolicyInstance {
                 ),
             });
         }
+        let reasons: Vec<Arc<str>> = answer.reasons.into_iter().map(Arc::from).collect();
         answer
             .verdicts
             .iter()
             .map(|&v| match v {
                 0 => Ok(Verdict::Accept),
-                k => answer
-                    .reasons
+                k => reasons
                     .get(k as usize - 1)
-                    .map(|reason| Verdict::Reject(reason.clone()))
+                    .map(|reason| Verdict::Reject(Arc::clone(reason)))
                     .ok_or_else(|| CallError {
                         function: "filter",
                         message: format!(
                             "verdict {k} names no reason ({} reasons given)",
-                            answer.reasons.len()
+                            reasons.len()
                         ),
                     }),
             })

@@ -45,8 +45,9 @@ pub struct Demand<'a> {
 pub enum Verdict {
     /// The job may run there.
     Accept,
-    /// It may not, and why (short, stable text: it is aggregated).
-    Reject(String),
+    /// It may not, and why (short, stable text: it is aggregated). Shared,
+    /// because many workers are usually rejected for the same reason.
+    Reject(Arc<str>),
 }
 
 /// A scheduling policy: feasibility, then ranking.
@@ -92,15 +93,20 @@ pub fn decide(
         return Decision::Wait("no workers connected".to_owned());
     }
     let verdicts = policy.filter(demand, candidates);
-    let mut feasible = Vec::new();
-    let mut reasons: HashMap<String, usize> = HashMap::new();
-    for (candidate, verdict) in candidates.iter().zip(&verdicts) {
-        match verdict {
-            Verdict::Accept => feasible.push(candidate),
-            Verdict::Reject(reason) => *reasons.entry(reason.clone()).or_default() += 1,
-        }
-    }
+    let feasible: Vec<&Candidate> = candidates
+        .iter()
+        .zip(&verdicts)
+        .filter(|(_, verdict)| **verdict == Verdict::Accept)
+        .map(|(candidate, _)| candidate)
+        .collect();
     if feasible.is_empty() {
+        // Reasons are only worth counting when they are the answer.
+        let mut reasons: HashMap<&str, usize> = HashMap::new();
+        for verdict in &verdicts {
+            if let Verdict::Reject(reason) = verdict {
+                *reasons.entry(reason).or_default() += 1;
+            }
+        }
         return Decision::Wait(summarize(reasons));
     }
     let scores = policy.score(demand, &feasible);
@@ -116,8 +122,8 @@ pub fn decide(
 
 /// `2 workers: missing label gpu=true; 1 worker: not enough memory`, most
 /// common reason first.
-fn summarize(reasons: HashMap<String, usize>) -> String {
-    let mut reasons: Vec<(String, usize)> = reasons.into_iter().collect();
+fn summarize(reasons: HashMap<&str, usize>) -> String {
+    let mut reasons: Vec<(&str, usize)> = reasons.into_iter().collect();
     reasons.sort_by(|(ra, ca), (rb, cb)| cb.cmp(ca).then_with(|| ra.cmp(rb)));
     reasons
         .iter()
@@ -140,21 +146,32 @@ impl PlacementPolicy for BuiltinPolicy {
     }
 
     fn filter(&self, demand: &Demand<'_>, candidates: &[Candidate]) -> Vec<Verdict> {
+        // One shared reason per distinct cause, made once per call.
+        let missing: Vec<Arc<str>> = demand
+            .labels
+            .iter()
+            .map(|(k, v)| Arc::from(format!("missing label {k}={v}")))
+            .collect();
+        let (no_slot, no_cpu, no_memory): (Arc<str>, Arc<str>, Arc<str>) = (
+            Arc::from("no free slot"),
+            Arc::from("not enough cpu"),
+            Arc::from("not enough memory"),
+        );
         candidates
             .iter()
             .map(|c| {
-                if let Some((k, v)) = demand
+                if let Some(i) = demand
                     .labels
                     .iter()
-                    .find(|(k, v)| c.labels.get(*k) != Some(*v))
+                    .position(|(k, v)| c.labels.get(k) != Some(v))
                 {
-                    Verdict::Reject(format!("missing label {k}={v}"))
+                    Verdict::Reject(Arc::clone(&missing[i]))
                 } else if c.free_slots == 0 {
-                    Verdict::Reject("no free slot".to_owned())
+                    Verdict::Reject(Arc::clone(&no_slot))
                 } else if c.free.cpu_millis < demand.resources.cpu_millis {
-                    Verdict::Reject("not enough cpu".to_owned())
+                    Verdict::Reject(Arc::clone(&no_cpu))
                 } else if c.free.memory_mb < demand.resources.memory_mb {
-                    Verdict::Reject("not enough memory".to_owned())
+                    Verdict::Reject(Arc::clone(&no_memory))
                 } else {
                     Verdict::Accept
                 }

@@ -3,8 +3,6 @@
 //! [`super::testing`] both go through here, so native tests exercise the
 //! same conversion the component runs.
 
-use std::collections::BTreeMap;
-
 use super::bindings::{Demand, Verdicts, Workers};
 use super::{Job, Policy, Reject, Worker};
 
@@ -12,7 +10,7 @@ use super::{Job, Policy, Reject, Worker};
 pub(crate) fn filter<P: Policy>(policy: &P, demand: Demand, candidates: &Workers) -> Verdicts {
     let job = Job::from(demand);
     let workers = workers(&job, candidates);
-    verdicts(policy.filter_all(&job, &workers))
+    verdicts(&policy.filter_all(&job, &workers))
 }
 
 /// `policy.score_all` over the WIT inputs. The length is passed through
@@ -83,21 +81,22 @@ pub(crate) fn workers<'a>(job: &'a Job, c: &'a Workers) -> Vec<Worker<'a>> {
 /// Per-worker results as WIT `verdicts`: 0 for accepted, `k` for rejected
 /// because of `reasons[k - 1]`; each distinct reason appears once, in order
 /// of first use.
-pub(crate) fn verdicts(results: Vec<Result<(), Reject>>) -> Verdicts {
-    let mut reasons = Vec::new();
-    // BTreeMap, not HashMap: its random seed would make the component
-    // import `wasi:random`.
-    let mut numbers: BTreeMap<String, u32> = BTreeMap::new();
+pub(crate) fn verdicts(results: &[Result<(), Reject>]) -> Verdicts {
+    // A policy gives few distinct reasons: a linear scan of them beats any
+    // map, and a reason string is copied once, not once per worker.
+    let mut reasons: Vec<String> = Vec::new();
     let verdicts = results
-        .into_iter()
+        .iter()
         .map(|result| match result {
             Ok(()) => 0,
-            Err(reject) => *numbers
-                .entry(reject.into_reason())
-                .or_insert_with_key(|reason| {
-                    reasons.push(reason.clone());
-                    u32::try_from(reasons.len()).expect("fewer than 2^32 distinct reasons")
-                }),
+            Err(reject) => {
+                let reason = reject.reason();
+                let index = reasons.iter().position(|r| r == reason).unwrap_or_else(|| {
+                    reasons.push(reason.to_owned());
+                    reasons.len() - 1
+                });
+                u32::try_from(index + 1).expect("fewer than 2^32 distinct reasons")
+            }
         })
         .collect();
     Verdicts { verdicts, reasons }
@@ -157,7 +156,7 @@ mod tests {
 
     #[test]
     fn verdicts_dedupe_reasons_in_order_of_first_use() {
-        let v = verdicts(vec![
+        let v = verdicts(&[
             Err(Reject::new("no free slot")),
             Ok(()),
             Err(Reject::new("missing label gpu=true")),
@@ -171,7 +170,7 @@ mod tests {
 
     #[test]
     fn all_accepted_means_no_reasons() {
-        let v = verdicts(vec![Ok(()), Ok(())]);
+        let v = verdicts(&[Ok(()), Ok(())]);
         assert_eq!(v.verdicts, [0, 0]);
         assert!(v.reasons.is_empty());
     }

@@ -1,5 +1,7 @@
 //! [`Job`]: what the job being placed asks for.
 
+use std::sync::Arc;
+
 use super::bindings::Demand;
 
 /// The job being placed: its required labels and reservations.
@@ -13,6 +15,9 @@ pub struct Job {
     memory_mb: u64,
     /// Priority, higher first.
     priority: i32,
+    /// `missing label key=value` for each label, made once per decision so
+    /// rejecting many workers costs no formatting.
+    missing: Vec<Arc<str>>,
 }
 
 impl Job {
@@ -35,11 +40,21 @@ impl Job {
     pub fn priority(&self) -> i32 {
         self.priority
     }
+
+    /// The shared reason `missing label <labels[index]>`.
+    pub(crate) fn missing_reason(&self, index: usize) -> Option<Arc<str>> {
+        self.missing.get(index).cloned()
+    }
 }
 
 impl From<Demand> for Job {
     fn from(demand: Demand) -> Self {
         Self {
+            missing: demand
+                .labels
+                .iter()
+                .map(|label| Arc::from(format!("missing label {label}")))
+                .collect(),
             labels: demand.labels,
             cpu_millis: demand.cpu_millis,
             memory_mb: demand.memory_mb,

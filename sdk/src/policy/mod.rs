@@ -25,6 +25,7 @@ pub use job::Job;
 pub use worker::Worker;
 
 use std::fmt;
+use std::sync::Arc;
 
 /// A scheduling policy, written one worker at a time.
 ///
@@ -74,29 +75,51 @@ pub trait Policy: Sized + 'static {
 }
 
 /// Why a worker may not take a job, e.g. `missing label gpu=true`.
+///
+/// Cheap to make and clone: a policy usually rejects many workers for the
+/// same few reasons, so a reason is either a `&'static str` or shared.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Reject(String);
+pub struct Reject(Reason);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Reason {
+    Fixed(&'static str),
+    Shared(Arc<str>),
+}
 
 impl Reject {
     /// A rejection with this reason.
     pub fn new(reason: impl Into<String>) -> Self {
-        Self(reason.into())
+        Self(Reason::Shared(Arc::from(reason.into())))
+    }
+
+    /// A rejection with a fixed reason; allocates nothing.
+    pub const fn fixed(reason: &'static str) -> Self {
+        Self(Reason::Fixed(reason))
+    }
+
+    /// A rejection sharing an existing reason.
+    pub fn shared(reason: Arc<str>) -> Self {
+        Self(Reason::Shared(reason))
     }
 
     /// The reason, as the host will show it.
     pub fn reason(&self) -> &str {
-        &self.0
+        match &self.0 {
+            Reason::Fixed(reason) => reason,
+            Reason::Shared(reason) => reason,
+        }
     }
 
     /// The reason, owned.
     pub fn into_reason(self) -> String {
-        self.0
+        self.reason().to_owned()
     }
 }
 
 impl fmt::Display for Reject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.reason())
     }
 }
 
@@ -108,7 +131,7 @@ impl From<&str> for Reject {
 
 impl From<String> for Reject {
     fn from(reason: String) -> Self {
-        Self(reason)
+        Self::new(reason)
     }
 }
 
@@ -117,14 +140,17 @@ impl From<String> for Reject {
 /// label (`missing label k=v`), then `no free slot`, `not enough cpu`,
 /// `not enough memory`.
 pub fn hard_constraints(job: &Job, worker: &Worker<'_>) -> Result<(), Reject> {
-    if let Some(label) = worker.missing_label() {
-        Err(Reject(format!("missing label {label}")))
+    if let Some(reason) = worker
+        .missing_label_index()
+        .and_then(|index| job.missing_reason(index))
+    {
+        Err(Reject::shared(reason))
     } else if worker.slots_free() == 0 {
-        Err(Reject::new("no free slot"))
+        Err(Reject::fixed("no free slot"))
     } else if worker.cpu_free_millis() < job.cpu_millis() {
-        Err(Reject::new("not enough cpu"))
+        Err(Reject::fixed("not enough cpu"))
     } else if worker.memory_free_mb() < job.memory_mb() {
-        Err(Reject::new("not enough memory"))
+        Err(Reject::fixed("not enough memory"))
     } else {
         Ok(())
     }

@@ -72,6 +72,11 @@ impl<'a> Worker<'a> {
         self.missing_label().is_none()
     }
 
+    /// Index (in the job's labels) of the first label the worker lacks.
+    pub(crate) fn missing_label_index(&self) -> Option<usize> {
+        (0..self.labels.len()).find(|bit| !self.has_bit(*bit))
+    }
+
     /// The first label the job asks for that the worker lacks.
     pub fn missing_label(&self) -> Option<&'a str> {
         self.labels
