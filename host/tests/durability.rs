@@ -166,7 +166,7 @@ fn cli_logs_follow_prints_the_whole_log() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("a1"));
     // A reader of stdout sees lines as they come, not only at the end.
     let mut child = std::process::Command::new(common::hodei_bin())
-        .args(["run", "--script", "echo first; sleep 2; echo second"])
+        .args(["run", "--script", "echo first; sleep 5; echo second"])
         .env("HODEI_SERVER", &host.http)
         .stdout(std::process::Stdio::piped())
         .spawn()

@@ -10,7 +10,7 @@
 //! Configuration: `""` for equal weights, or `weights=<slots>,<cpu>,<memory>`
 //! (non-negative integers), e.g. `weights=1,2,2`.
 
-use hodei_plugin_sdk::policy::{Job, Policy, Worker};
+use hodei_plugin_sdk::policy::{self, Job, Policy, Worker};
 
 /// Bin packing with one weight per resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,26 +23,8 @@ impl Policy for Binpack {
     const NAME: &'static str = "binpack";
 
     fn configure(config: &str) -> Result<Self, String> {
-        let config = config.trim();
-        if config.is_empty() {
-            return Ok(Self { weights: [1, 1, 1] });
-        }
-        let weights = config
-            .strip_prefix("weights=")
-            .and_then(|list| {
-                list.split(',')
-                    .map(|w| w.trim().parse::<u16>().ok())
-                    .collect::<Option<Vec<_>>>()
-            })
-            .and_then(|w| <[u16; 3]>::try_from(w).ok());
-        match weights {
-            Some(w) => Ok(Self {
-                weights: w.map(i64::from),
-            }),
-            None => Err(format!(
-                "binpack: unknown configuration {config:?}; expected \"\" or \"weights=<slots>,<cpu>,<memory>\" (integers 0..=65535)"
-            )),
-        }
+        let weights = policy::weights(Self::NAME, config, ["slots", "cpu", "memory"], [1, 1, 1])?;
+        Ok(Self { weights })
     }
 
     fn score(&self, job: &Job, worker: &Worker<'_>) -> i64 {
@@ -67,13 +49,9 @@ impl Policy for Binpack {
     }
 }
 
-/// Per-mille of `total` still free after taking `take` out of `free`
-/// (0 when the worker reports no capacity).
+/// Per-mille of `total` still free after taking `take` out of `free`.
 fn free_share(free: u64, take: u64, total: u64) -> i64 {
-    let left = free.saturating_sub(take).min(total);
-    left.saturating_mul(1000)
-        .checked_div(total)
-        .map_or(0, |share| share as i64)
+    policy::per_mille(free.saturating_sub(take), total)
 }
 
 hodei_plugin_sdk::export_policy!(Binpack);

@@ -12,7 +12,7 @@
 //! Configuration: `""` for weights 2,2,1, or
 //! `weights=<cpu>,<memory>,<slots>` (non-negative integers).
 
-use hodei_plugin_sdk::policy::{Job, Policy, Worker};
+use hodei_plugin_sdk::policy::{self, Job, Policy, Worker, per_mille};
 
 /// Least real load first, with one weight per term.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,26 +25,8 @@ impl Policy for LeastLoaded {
     const NAME: &'static str = "least-loaded";
 
     fn configure(config: &str) -> Result<Self, String> {
-        let config = config.trim();
-        if config.is_empty() {
-            return Ok(Self { weights: [2, 2, 1] });
-        }
-        let weights = config
-            .strip_prefix("weights=")
-            .and_then(|list| {
-                list.split(',')
-                    .map(|w| w.trim().parse::<u16>().ok())
-                    .collect::<Option<Vec<_>>>()
-            })
-            .and_then(|w| <[u16; 3]>::try_from(w).ok());
-        match weights {
-            Some(w) => Ok(Self {
-                weights: w.map(i64::from),
-            }),
-            None => Err(format!(
-                "least-loaded: unknown configuration {config:?}; expected \"\" or \"weights=<cpu>,<memory>,<slots>\" (integers 0..=65535)"
-            )),
-        }
+        let weights = policy::weights(Self::NAME, config, ["cpu", "memory", "slots"], [2, 2, 1])?;
+        Ok(Self { weights })
     }
 
     fn score(&self, _job: &Job, worker: &Worker<'_>) -> i64 {
@@ -59,14 +41,6 @@ impl Policy for LeastLoaded {
             .map(|(term, weight)| term * weight)
             .sum()
     }
-}
-
-/// `part / total` in thousandths, capped at 1000 (0 when `total` is 0).
-fn per_mille(part: u64, total: u64) -> i64 {
-    part.min(total)
-        .saturating_mul(1000)
-        .checked_div(total)
-        .map_or(0, |share| share as i64)
 }
 
 hodei_plugin_sdk::export_policy!(LeastLoaded);

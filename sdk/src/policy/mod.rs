@@ -156,6 +156,53 @@ pub fn hard_constraints(job: &Job, worker: &Worker<'_>) -> Result<(), Reject> {
     }
 }
 
+/// Parses the common weights configuration: `""` gives `default`, and
+/// `weights=<a>,<b>,...` gives one non-negative integer (0..=65535) per
+/// term named in `names`. Anything else is refused with a message naming the
+/// policy and the expected form.
+///
+/// ```
+/// use hodei_plugin_sdk::policy::weights;
+/// assert_eq!(weights("p", "", ["cpu", "memory"], [2, 1]), Ok([2, 1]));
+/// assert_eq!(weights("p", "weights=3,4", ["cpu", "memory"], [2, 1]), Ok([3, 4]));
+/// assert!(weights("p", "weights=3", ["cpu", "memory"], [2, 1]).is_err());
+/// ```
+pub fn weights<const N: usize>(
+    policy: &str,
+    config: &str,
+    names: [&str; N],
+    default: [i64; N],
+) -> Result<[i64; N], String> {
+    let config = config.trim();
+    if config.is_empty() {
+        return Ok(default);
+    }
+    config
+        .strip_prefix("weights=")
+        .and_then(|list| {
+            list.split(',')
+                .map(|w| w.trim().parse::<u16>().ok().map(i64::from))
+                .collect::<Option<Vec<i64>>>()
+        })
+        .and_then(|w| <[i64; N]>::try_from(w).ok())
+        .ok_or_else(|| {
+            let form: Vec<String> = names.iter().map(|n| format!("<{n}>")).collect();
+            format!(
+                "{policy}: unknown configuration {config:?}; expected \"\" or \"weights={}\" (integers 0..=65535)",
+                form.join(",")
+            )
+        })
+}
+
+/// `part / total` in thousandths, capped at 1000 (0 when `total` is 0): the
+/// usual way to turn capacities of different units into comparable terms.
+pub fn per_mille(part: u64, total: u64) -> i64 {
+    part.min(total)
+        .saturating_mul(1000)
+        .checked_div(total)
+        .map_or(0, |share| i64::try_from(share).unwrap_or(1000))
+}
+
 /// Exports `$policy` (a type implementing [`Policy`]) as the component's
 /// `hodei:scheduler/policy@0.1.0` interface. Use once, in the plugin crate's
 /// `lib.rs`:
