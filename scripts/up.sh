@@ -9,9 +9,10 @@ cd "$(dirname "$0")/.."
 rustup target add wasm32-wasip2 >/dev/null
 
 bin="${CARGO_HOME:-$HOME/.cargo}/bin"
+built="${CARGO_TARGET_DIR:-target}/release"
 cargo build --locked --release -p hodei -p hodei-agent
 install -d "$bin"
-install -m 0755 target/release/hodei target/release/hodei-agent "$bin/"
+install -m 0755 "$built/hodei" "$built/hodei-agent" "$bin/"
 case ":$PATH:" in
   *":$bin:"*) ;;
   *) echo "note: add $bin to PATH to use \`hodei\` from other shells" >&2 ;;
