@@ -242,3 +242,36 @@ fn secrets_are_never_returned() {
     assert_eq!(lines(&host.sse(&id, "")), vec!["has-secret"]);
     assert!(!host.logs().contains("hunter2"));
 }
+
+#[test]
+fn serve_starts_with_the_default_relative_data_dir() {
+    // What README command 1 does: no --data-dir, no cache dir, started from
+    // wherever the user is.
+    use std::io::BufRead;
+    let cwd = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(common::hodei_bin())
+        .args([
+            "serve",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--grpc-addr",
+            "127.0.0.1:0",
+        ])
+        .current_dir(cwd.path())
+        .env_remove("HODEI_PLUGIN_CACHE_DIR")
+        .env_remove("HODEI_DATA_DIR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let started = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line.starts_with("hodei: http listening on "));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(started, "hodei serve did not start with its defaults");
+    assert!(cwd.path().join("hodei-data/hodei.redb").is_file());
+    assert!(cwd.path().join("hodei-data/plugin-cache").is_dir());
+}

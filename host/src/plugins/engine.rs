@@ -112,6 +112,9 @@ impl PluginEngine {
         config.epoch_interruption(true);
         config.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable);
         if let Some(dir) = cache_dir {
+            // wasmtime wants an absolute path; the default (under the data
+            // dir) is relative to where `hodei serve` was started.
+            let dir = std::path::absolute(dir).map_err(PluginError::engine)?;
             let mut cache = wasmtime::CacheConfig::new();
             cache.with_directory(dir);
             let cache = wasmtime::Cache::new(cache).map_err(PluginError::engine)?;
