@@ -33,8 +33,9 @@
 //! # Process groups
 //! The job's process starts in a new process group whose id is its pid.
 //! Cancel and timeout signal the whole group (`killpg`), and once the job is
-//! over the group is SIGKILLed, so nothing the job started outlives it
-//! (short of leaving the group itself).
+//! over the group is SIGKILLed. Then [`crate::reap`] SIGKILLs whatever
+//! still carries the job's `HODEI_JOB_ID` (and attempt) in its environment, which reaches
+//! descendants that left the group (double fork, `setsid`).
 //!
 //! # Exit status
 //! A normal exit gives `exit_code` = the code and `signal` = 0; death by
@@ -176,6 +177,10 @@ pub async fn run_job(
 /// A started job and everything needed to end it cleanly.
 struct Running {
     pgid: Pid,
+    /// The `HODEI_JOB_ID` and `HODEI_ATTEMPT` of the job's processes, for
+    /// [`crate::reap`].
+    job_id: String,
+    attempt: u32,
     dir: tempfile::TempDir,
     /// Kept open until the end: closing the master hangs up the terminal.
     master: Box<dyn MasterPty + Send>,
@@ -280,6 +285,8 @@ fn start(
     ));
     Ok(Running {
         pgid,
+        job_id: job.job_id.clone(),
+        attempt: job.attempt,
         dir,
         master: terminal.master,
         child,
@@ -379,6 +386,14 @@ impl Running {
         }
         self.stopped.store(true, Ordering::SeqCst);
         signal_group(self.pgid, Signal::SIGKILL);
+        let (job_id, attempt) = (self.job_id.clone(), self.attempt);
+        match tokio::task::spawn_blocking(move || crate::reap::reap_job(&job_id, attempt)).await {
+            Ok(0) => {}
+            Ok(killed) => {
+                debug!(job_id = %self.job_id, killed, "killed processes outside the group")
+            }
+            Err(error) => warn!(job_id = %self.job_id, %error, "the leftover scan failed"),
+        }
         drop(self.master);
         let dir = self.dir.path().to_path_buf();
         if let Err(error) = self.dir.close() {

@@ -105,9 +105,11 @@ impl Harness {
     }
 }
 
+/// Tests run in parallel and each job's end kills whatever carries its id
+/// (see `crate::reap`), so every job gets its own.
 fn script(text: &str) -> AssignJob {
     AssignJob {
-        job_id: "job-1".into(),
+        job_id: format!("job-{}", uuid::Uuid::new_v4()),
         attempt: 3,
         command: Some(Command::Script(text.into())),
         first_sequence: 1,
@@ -152,10 +154,12 @@ fn live_members(pgid: Pid) -> Vec<String> {
 #[tokio::test]
 async fn echo_reaches_stdout_and_the_directory_is_removed() {
     let harness = Harness::new();
-    let result = harness.run(script("echo hello")).await;
+    let job = script("echo hello");
+    let id = job.job_id.clone();
+    let result = harness.run(job).await;
     assert!(exited(&result), "{result:?}");
     assert_eq!((result.exit_code, result.signal), (0, 0));
-    assert_eq!((result.job_id.as_str(), result.attempt), ("job-1", 3));
+    assert_eq!((result.job_id.as_str(), result.attempt), (id.as_str(), 3));
     assert_eq!(harness.sink.lines(Stream::Stdout), vec![b"hello".to_vec()]);
     assert!(harness.sink.lines(Stream::Stderr).is_empty());
     assert!(harness.work_dir_is_empty(), "job directory left behind");
@@ -201,11 +205,12 @@ async fn argv_env_and_secrets_reach_the_process() {
     }));
     job.env.insert("A".into(), "plain".into());
     job.secrets.insert("S".into(), "hidden".into());
+    let id = job.job_id.clone();
     let result = harness.run(job).await;
     assert_eq!(result.exit_code, 0, "{result:?}");
     assert_eq!(
         harness.sink.lines(Stream::Stdout),
-        vec![b"job-1/3/plain/***/it's".to_vec()],
+        vec![format!("{id}/3/plain/***/it's").into_bytes()],
         "the secret arrives, and is masked on its way out"
     );
 }

@@ -13,6 +13,8 @@
 //! - `executor` — one job's life: temp dir, the process on a PTY (stdout)
 //!   with a stderr pipe, exit status, cancel and timeout, process-group
 //!   cleanup.
+//! - `reap` — after a job, SIGKILLs the processes that still carry its
+//!   `HODEI_JOB_ID` (escaped the group by a double fork or `setsid`).
 //! - `output` — reading a job's PTY (stdout) and stderr pipe into lines.
 //! - `mask` — masking the job's secrets (and their base64, URL and JSON
 //!   encodings) in its output, streaming, before it leaves the agent.
@@ -41,6 +43,7 @@ mod mask;
 mod metrics;
 mod outbox;
 mod output;
+mod reap;
 mod script;
 mod session;
 
