@@ -54,12 +54,6 @@ pub struct JobService {
     finished_total: AtomicU64,
 }
 
-impl std::fmt::Debug for dyn JobStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("JobStore")
-    }
-}
-
 impl JobService {
     /// Wires the use cases. `lease` is how long a silent worker keeps its
     /// jobs before they count as lost.

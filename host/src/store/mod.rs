@@ -117,6 +117,13 @@ pub trait JobStore: Send + Sync + 'static {
     async fn setting(&self, key: &str) -> Result<Option<String>, StoreError>;
 }
 
+/// Adapters hold engine handles that say nothing useful when printed.
+impl std::fmt::Debug for dyn JobStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JobStore")
+    }
+}
+
 /// Which adapter to use (the `storage` config key).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
