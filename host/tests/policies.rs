@@ -323,7 +323,11 @@ fn bad_uploads_get_a_clear_4xx_and_leave_the_active_policy_alone() {
         assert_eq!(listing["active"]["name"], json!("least-loaded"), "{name}");
     }
     // 50 MiB: refused from its Content-Length, before the body is read.
-    let (status, body) = common::post_announced(&host.url("/api/v1/policies?name=huge"), 50 << 20);
+    let (status, body) = common::post_announced(
+        &host.url("/api/v1/policies?name=huge"),
+        "application/wasm",
+        50 << 20,
+    );
     assert_eq!(status, 413, "{body}");
     assert_error_shape(&body, "PAYLOAD_TOO_LARGE");
     let (status, body) = host.activate("nope", "");

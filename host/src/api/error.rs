@@ -167,7 +167,11 @@ pub async fn stamp(request: Request, next: Next) -> Response {
                 s if s.is_server_error() => "INTERNAL_ERROR",
                 _ => "BAD_REQUEST",
             };
-            ApiError::new(status, code, status.canonical_reason().unwrap_or("error"))
+            let message = match status {
+                StatusCode::PAYLOAD_TOO_LARGE => "request body is over the limit",
+                other => other.canonical_reason().unwrap_or("error"),
+            };
+            ApiError::new(status, code, message)
         })
     });
     if let Some(error) = error {

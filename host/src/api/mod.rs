@@ -53,6 +53,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/workers", get(workers::list))
         .route("/api/v1/policies/active", put(policies::activate))
         .route("/api/v1/policies/{name}", delete(policies::remove))
+        // A body announced as too large is refused from its Content-Length
+        // before any of it is read; one that grows too large while streamed
+        // (chunked) is refused by the extractor's limit.
+        .layer(RequestBodyLimitLayer::new(max_body_bytes))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         // Components are larger than job bodies: this route has its own cap,
         // and an upload announced as too large is refused from its

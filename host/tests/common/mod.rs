@@ -423,7 +423,7 @@ pub fn post_raw(url: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
 
 /// Announces a body of `len` bytes and reads the answer before sending any
 /// of it: a server that refuses by size answers from the header alone.
-pub fn post_announced(url: &str, len: usize) -> (u16, Value) {
+pub fn post_announced(url: &str, content_type: &str, len: usize) -> (u16, Value) {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").unwrap();
     let (authority, path) = rest.split_once('/').unwrap();
@@ -433,7 +433,7 @@ pub fn post_announced(url: &str, len: usize) -> (u16, Value) {
         .unwrap();
     write!(
         stream,
-        "POST /{path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/wasm\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+        "POST /{path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut response = Vec::new();
