@@ -5,6 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The PostgreSQL adapter's tests need a real server: install (from Debian's
+# packages) and start it when missing, and point the tests at it.
+eval "$(./scripts/postgres.sh)"
+
 # The in-tree policy plugins are built for wasm32-wasip2 by host/build.rs.
 rustup target add wasm32-wasip2 >/dev/null
 

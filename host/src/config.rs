@@ -13,7 +13,7 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use crate::plugins::{ActiveChoice, Limits};
-use crate::store::StorageKind;
+use crate::store::{PgOptions, StorageKind};
 
 /// Flags of `hodei serve` (each also read from its environment variable).
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -33,6 +33,18 @@ pub struct ServeArgs {
     /// Storage backend [default: redb].
     #[arg(long, env = "HODEI_STORAGE", value_enum)]
     pub storage: Option<StorageKind>,
+    /// PostgreSQL URL when `--storage postgres` (postgres://user:pass@host/db).
+    #[arg(long, env = "HODEI_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Most PostgreSQL connections this host opens [default: 16].
+    #[arg(long, env = "HODEI_DATABASE_MAX_CONNECTIONS")]
+    pub database_max_connections: Option<u32>,
+    /// Seconds a query waits for a free PostgreSQL connection [default: 10].
+    #[arg(long, env = "HODEI_DATABASE_ACQUIRE_TIMEOUT_SECS")]
+    pub database_acquire_timeout_secs: Option<u64>,
+    /// Seconds one PostgreSQL statement may run [default: 30].
+    #[arg(long, env = "HODEI_DATABASE_STATEMENT_TIMEOUT_SECS")]
+    pub database_statement_timeout_secs: Option<u64>,
     /// Token agents must present [default: generated once into DATA_DIR/agent.token].
     #[arg(long, env = "HODEI_AGENT_TOKEN", hide_env_values = true)]
     pub agent_token: Option<String>,
@@ -74,6 +86,10 @@ struct FileConfig {
     http_addr: Option<SocketAddr>,
     grpc_addr: Option<SocketAddr>,
     storage: Option<StorageKind>,
+    database_url: Option<String>,
+    database_max_connections: Option<u32>,
+    database_acquire_timeout_secs: Option<u64>,
+    database_statement_timeout_secs: Option<u64>,
     agent_token: Option<String>,
     local_agents: Option<u32>,
     local_agent_slots: Option<u32>,
@@ -97,6 +113,8 @@ pub struct ServeConfig {
     pub grpc_addr: SocketAddr,
     /// Storage backend.
     pub storage: StorageKind,
+    /// PostgreSQL settings (used when `storage` is postgres).
+    pub postgres: PgOptions,
     /// Explicit agent token, if any.
     pub agent_token: Option<String>,
     /// Local agents to start.
@@ -133,6 +151,22 @@ impl ServeArgs {
                 .or(file.policy_config)
                 .unwrap_or_default(),
         });
+        let pg = PgOptions::default();
+        let postgres = PgOptions {
+            url: self.database_url.or(file.database_url),
+            max_connections: self
+                .database_max_connections
+                .or(file.database_max_connections)
+                .unwrap_or(pg.max_connections),
+            acquire_timeout: self
+                .database_acquire_timeout_secs
+                .or(file.database_acquire_timeout_secs)
+                .map_or(pg.acquire_timeout, Duration::from_secs),
+            statement_timeout: self
+                .database_statement_timeout_secs
+                .or(file.database_statement_timeout_secs)
+                .map_or(pg.statement_timeout, Duration::from_secs),
+        };
         let defaults = Limits::default();
         let plugin_limits = Limits {
             deadline: self
@@ -161,6 +195,7 @@ impl ServeArgs {
                 .or(file.grpc_addr)
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 50051))),
             storage: self.storage.or(file.storage).unwrap_or(StorageKind::Redb),
+            postgres,
             agent_token: self.agent_token.or(file.agent_token),
             local_agents: self.local_agents.or(file.local_agents).unwrap_or(0),
             local_agent_slots: self.local_agent_slots.or(file.local_agent_slots),

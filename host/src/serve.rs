@@ -25,7 +25,7 @@ use crate::local_agents::LocalAgents;
 use crate::plugins::{PluginEngine, PolicyCatalog, PolicyRegistry};
 use crate::scheduler::Scheduler;
 use crate::scheduler::cluster::Cluster;
-use crate::store;
+use crate::store::{self, StorageKind};
 
 /// How long agents are asked to wait between heartbeats.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
@@ -36,8 +36,12 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// Runs the host until SIGINT or SIGTERM.
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
-    let store = store::open(config.storage, &config.data_dir)
-        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+    let store = store::open(config.storage, &config.data_dir, &config.postgres)
+        .await
+        .with_context(|| match config.storage {
+            StorageKind::Redb => format!("cannot open the store in {}", config.data_dir.display()),
+            StorageKind::Postgres => "cannot open the PostgreSQL store".to_owned(),
+        })?;
     let engine = PluginEngine::new(config.plugin_limits, Some(&config.plugin_cache_dir))
         .context("cannot start the WebAssembly engine")?;
     let registry = Arc::new(PolicyRegistry::new(engine));

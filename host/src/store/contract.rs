@@ -62,7 +62,151 @@ pub async fn run_all(store: Arc<dyn JobStore>) {
     logs_of_a_stale_attempt_are_refused(store.as_ref()).await;
     listing_pages_newest_first_and_filters(store.as_ref()).await;
     plugins_and_settings_round_trip(store.as_ref()).await;
+    pending_jobs_come_in_queue_order(store.as_ref()).await;
+    leases_are_renewed_per_attempt_and_expire(store.as_ref()).await;
+    concurrent_claims_of_one_job_have_one_winner(Arc::clone(&store)).await;
     concurrent_writers_all_land(Arc::clone(&store)).await;
+}
+
+async fn pending_jobs_come_in_queue_order(store: &dyn JobStore) {
+    // Priorities above anything else in the store, so these lead the queue.
+    let low = Job::new(spec(1_000), Timestamp::now());
+    let high_first = Job::new(spec(2_000), Timestamp::now());
+    let high_second = Job::new(spec(2_000), Timestamp::now());
+    for job in [&low, &high_first, &high_second] {
+        store.insert((*job).clone()).await.unwrap();
+    }
+    let taken = scheduled(store).await;
+    let head: Vec<_> = store
+        .pending(3)
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(head, vec![high_first.id, high_second.id, low.id]);
+    let all = store.pending(usize::MAX).await.unwrap();
+    assert!(all.iter().all(|j| j.state == JobState::Pending));
+    assert!(!all.iter().any(|j| j.id == taken.id));
+    for job in [low, high_first, high_second] {
+        store
+            .update(
+                job.id,
+                Box::new(|j| j.request_cancel(Timestamp::now()).map(|_| ())),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+async fn leases_are_renewed_per_attempt_and_expire(store: &dyn JobStore) {
+    const SECOND: i64 = 1_000_000;
+    let job = scheduled(store).await;
+    let at = job.scheduled_at.unwrap().0;
+    let expired = |cutoff: i64| async move {
+        store
+            .expired_leases(Timestamp(cutoff))
+            .await
+            .unwrap()
+            .contains(&(job.id, 1))
+    };
+    assert!(!expired(at).await, "a fresh attempt holds its lease");
+    assert!(
+        expired(at + SECOND).await,
+        "never renewed: runs from scheduling"
+    );
+
+    let missing = crate::domain::JobId::new();
+    let renewal = store
+        .renew_leases(
+            vec![(job.id, 1), (job.id, 2), (missing, 1)],
+            Timestamp(at + 10 * SECOND),
+        )
+        .await
+        .unwrap();
+    assert_eq!(renewal.gone, vec![(job.id, 2), (missing, 1)]);
+    assert!(renewal.cancel_requested.is_empty());
+    assert!(!expired(at + 5 * SECOND).await);
+    assert!(expired(at + 11 * SECOND).await);
+    // An older sighting (another host's late renewal) does not move it back.
+    store
+        .renew_leases(vec![(job.id, 1)], Timestamp(at + SECOND))
+        .await
+        .unwrap();
+    assert!(!expired(at + 5 * SECOND).await);
+
+    store
+        .update(
+            job.id,
+            Box::new(|j| j.request_cancel(Timestamp::now()).map(|_| ())),
+        )
+        .await
+        .unwrap();
+    let renewal = store
+        .renew_leases(vec![(job.id, 1)], Timestamp(at + 12 * SECOND))
+        .await
+        .unwrap();
+    assert_eq!(renewal.cancel_requested, vec![(job.id, 1)]);
+    assert!(renewal.gone.is_empty());
+
+    let lost = store
+        .update(
+            job.id,
+            Box::new(|j| {
+                j.lose_attempt(1, "agent lost", Timestamp::now())
+                    .map(|_| ())
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(lost.state.is_terminal(), "a cancel request ends a lost job");
+    let renewal = store
+        .renew_leases(vec![(job.id, 1)], Timestamp(at + 13 * SECOND))
+        .await
+        .unwrap();
+    assert_eq!(renewal.gone, vec![(job.id, 1)]);
+    assert!(
+        !expired(at + 100 * SECOND).await,
+        "settled attempts hold no lease"
+    );
+}
+
+async fn concurrent_claims_of_one_job_have_one_winner(store: Arc<dyn JobStore>) {
+    let job = Job::new(spec(0), Timestamp::now());
+    store.insert(job.clone()).await.unwrap();
+    let claims: Vec<_> = (0..8)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                store
+                    .update(
+                        job.id,
+                        Box::new(move |j| {
+                            j.schedule(WorkerId(format!("w{i}")), Timestamp::now())
+                                .map(|_| ())
+                        }),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for claim in claims {
+        match claim.await.unwrap() {
+            Ok(job) => winners.push(job),
+            Err(err) => assert!(
+                matches!(
+                    err,
+                    StoreError::Domain(DomainError::IllegalTransition { .. })
+                ),
+                "{err}"
+            ),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one claim wins");
+    let stored = store.get(job.id).await.unwrap().unwrap();
+    assert_eq!(stored.attempt, 1);
+    assert_eq!(stored.worker_id, winners[0].worker_id);
 }
 
 async fn plugins_and_settings_round_trip(store: &dyn JobStore) {

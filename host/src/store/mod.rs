@@ -1,17 +1,24 @@
 //! The `JobStore` port: the one durable truth about jobs and their logs.
 //!
-//! Adapters live beside this file (`redb` today; PostgreSQL is the next) and
-//! are chosen by one config key in [`open`]. The port is shaped so that both
-//! can implement it with real transactions:
+//! Adapters live beside this file (`redb`, embedded, one host; `postgres`,
+//! shared by several hosts) and are chosen by one config key in [`open`].
+//! The port is shaped so that both implement it with real transactions:
 //! - [`JobStore::update`] takes the state change as a closure and runs it
 //!   inside the store's own write transaction, so a read-modify-write of one
 //!   job is atomic without compare-and-swap retry loops in callers, and the
 //!   domain's transition methods decide what is legal.
 //! - Writes are acknowledged only once durable. Adapters batch concurrent
 //!   writers into shared transactions (group commit) to make that cheap.
+//! - Each attempt on a worker holds a lease kept in the store
+//!   ([`JobStore::renew_leases`]): the host that talks to the agent renews
+//!   it, and any host finds the ones that ran out
+//!   ([`JobStore::expired_leases`]). With several hosts on one database
+//!   that is how the jobs of a host that died are found and retried.
 
+mod codec;
 #[cfg(test)]
-mod contract;
+pub(crate) mod contract;
+mod postgres;
 mod redb;
 
 use std::path::Path;
@@ -19,8 +26,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use self::postgres::{PgOptions, PgStore};
 pub use self::redb::RedbStore;
-use crate::domain::{DomainError, Job, JobId, JobState, LogRecord};
+use crate::domain::{DomainError, Job, JobId, JobState, LogRecord, Timestamp};
 
 /// A state change to apply to a job inside the store's transaction.
 pub type Transition = Box<dyn FnOnce(&mut Job) -> Result<(), DomainError> + Send>;
@@ -60,6 +68,20 @@ pub struct ListQuery {
     pub limit: usize,
 }
 
+/// An attempt: a job and the attempt number that fences it.
+pub type AttemptRef = (JobId, u32);
+
+/// What [`JobStore::renew_leases`] found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Renewal {
+    /// Renewed attempts whose job has a cancel request (its agent must be
+    /// told, wherever the request was made).
+    pub cancel_requested: Vec<AttemptRef>,
+    /// Attempts that are no longer their job's current one on a worker
+    /// (lost, finished, or unknown): nothing was renewed for them.
+    pub gone: Vec<AttemptRef>,
+}
+
 /// The port every storage adapter implements.
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
@@ -74,6 +96,29 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Every job not in a terminal state, oldest first (start-up rebuild).
     async fn list_active(&self) -> Result<Vec<Job>, StoreError>;
+
+    /// Up to `limit` pending jobs in queue order: higher priority first,
+    /// then oldest first.
+    async fn pending(&self, limit: usize) -> Result<Vec<Job>, StoreError>;
+
+    /// Records that the agent holding each attempt was heard from at
+    /// `seen` (a lease never moves backwards). Attempts that are not their
+    /// job's current one on a worker are reported as gone.
+    async fn renew_leases(
+        &self,
+        attempts: Vec<AttemptRef>,
+        seen: Timestamp,
+    ) -> Result<Renewal, StoreError>;
+
+    /// Attempts on a worker whose lease (last renewal, or the scheduling
+    /// when never renewed) is older than `cutoff`.
+    async fn expired_leases(&self, cutoff: Timestamp) -> Result<Vec<AttemptRef>, StoreError>;
+
+    /// True when other hosts may write the same store, so what memory
+    /// knows (queue, followers) must be refreshed from it.
+    fn is_shared(&self) -> bool {
+        false
+    }
 
     /// Applies `change` to the job atomically and durably; returns the job
     /// as stored. When `change` fails nothing is written.
@@ -130,11 +175,18 @@ impl std::fmt::Debug for dyn JobStore {
 pub enum StorageKind {
     /// Embedded redb file in the data directory.
     Redb,
+    /// A PostgreSQL database, which several hosts may share.
+    Postgres,
 }
 
 /// Opens the configured adapter. The one place backends are registered.
-pub fn open(kind: StorageKind, data_dir: &Path) -> Result<Arc<dyn JobStore>, StoreError> {
+pub async fn open(
+    kind: StorageKind,
+    data_dir: &Path,
+    postgres: &PgOptions,
+) -> Result<Arc<dyn JobStore>, StoreError> {
     match kind {
         StorageKind::Redb => Ok(Arc::new(RedbStore::open(&data_dir.join("hodei.redb"))?)),
+        StorageKind::Postgres => Ok(Arc::new(PgStore::connect(postgres).await?)),
     }
 }

@@ -14,17 +14,18 @@
 //! `active` u128 id → () for non-terminal jobs (so a restart does not scan
 //! history); `logs` (u128 id, u64 sequence) → `[ts i64 LE][stream u8][bytes]`;
 //! `log_heads` u128 id → highest sequence stored; `plugins` name → component
-//! bytes; `settings` key → value.
+//! bytes; `settings` key → value; `leases` u128 id → (attempt, µs when its
+//! agent was last heard from).
 
 use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{JobStore, ListQuery, StoreError, Transition};
+use super::codec::{decode_job, encode_job};
+use super::{AttemptRef, JobStore, ListQuery, Renewal, StoreError, Transition};
 use crate::domain::{DomainError, Job, JobId, JobState, LogRecord, LogStream, Timestamp};
 
 const JOBS: TableDefinition<'_, u128, &[u8]> = TableDefinition::new("jobs");
@@ -33,6 +34,7 @@ const LOGS: TableDefinition<'_, (u128, u64), &[u8]> = TableDefinition::new("logs
 const LOG_HEADS: TableDefinition<'_, u128, u64> = TableDefinition::new("log_heads");
 const PLUGINS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("plugins");
 const SETTINGS: TableDefinition<'_, &str, &str> = TableDefinition::new("settings");
+const LEASES: TableDefinition<'_, u128, (u32, i64)> = TableDefinition::new("leases");
 
 /// How many queued writes one transaction takes at most, so one commit
 /// never holds up its first caller for too long.
@@ -58,18 +60,11 @@ enum WriteOp {
     PutPlugin(String, Vec<u8>, oneshot::Sender<Result<(), StoreError>>),
     DeletePlugin(String, oneshot::Sender<Result<(), StoreError>>),
     PutSetting(String, String, oneshot::Sender<Result<(), StoreError>>),
-}
-
-#[derive(Serialize)]
-struct EnvelopeRef<'a> {
-    v: u32,
-    job: &'a Job,
-}
-
-#[derive(Deserialize)]
-struct Envelope {
-    v: u32,
-    job: Job,
+    RenewLeases(
+        Vec<AttemptRef>,
+        Timestamp,
+        oneshot::Sender<Result<Renewal, StoreError>>,
+    ),
 }
 
 impl RedbStore {
@@ -87,6 +82,7 @@ impl RedbStore {
             txn.open_table(LOG_HEADS).map_err(StoreError::backend)?;
             txn.open_table(PLUGINS).map_err(StoreError::backend)?;
             txn.open_table(SETTINGS).map_err(StoreError::backend)?;
+            txn.open_table(LEASES).map_err(StoreError::backend)?;
         }
         txn.commit().map_err(StoreError::backend)?;
         let db = Arc::new(db);
@@ -126,19 +122,8 @@ fn key(id: JobId) -> u128 {
     id.0.as_u128()
 }
 
-fn encode_job(job: &Job) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(&EnvelopeRef { v: 1, job }).map_err(StoreError::backend)
-}
-
-fn decode_job(bytes: &[u8]) -> Result<Job, StoreError> {
-    let envelope: Envelope = serde_json::from_slice(bytes).map_err(StoreError::backend)?;
-    if envelope.v != 1 {
-        return Err(StoreError::Backend(format!(
-            "job record version {} is newer than this build understands",
-            envelope.v
-        )));
-    }
-    Ok(envelope.job)
+fn on_worker(state: JobState) -> bool {
+    matches!(state, JobState::Scheduled | JobState::Running)
 }
 
 fn encode_line(line: &LogRecord) -> Vec<u8> {
@@ -201,6 +186,10 @@ enum Reply {
         oneshot::Sender<Result<u64, StoreError>>,
         Result<u64, StoreError>,
     ),
+    Leases(
+        oneshot::Sender<Result<Renewal, StoreError>>,
+        Result<Renewal, StoreError>,
+    ),
 }
 
 fn commit_group(db: &Database, batch: &mut Vec<WriteOp>) {
@@ -215,6 +204,7 @@ fn commit_group(db: &Database, batch: &mut Vec<WriteOp>) {
                 heads: txn.open_table(LOG_HEADS).map_err(StoreError::backend)?,
                 plugins: txn.open_table(PLUGINS).map_err(StoreError::backend)?,
                 settings: txn.open_table(SETTINGS).map_err(StoreError::backend)?,
+                leases: txn.open_table(LEASES).map_err(StoreError::backend)?,
             };
             for op in batch.drain(..) {
                 replies.push(match op {
@@ -252,6 +242,9 @@ fn commit_group(db: &Database, batch: &mut Vec<WriteOp>) {
                             .map(drop)
                             .map_err(StoreError::backend),
                     ),
+                    WriteOp::RenewLeases(attempts, seen, reply) => {
+                        Reply::Leases(reply, tables.renew_leases(attempts, seen))
+                    }
                 });
             }
         }
@@ -270,6 +263,7 @@ fn commit_group(db: &Database, batch: &mut Vec<WriteOp>) {
             Reply::Insert(tx, r) => drop(tx.send(failed().map_or(r, Err))),
             Reply::Update(tx, r) => drop(tx.send(failed().map_or(r, Err))),
             Reply::Logs(tx, r) => drop(tx.send(failed().map_or(r, Err))),
+            Reply::Leases(tx, r) => drop(tx.send(failed().map_or(r, Err))),
         }
     }
     if let Err(err) = committed {
@@ -287,6 +281,7 @@ struct Tables<'txn> {
     heads: redb::Table<'txn, u128, u64>,
     plugins: redb::Table<'txn, &'static str, &'static [u8]>,
     settings: redb::Table<'txn, &'static str, &'static str>,
+    leases: redb::Table<'txn, u128, (u32, i64)>,
 }
 
 impl Tables<'_> {
@@ -321,8 +316,47 @@ impl Tables<'_> {
             .map_err(StoreError::backend)?;
         if job.state.is_terminal() {
             self.active.remove(key(id)).map_err(StoreError::backend)?;
+            self.leases.remove(key(id)).map_err(StoreError::backend)?;
         }
         Ok(job)
+    }
+
+    fn renew_leases(
+        &mut self,
+        attempts: Vec<AttemptRef>,
+        seen: Timestamp,
+    ) -> Result<Renewal, StoreError> {
+        let mut renewal = Renewal::default();
+        for (id, attempt) in attempts {
+            let job = match self.load(id) {
+                Ok(job) => job,
+                Err(StoreError::NotFound(_)) => {
+                    renewal.gone.push((id, attempt));
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
+            if job.attempt != attempt || !on_worker(job.state) {
+                renewal.gone.push((id, attempt));
+                continue;
+            }
+            let before = self
+                .leases
+                .get(key(id))
+                .map_err(StoreError::backend)?
+                .map(|g| g.value())
+                .filter(|(a, _)| *a == attempt)
+                .map_or(i64::MIN, |(_, at)| at);
+            if seen.0 > before {
+                self.leases
+                    .insert(key(id), (attempt, seen.0))
+                    .map_err(StoreError::backend)?;
+            }
+            if job.cancel_requested {
+                renewal.cancel_requested.push((id, attempt));
+            }
+        }
+        Ok(renewal)
     }
 
     fn append_logs(
@@ -417,9 +451,65 @@ impl JobStore for RedbStore {
         .await
     }
 
+    async fn pending(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
+        let mut pending: Vec<Job> = self
+            .list_active()
+            .await?
+            .into_iter()
+            .filter(|job| job.state == JobState::Pending)
+            .collect();
+        pending.sort_by_key(|job| (std::cmp::Reverse(job.spec.priority), job.id));
+        pending.truncate(limit);
+        Ok(pending)
+    }
+
     async fn update(&self, id: JobId, change: Transition) -> Result<Job, StoreError> {
         self.submit(|reply| WriteOp::Update(id, change, reply))
             .await
+    }
+
+    async fn renew_leases(
+        &self,
+        attempts: Vec<AttemptRef>,
+        seen: Timestamp,
+    ) -> Result<Renewal, StoreError> {
+        if attempts.is_empty() {
+            return Ok(Renewal::default());
+        }
+        self.submit(|reply| WriteOp::RenewLeases(attempts, seen, reply))
+            .await
+    }
+
+    async fn expired_leases(&self, cutoff: Timestamp) -> Result<Vec<AttemptRef>, StoreError> {
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(StoreError::backend)?;
+            let active = txn.open_table(ACTIVE).map_err(StoreError::backend)?;
+            let jobs = txn.open_table(JOBS).map_err(StoreError::backend)?;
+            let leases = txn.open_table(LEASES).map_err(StoreError::backend)?;
+            let mut out = Vec::new();
+            for entry in active.iter().map_err(StoreError::backend)? {
+                let (id, _) = entry.map_err(StoreError::backend)?;
+                let Some(value) = jobs.get(id.value()).map_err(StoreError::backend)? else {
+                    continue;
+                };
+                let job = decode_job(value.value())?;
+                if !on_worker(job.state) {
+                    continue;
+                }
+                let renewed = leases
+                    .get(id.value())
+                    .map_err(StoreError::backend)?
+                    .map(|g| g.value())
+                    .filter(|(attempt, _)| *attempt == job.attempt)
+                    .map_or(i64::MIN, |(_, at)| at);
+                let since = renewed.max(job.scheduled_at.map_or(i64::MIN, |t| t.0));
+                if since < cutoff.0 {
+                    out.push((job.id, job.attempt));
+                }
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn append_logs(
