@@ -14,13 +14,16 @@ use clap::Parser;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "hodei-agent", version, about = "Hodei Jobs worker agent")]
 pub struct Args {
-    /// The host's gRPC endpoint.
+    /// The host's gRPC endpoint, or several hosts sharing one store as a
+    /// comma-separated list: the agent dials them in turn and moves to the
+    /// next when one cannot be reached or its connection ends.
     #[arg(
         long,
         env = "HODEI_SERVER_URL",
-        default_value = "http://127.0.0.1:50051"
+        default_value = "http://127.0.0.1:50051",
+        value_delimiter = ','
     )]
-    pub server_url: String,
+    pub server_url: Vec<String>,
 
     /// Bearer token the host expects on Connect.
     #[arg(long, env = "HODEI_TOKEN", hide_env_values = true)]

@@ -87,7 +87,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         agent_id = %agent.identity.agent_id,
         name = %agent.identity.name,
         slots = agent.identity.slots,
-        server = %agent.endpoint.uri(),
+        servers = %agent
+            .endpoints
+            .iter()
+            .map(|e| e.uri().to_string())
+            .collect::<Vec<_>>()
+            .join(","),
         "hodei-agent starting"
     );
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -137,13 +142,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 /// Builds the agent's shared state from the flags, checking what can be
 /// checked before dialling.
 fn agent(args: Args) -> anyhow::Result<Agent> {
-    let endpoint = Endpoint::from_shared(args.server_url.clone())
-        .with_context(|| format!("invalid server URL {:?}", args.server_url))?
-        .connect_timeout(Duration::from_secs(5))
-        // Finds a dead peer behind a silent network within seconds.
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .keep_alive_while_idle(true);
+    let endpoints = args
+        .server_url
+        .iter()
+        .map(|url| url.trim())
+        .filter(|url| !url.is_empty())
+        .map(|url| {
+            Ok(Endpoint::from_shared(url.to_owned())
+                .with_context(|| format!("invalid server URL {url:?}"))?
+                .connect_timeout(Duration::from_secs(5))
+                // Finds a dead peer behind a silent network within seconds.
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(5))
+                .keep_alive_while_idle(true))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    anyhow::ensure!(!endpoints.is_empty(), "no server URL given");
     let authorization = MetadataValue::try_from(format!("Bearer {}", args.token.0))
         .map_err(|_| anyhow!("the token contains characters not allowed in a header"))?;
     let work_dir = args.work_dir.unwrap_or_else(std::env::temp_dir);
@@ -183,7 +197,7 @@ fn agent(args: Args) -> anyhow::Result<Agent> {
     ));
     Ok(Agent {
         identity,
-        endpoint,
+        endpoints,
         authorization,
         outbox,
         jobs,

@@ -6,8 +6,10 @@
 //! the request stream can no longer be fed; the agent then dials again with
 //! exponential backoff and jitter (100 ms doubling to 5 s, reset by every
 //! `RegisterAck`). Jobs keep running meanwhile, and the outbox resends what
-//! the host has not acknowledged. Only a rejected token ends the session:
-//! retrying with the same token cannot help.
+//! the host has not acknowledged. Given several hosts (sharing one store),
+//! each new dial goes to the next one in the list, so an agent whose host
+//! died is back on a live one after one backoff step. Only a rejected
+//! token ends the session: retrying with the same token cannot help.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -78,8 +80,9 @@ impl From<Status> for ConnectionError {
 pub struct Agent {
     /// `Register` as sent on every connection, minus `running`.
     pub identity: Register,
-    /// Where and how to dial.
-    pub endpoint: Endpoint,
+    /// Where and how to dial: one host, or several sharing a store, tried
+    /// in turn.
+    pub endpoints: Vec<Endpoint>,
     /// `Bearer <token>`, for the `authorization` metadata.
     pub authorization: MetadataValue<Ascii>,
     /// What is owed to the host.
@@ -93,9 +96,11 @@ pub struct Agent {
 /// Keeps a session with the host until the host rejects the token.
 pub async fn run(agent: Arc<Agent>) -> TokenRejected {
     let mut backoff = Backoff::default();
+    let mut current = 0;
     loop {
         let mut registered = false;
-        match connection(&agent, &mut registered).await {
+        let endpoint = &agent.endpoints[current % agent.endpoints.len()];
+        match connection(&agent, endpoint, &mut registered).await {
             Err(ConnectionError::Rejected) => {
                 error!("host rejected our token (UNAUTHENTICATED); check HODEI_TOKEN");
                 return TokenRejected;
@@ -103,14 +108,17 @@ pub async fn run(agent: Arc<Agent>) -> TokenRejected {
             Err(error) => {
                 // With its sources: "transport error" alone says little.
                 let error = format!("{:#}", anyhow::Error::new(error));
+                let host = endpoint.uri();
                 if registered {
-                    warn!(%error, "connection to the host lost");
+                    warn!(%error, %host, "connection to the host lost");
                 } else {
-                    warn!(%error, "cannot connect to the host");
+                    warn!(%error, %host, "cannot connect to the host");
                 }
             }
             Ok(never) => match never {},
         }
+        // Fail over: the next attempt dials the next host in the list.
+        current = (current + 1) % agent.endpoints.len();
         if registered {
             backoff.reset();
         }
@@ -124,9 +132,10 @@ pub async fn run(agent: Arc<Agent>) -> TokenRejected {
 /// host acknowledged `Register`.
 async fn connection(
     agent: &Arc<Agent>,
+    endpoint: &Endpoint,
     registered: &mut bool,
 ) -> Result<Infallible, ConnectionError> {
-    let channel = agent.endpoint.connect().await?;
+    let channel = endpoint.connect().await?;
     let mut client = AgentServiceClient::new(channel);
     let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
     let register = Register {

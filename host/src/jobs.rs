@@ -119,6 +119,7 @@ impl JobService {
                         attempt: job.attempt,
                         resources: job.spec.resources,
                         cancel_requested: job.cancel_requested,
+                        placed: true,
                     };
                     self.cluster()
                         .restore_assignment(worker, job.id, assignment);
@@ -238,6 +239,7 @@ impl JobService {
                 return;
             }
         };
+        self.cluster().confirm(&worker, id, attempt);
         let message = wire::assign_job(&job, first_sequence);
         if tx.send(message).await.is_err() {
             tracing::info!(job = %id, %worker, "agent went away before its assignment was sent");
@@ -343,13 +345,93 @@ impl JobService {
             }
             Err(err) => tracing::debug!(job = %id, attempt, %err, "lost attempt already settled"),
         }
+        self.drop_attempt(id, attempt, why).await;
+    }
+
+    /// Frees what a settled attempt held here and, should its agent still
+    /// be connected, tells it to stop (fencing at the agent, not only in
+    /// the store).
+    async fn drop_attempt(&self, id: JobId, attempt: u32, why: &str) {
+        if let Some(tx) = self.cluster().release_anywhere(id, attempt) {
+            if let Some(tx) = tx {
+                let _ = tx.send(cancel_message(id, attempt, why)).await;
+            }
+            self.scheduler.wake();
+        }
+    }
+
+    /// Which of the jobs a registering agent reports the store says it
+    /// holds (with what they reserve), and which it must abandon. The store
+    /// decides, so an agent that moved from another host keeps its jobs and
+    /// one whose attempt was lost meanwhile drops it.
+    pub async fn reconcile(
+        &self,
+        worker: &WorkerId,
+        running: &[(JobId, u32)],
+    ) -> (Vec<(JobId, Assignment)>, Vec<(JobId, u32)>) {
+        let (mut keep, mut abandon) = (Vec::new(), Vec::new());
+        for &(id, attempt) in running {
+            match self.store.get(id).await {
+                Ok(Some(job))
+                    if job.attempt == attempt
+                        && job.worker_id.as_ref() == Some(worker)
+                        && matches!(job.state, JobState::Scheduled | JobState::Running) =>
+                {
+                    keep.push((
+                        id,
+                        Assignment {
+                            attempt,
+                            resources: job.spec.resources,
+                            cancel_requested: job.cancel_requested,
+                            placed: true,
+                        },
+                    ));
+                }
+                Ok(_) => abandon.push((id, attempt)),
+                Err(err) => {
+                    // Never kill work because the store hiccupped: keep it;
+                    // its lease settles it later.
+                    tracing::warn!(job = %id, %err, "cannot check a reattached job; keeping it");
+                    keep.push((
+                        id,
+                        Assignment {
+                            attempt,
+                            resources: crate::domain::Resources::default(),
+                            cancel_requested: false,
+                            placed: true,
+                        },
+                    ));
+                }
+            }
+        }
+        (keep, abandon)
     }
 
     /// The decision loop: a round whenever woken (and at least every
     /// second), placements made durable concurrently so they share commits.
+    /// On a shared store the queue is also refreshed from it, for jobs
+    /// submitted or requeued by other hosts.
     pub async fn run_scheduler(self: Arc<Self>) {
+        let shared = self.store.is_shared();
+        let mut refreshed = tokio::time::Instant::now();
         loop {
-            let _ = tokio::time::timeout(Duration::from_secs(1), self.scheduler.woken()).await;
+            let wait = if shared {
+                QUEUE_REFRESH
+            } else {
+                Duration::from_secs(1)
+            };
+            let _ = tokio::time::timeout(wait, self.scheduler.woken()).await;
+            if shared && refreshed.elapsed() >= QUEUE_REFRESH {
+                refreshed = tokio::time::Instant::now();
+                match self.store.pending(QUEUE_REFRESH_LIMIT).await {
+                    Ok(jobs) => {
+                        for job in &jobs {
+                            self.scheduler.enqueue(QueuedJob::of(job));
+                        }
+                    }
+                    Err(err) => tracing::warn!(%err, "cannot refresh the queue from the store"),
+                }
+            }
             // A round calls the policy, which may be a Wasm plugin doing
             // blocking work (its deadline bounds it): off the async path.
             let placements = blocking_allowed(|| self.scheduler.round());
@@ -359,22 +441,69 @@ impl JobService {
         }
     }
 
-    /// Lost-worker detection: workers silent past the lease lose their jobs.
+    /// Leases: renews those of the attempts on this host's agents, learns
+    /// of cancels and settled attempts from the store, and loses attempts
+    /// whose lease ran out, whichever host they were on. A host that just
+    /// started waits one lease before losing anything, so agents have time
+    /// to come back.
     pub async fn run_monitor(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let started = tokio::time::Instant::now();
+        let mut tick = tokio::time::interval(MONITOR_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            for (worker, jobs) in self.cluster().expire(self.lease) {
-                tracing::warn!(%worker, jobs = jobs.len(), "worker lost (no heartbeat within the lease)");
-                self.bus.publish(Event::WorkerDisconnected(worker.clone()));
-                for (id, attempt) in jobs {
-                    self.attempt_lost(id, attempt, "agent lost").await;
+            for worker in self.cluster().expire(self.lease) {
+                tracing::warn!(%worker, "worker forgotten (silent past the lease)");
+                self.bus.publish(Event::WorkerDisconnected(worker));
+            }
+            self.renew_leases().await;
+            if started.elapsed() < self.lease {
+                continue;
+            }
+            let lease_us = i64::try_from(self.lease.as_micros()).unwrap_or(i64::MAX);
+            let cutoff = Timestamp(Timestamp::now().0.saturating_sub(lease_us));
+            match self.store.expired_leases(cutoff).await {
+                Ok(expired) => {
+                    for (id, attempt) in expired {
+                        self.attempt_lost(id, attempt, "agent lost").await;
+                    }
                 }
-                self.scheduler.wake();
+                Err(err) => tracing::warn!(%err, "cannot look for expired leases"),
+            }
+        }
+    }
+
+    async fn renew_leases(&self) {
+        for held in self.cluster().held() {
+            let renewal = match self.store.renew_leases(held.attempts, held.seen).await {
+                Ok(renewal) => renewal,
+                Err(err) => {
+                    tracing::warn!(worker = %held.worker, %err, "cannot renew leases");
+                    continue;
+                }
+            };
+            for (id, attempt) in renewal.cancel_requested {
+                if let Some(tx) = self.cluster().mark_cancel(&held.worker, id, attempt) {
+                    let _ = tx
+                        .send(cancel_message(id, attempt, "cancelled by user"))
+                        .await;
+                }
+            }
+            for (id, attempt) in renewal.gone {
+                tracing::info!(job = %id, attempt, worker = %held.worker, "attempt settled elsewhere; dropping it");
+                self.drop_attempt(id, attempt, "attempt no longer current")
+                    .await;
             }
         }
     }
 }
+
+/// How often a host on a shared store re-reads the pending jobs.
+const QUEUE_REFRESH: Duration = Duration::from_millis(500);
+/// Most pending jobs one refresh reads.
+const QUEUE_REFRESH_LIMIT: usize = 10_000;
+/// How often leases are renewed and checked.
+const MONITOR_TICK: Duration = Duration::from_millis(500);
 
 /// A `CancelJob` message.
 pub fn cancel_message(id: JobId, attempt: u32, reason: &str) -> ServerMessage {

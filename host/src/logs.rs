@@ -5,6 +5,11 @@
 //! the last line it delivered. So every line is delivered exactly once and
 //! in order, however slow the follower or however many events it missed,
 //! and the log store is the one source of truth.
+//!
+//! On a shared store (several hosts on one PostgreSQL) the lines of a job
+//! whose agent is connected to another host never show up on this host's
+//! bus, so a follower also re-reads the store every [`SHARED_POLL`]: new
+//! lines reach it within that time, wherever they were written.
 
 use std::sync::Arc;
 
@@ -18,6 +23,8 @@ use crate::store::StoreError;
 
 /// Lines read from the store per query.
 const PAGE: usize = 1000;
+/// How often a follower re-reads a shared store without being woken.
+const SHARED_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// What a log reader yields.
 #[derive(Debug)]
@@ -51,6 +58,7 @@ pub fn read(
         // the read and the wait can be missed.
         let mut events = jobs.bus().subscribe();
         let store = Arc::clone(jobs.store());
+        let poll = store.is_shared();
         let mut next = match from {
             Start::After(seq) => seq,
             Start::Tail(n) => store.log_head(id).await?.saturating_sub(n),
@@ -74,7 +82,15 @@ pub fn read(
                 break;
             }
             loop {
-                match events.recv().await {
+                let event = if poll {
+                    match tokio::time::timeout(SHARED_POLL, events.recv()).await {
+                        Ok(event) => event,
+                        Err(_) => break,
+                    }
+                } else {
+                    events.recv().await
+                };
+                match event {
                     Ok(event) => match *event {
                         Event::LogAppended(job, _) | Event::JobStateChanged(job, _) if job == id => break,
                         _ => {}

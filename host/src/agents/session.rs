@@ -66,10 +66,11 @@ pub(super) async fn open(
         capacity: wire::capacity(&register),
     };
     let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
-    let reconciled = jobs.cluster().connect(info, tx.clone(), &running);
+    let (confirmed, abandon) = jobs.reconcile(&worker, &running).await;
+    let reconciled = jobs.cluster().connect(info, tx.clone(), &confirmed);
     tracing::info!(
         %worker, name = %register.name, slots = register.slots,
-        reattached = running.len() - reconciled.abandon.len(),
+        reattached = confirmed.len(), abandoned = abandon.len(),
         lost = reconciled.lost.len(), "agent registered"
     );
     for (id, attempt) in &reconciled.lost {
@@ -81,8 +82,7 @@ pub(super) async fn open(
         worker_id: worker.0.clone(),
         heartbeat_interval_ms: u32::try_from(config.heartbeat_interval.as_millis())
             .unwrap_or(u32::MAX),
-        abandon: reconciled
-            .abandon
+        abandon: abandon
             .iter()
             .map(|(id, attempt)| RunningJob {
                 job_id: id.to_string(),

@@ -8,9 +8,13 @@
 //!
 //! A worker whose stream ended stays here, disconnected, for a grace period
 //! with its assignments: if it comes back in time its jobs are reattached,
-//! otherwise [`Cluster::expire`] hands them back as lost. After a host
-//! restart, workers named by jobs in the store are recreated the same way,
-//! as placeholders waiting for their agent.
+//! otherwise [`Cluster::expire`] forgets it. Whether its jobs are lost is
+//! the store's call, not memory's: each attempt holds a lease in the store,
+//! renewed from [`Cluster::held`] with the time the agent was last heard
+//! from, and an attempt whose lease ran out is lost by whichever host sees
+//! it first. That is what lets several hosts share one store. After a host
+//! restart, workers named by jobs in the store are recreated as
+//! placeholders waiting for their agent.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -21,7 +25,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::policy::Candidate;
-use crate::domain::{JobId, Resources, WorkerId, WorkerInfo, WorkerMetrics};
+use crate::domain::{JobId, Resources, Timestamp, WorkerId, WorkerInfo, WorkerMetrics};
 
 /// The channel down an agent's stream.
 pub type AgentTx = mpsc::Sender<ServerMessage>;
@@ -35,6 +39,10 @@ pub struct Assignment {
     pub resources: Resources,
     /// A cancel was asked; resent if the agent reconnects.
     pub cancel_requested: bool,
+    /// The store records the attempt on this worker (false between a
+    /// reservation and its placement being written): only placed
+    /// attempts have leases to renew.
+    pub placed: bool,
 }
 
 #[derive(Debug)]
@@ -72,8 +80,6 @@ pub struct Reconciled {
     pub session: u64,
     /// Jobs the host thought this worker held but the agent does not run.
     pub lost: Vec<(JobId, u32)>,
-    /// Jobs the agent runs that the host does not want: kill them.
-    pub abandon: Vec<(JobId, u32)>,
     /// Reattached jobs whose cancel must be sent again.
     pub cancels: Vec<(JobId, u32)>,
 }
@@ -87,6 +93,18 @@ pub enum ReserveError {
     /// Not enough free capacity left.
     #[error("worker {0} has no room for the job")]
     NoRoom(WorkerId),
+}
+
+/// The placed attempts of one worker and when its agent was last heard
+/// from: what a lease renewal needs.
+#[derive(Debug, Clone)]
+pub struct Held {
+    /// The worker.
+    pub worker: WorkerId,
+    /// Wall-clock time of its agent's last message.
+    pub seen: Timestamp,
+    /// Its placed attempts.
+    pub attempts: Vec<(JobId, u32)>,
 }
 
 /// A worker as the API shows it.
@@ -151,8 +169,14 @@ impl Cluster {
     }
 
     /// An agent registered (first time, reconnect, or after a host restart).
-    /// `running` is what the agent says it runs.
-    pub fn connect(&self, info: WorkerInfo, tx: AgentTx, running: &[(JobId, u32)]) -> Reconciled {
+    /// `confirmed` is what it runs that the store says it holds; anything
+    /// else memory thought it held is returned as lost.
+    pub fn connect(
+        &self,
+        info: WorkerInfo,
+        tx: AgentTx,
+        confirmed: &[(JobId, Assignment)],
+    ) -> Reconciled {
         let session = self
             .next_session
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -162,24 +186,22 @@ impl Cluster {
         };
         let mut workers = self.lock();
         let id = info.id.clone();
-        let mut assignments = workers
+        let old = workers
             .remove(&id)
             .map(|old| old.assignments)
             .unwrap_or_default();
-        let reported: HashMap<JobId, u32> = running.iter().copied().collect();
-        assignments.retain(|job, assignment| {
-            let kept = reported.get(job) == Some(&assignment.attempt);
-            if !kept {
-                out.lost.push((*job, assignment.attempt));
-            } else if assignment.cancel_requested {
-                out.cancels.push((*job, assignment.attempt));
-            }
-            kept
-        });
-        out.abandon = running
+        let assignments: HashMap<JobId, Assignment> = confirmed.iter().copied().collect();
+        out.lost = old
             .iter()
-            .filter(|(job, attempt)| assignments.get(job).map(|a| a.attempt) != Some(*attempt))
-            .copied()
+            .filter(|(job, a)| assignments.get(job).map(|n| n.attempt) != Some(a.attempt))
+            .map(|(job, a)| (*job, a.attempt))
+            .collect();
+        out.cancels = assignments
+            .iter()
+            .filter(|(job, a)| {
+                a.cancel_requested || old.get(job).is_some_and(|o| o.cancel_requested)
+            })
+            .map(|(job, a)| (*job, a.attempt))
             .collect();
         workers.insert(
             id,
@@ -318,9 +340,11 @@ impl Cluster {
             .and_then(|w| w.session.as_ref().map(|s| s.tx.clone()))
     }
 
-    /// Removes workers silent for longer than `lease` (heartbeats stopped,
-    /// or disconnected and not back); returns the jobs they held, now lost.
-    pub fn expire(&self, lease: Duration) -> Vec<(WorkerId, Vec<(JobId, u32)>)> {
+    /// Forgets workers silent for longer than `lease` (heartbeats stopped,
+    /// or disconnected and not back) and returns them. Their jobs are not
+    /// lost here: their leases in the store stopped being renewed when the
+    /// agent fell silent, and the lease monitor loses them.
+    pub fn expire(&self, lease: Duration) -> Vec<WorkerId> {
         let mut workers = self.lock();
         let now = Instant::now();
         let dead: Vec<WorkerId> = workers
@@ -328,13 +352,73 @@ impl Cluster {
             .filter(|(_, w)| now.duration_since(w.last_seen) > lease)
             .map(|(id, _)| id.clone())
             .collect();
-        dead.into_iter()
-            .filter_map(|id| workers.remove(&id).map(|w| (id, w)))
-            .map(|(id, w)| {
-                let jobs = w.assignments.iter().map(|(j, a)| (*j, a.attempt)).collect();
-                (id, jobs)
+        for id in &dead {
+            workers.remove(id);
+        }
+        dead
+    }
+
+    /// The store now records `attempt` of `job` on `worker`.
+    pub fn confirm(&self, worker: &WorkerId, job: JobId, attempt: u32) {
+        if let Some(a) = self
+            .lock()
+            .get_mut(worker)
+            .and_then(|w| w.assignments.get_mut(&job))
+            .filter(|a| a.attempt == attempt)
+        {
+            a.placed = true;
+        }
+    }
+
+    /// Every worker's placed attempts, for lease renewal.
+    pub fn held(&self) -> Vec<Held> {
+        let workers = self.lock();
+        let (now, wall) = (Instant::now(), Timestamp::now());
+        workers
+            .values()
+            .map(|w| {
+                let ago =
+                    i64::try_from(now.duration_since(w.last_seen).as_micros()).unwrap_or(i64::MAX);
+                Held {
+                    worker: w.info.id.clone(),
+                    seen: Timestamp(wall.0.saturating_sub(ago)),
+                    attempts: w
+                        .assignments
+                        .iter()
+                        .filter(|(_, a)| a.placed)
+                        .map(|(job, a)| (*job, a.attempt))
+                        .collect(),
+                }
             })
+            .filter(|h| !h.attempts.is_empty())
             .collect()
+    }
+
+    /// Marks a held job as being cancelled; returns the channel to its agent
+    /// only when the mark is new and the agent is connected (so a cancel
+    /// learnt on every renewal is sent once).
+    pub fn mark_cancel(&self, worker: &WorkerId, job: JobId, attempt: u32) -> Option<AgentTx> {
+        let mut workers = self.lock();
+        let entry = workers.get_mut(worker)?;
+        let a = entry
+            .assignments
+            .get_mut(&job)
+            .filter(|a| a.attempt == attempt && !a.cancel_requested)?;
+        a.cancel_requested = true;
+        entry.session.as_ref().map(|s| s.tx.clone())
+    }
+
+    /// Frees `job`'s `attempt` on whichever worker holds it; returns that
+    /// worker's channel when it is connected.
+    pub fn release_anywhere(&self, job: JobId, attempt: u32) -> Option<Option<AgentTx>> {
+        let mut workers = self.lock();
+        let entry = workers.values_mut().find(|w| {
+            w.assignments
+                .get(&job)
+                .is_some_and(|a| a.attempt == attempt)
+        })?;
+        entry.assignments.remove(&job);
+        Some(entry.session.as_ref().map(|s| s.tx.clone()))
     }
 
     /// Every worker, for the API, sorted by name.
@@ -391,6 +475,7 @@ mod tests {
                 memory_mb,
             },
             cancel_requested: false,
+            placed: true,
         }
     }
 
@@ -421,10 +506,10 @@ mod tests {
     }
 
     #[test]
-    fn reconnect_reattaches_reported_jobs_and_loses_the_rest() {
+    fn reconnect_reattaches_confirmed_jobs_and_loses_the_rest() {
         let cluster = Cluster::default();
         let w = WorkerId("w".into());
-        let (kept, gone, foreign) = (JobId::new(), JobId::new(), JobId::new());
+        let (kept, gone, adopted) = (JobId::new(), JobId::new(), JobId::new());
         let (tx, _rx) = mpsc::channel(1);
         let first = cluster.connect(info("w", 4), tx, &[]);
         cluster.reserve(&w, kept, assignment(1, 0)).unwrap();
@@ -436,25 +521,52 @@ mod tests {
         );
 
         let (tx, _rx) = mpsc::channel(1);
-        let second = cluster.connect(info("w", 4), tx, &[(kept, 1), (foreign, 7)]);
+        let mut cancelled = assignment(5, 0);
+        cancelled.cancel_requested = true;
+        let second = cluster.connect(
+            info("w", 4),
+            tx,
+            &[(kept, assignment(1, 0)), (adopted, cancelled)],
+        );
         assert_eq!(second.lost, vec![(gone, 2)]);
-        assert_eq!(second.abandon, vec![(foreign, 7)]);
-        assert_eq!(cluster.candidates()[0].free_slots, 3);
+        assert_eq!(second.cancels, vec![(adopted, 5)]);
+        assert_eq!(cluster.candidates()[0].free_slots, 2);
         // The old session ending late must not disconnect the new one.
         assert!(!cluster.disconnect(&w, first.session));
     }
 
     #[test]
-    fn silent_workers_expire_with_their_jobs() {
+    fn silent_workers_are_forgotten_and_only_placed_attempts_are_held() {
+        let cluster = Cluster::default();
+        let w = WorkerId("w".into());
+        let (job, unplaced) = (JobId::new(), JobId::new());
+        cluster.restore_assignment(&w, job, assignment(3, 0));
+        let mut reserving = assignment(1, 0);
+        reserving.placed = false;
+        cluster.restore_assignment(&w, unplaced, reserving);
+        let held = cluster.held();
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].attempts, vec![(job, 3)]);
+        assert!(held[0].seen <= Timestamp::now());
+        cluster.confirm(&w, unplaced, 1);
+        assert_eq!(cluster.held()[0].attempts.len(), 2);
+        assert!(cluster.expire(Duration::from_secs(60)).is_empty());
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(cluster.expire(Duration::from_millis(1)), vec![w]);
+        assert!(cluster.held().is_empty());
+    }
+
+    #[test]
+    fn a_cancel_is_marked_once_and_release_finds_the_worker() {
         let cluster = Cluster::default();
         let w = WorkerId("w".into());
         let job = JobId::new();
-        cluster.restore_assignment(&w, job, assignment(3, 0));
-        assert!(cluster.expire(Duration::from_secs(60)).is_empty());
-        std::thread::sleep(Duration::from_millis(5));
-        assert_eq!(
-            cluster.expire(Duration::from_millis(1)),
-            vec![(w, vec![(job, 3)])]
-        );
+        let (tx, _rx) = mpsc::channel(1);
+        cluster.connect(info("w", 1), tx, &[(job, assignment(2, 0))]);
+        assert!(cluster.mark_cancel(&w, job, 1).is_none(), "wrong attempt");
+        assert!(cluster.mark_cancel(&w, job, 2).is_some());
+        assert!(cluster.mark_cancel(&w, job, 2).is_none(), "already marked");
+        assert!(matches!(cluster.release_anywhere(job, 2), Some(Some(_))));
+        assert!(cluster.release_anywhere(job, 2).is_none());
     }
 }

@@ -143,6 +143,7 @@ impl Scheduler {
                 attempt: job.attempt + 1,
                 resources: job.resources,
                 cancel_requested: false,
+                placed: false,
             };
             // The cluster re-checks under its own lock: an agent may have
             // gone since the snapshot was taken.

@@ -185,7 +185,11 @@ async fn insert_writer(pool: PgPool, mut queue: InsertQueue) {
     while queue.recv_many(&mut batch, MAX_GROUP).await > 0 {
         let result = insert_many(&pool, &batch).await;
         for (_, reply) in batch.drain(..) {
-            let _ = reply.send(result.as_ref().map(|_| ()).map_err(|e| backend(e)));
+            let _ = reply.send(match &result {
+                Ok(()) => Ok(()),
+                Err(StoreError::Backend(message)) => Err(StoreError::Backend(message.clone())),
+                Err(other) => Err(StoreError::Backend(other.to_string())),
+            });
         }
     }
 }

@@ -304,9 +304,21 @@ impl Agent {
         slots: u32,
         env: &[(&str, &str)],
     ) -> Self {
+        Self::spawn(&host.grpc, name, labels, slots, env)
+    }
+
+    /// Starts an agent dialling `server_urls` (one URL, or a
+    /// comma-separated list of hosts sharing a store).
+    pub fn spawn(
+        server_urls: &str,
+        name: &str,
+        labels: &str,
+        slots: u32,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut command = Command::new(agent_bin());
         command
-            .args(["--server-url", &host.grpc, "--name", name])
+            .args(["--server-url", server_urls, "--name", name])
             .args(["--slots", &slots.to_string()])
             .args(["--cancel-grace-secs", "2"])
             .env("HODEI_TOKEN", TOKEN)

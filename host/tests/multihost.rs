@@ -1,0 +1,347 @@
+//! Several hosts on one PostgreSQL: real `hodei` processes sharing a real
+//! database (a fresh one per test, on the server `scripts/postgres.sh`
+//! starts), real agents that fail over between them.
+//!
+//! Without `HODEI_TEST_DATABASE_URL` these tests are skipped, unless
+//! `CI=true`, where they fail: CI must run them.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Agent, Host};
+use hodei::store::PgStore;
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+
+/// A scratch database, dropped at the end of the test.
+struct Database {
+    admin: String,
+    url: String,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Database {
+    fn create(prefix: &str) -> Option<Self> {
+        let admin = match std::env::var("HODEI_TEST_DATABASE_URL") {
+            Ok(url) if !url.is_empty() => url,
+            _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+                panic!("CI=true but HODEI_TEST_DATABASE_URL is not set: run scripts/postgres.sh")
+            }
+            _ => {
+                eprintln!("skipped: HODEI_TEST_DATABASE_URL is not set (scripts/postgres.sh)");
+                return None;
+            }
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let url = runtime
+            .block_on(PgStore::scratch_database(&admin, prefix))
+            .unwrap();
+        Some(Self {
+            admin,
+            url,
+            runtime,
+        })
+    }
+
+    /// A host on this database.
+    fn host(&self, extra: &[&str]) -> Host {
+        let mut args = vec![
+            "--storage",
+            "postgres",
+            "--database-url",
+            &self.url,
+            "--database-max-connections",
+            "8",
+        ];
+        args.extend_from_slice(extra);
+        Host::start_with(&args)
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let _ = self
+            .runtime
+            .block_on(PgStore::drop_database(&self.admin, &self.url));
+    }
+}
+
+/// Agents of `host` that fail over to `others`, in that order.
+fn agent(name: &str, hosts: &[&Host], slots: u32) -> Agent {
+    let urls: Vec<&str> = hosts.iter().map(|h| h.grpc.as_str()).collect();
+    Agent::spawn(&urls.join(","), name, "", slots, &[])
+}
+
+/// A job that appends its id to `markers` (appends of one short line are
+/// atomic), after `sleep` seconds.
+fn marker_job(markers: &Path, sleep: f32) -> Value {
+    json!({
+        "args": ["sh", "-c", format!("sleep {sleep}; echo \"$HODEI_JOB_ID\" >> {}", markers.display())],
+        "max_attempts": 3,
+    })
+}
+
+fn marker_counts(markers: &Path) -> BTreeMap<String, usize> {
+    let text = std::fs::read_to_string(markers).unwrap_or_default();
+    let mut counts = BTreeMap::new();
+    for line in text.lines() {
+        *counts.entry(line.to_owned()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Submits `bodies` spread over `hosts` from 8 threads; returns the ids.
+fn submit_spread(hosts: &[&Host], bodies: Vec<Value>) -> Vec<String> {
+    let chunks: Vec<Vec<(usize, Value)>> = {
+        let mut chunks = vec![Vec::new(); 8];
+        for (i, body) in bodies.into_iter().enumerate() {
+            chunks[i % 8].push((i, body));
+        }
+        chunks
+    };
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .into_iter()
+                        .map(|(i, body)| hosts[i % hosts.len()].submit_ok(&body))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    })
+}
+
+/// Waits until every id is in a terminal state (asked of `host`).
+fn wait_all_done(host: &Host, ids: &[String], timeout: Duration) -> Vec<Value> {
+    let deadline = Instant::now() + timeout;
+    ids.iter()
+        .map(|id| {
+            let left = deadline.saturating_duration_since(Instant::now());
+            host.wait_state(
+                id,
+                &["SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT"],
+                left.max(Duration::from_millis(1)),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn two_hosts_run_2000_jobs_exactly_once() {
+    let Some(db) = Database::create("hodei_two_hosts") else {
+        return;
+    };
+    let (a, b) = (db.host(&[]), db.host(&[]));
+    let _agents = [
+        agent("a1", &[&a, &b], 4),
+        agent("a2", &[&a, &b], 4),
+        agent("b1", &[&b, &a], 4),
+        agent("b2", &[&b, &a], 4),
+    ];
+    a.wait_workers(2);
+    b.wait_workers(2);
+    let dir = tempfile::tempdir().unwrap();
+    let markers = dir.path().join("markers");
+
+    let ids = submit_spread(&[&a, &b], vec![marker_job(&markers, 0.0); 2000]);
+    let jobs = wait_all_done(&a, &ids, Duration::from_secs(240));
+
+    let counts = marker_counts(&markers);
+    let submitted: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
+    assert_eq!(submitted.len(), 2000, "ids are unique");
+    assert_eq!(
+        counts.keys().map(String::as_str).collect::<BTreeSet<_>>(),
+        submitted,
+        "every job ran"
+    );
+    let doubled: Vec<_> = counts.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(doubled.is_empty(), "jobs ran more than once: {doubled:?}");
+    let mut per_worker = BTreeMap::new();
+    for job in &jobs {
+        assert_eq!(job["state"], "SUCCEEDED", "{job}");
+        assert_eq!(job["attempt"], 1, "{job}");
+        *per_worker
+            .entry(job["worker_id"].as_str().unwrap().to_owned())
+            .or_insert(0) += 1;
+    }
+    // Both hosts claimed work for their own agents.
+    assert_eq!(per_worker.len(), 4, "every agent ran jobs: {per_worker:?}");
+    eprintln!("jobs per worker: {per_worker:?}");
+}
+
+#[test]
+fn killing_a_host_moves_its_agents_and_loses_nothing() {
+    let Some(db) = Database::create("hodei_host_kill") else {
+        return;
+    };
+    let (a, b) = (db.host(&[]), db.host(&[]));
+    let _agents = [
+        agent("a1", &[&a, &b], 3),
+        agent("a2", &[&a, &b], 3),
+        agent("b1", &[&b, &a], 3),
+        agent("b2", &[&b, &a], 3),
+    ];
+    a.wait_workers(2);
+    b.wait_workers(2);
+    let a_workers: BTreeSet<String> = ["a1", "a2"]
+        .iter()
+        .map(|name| {
+            _agents
+                .iter()
+                .find(|x| x.name == *name)
+                .unwrap()
+                .worker_id(&a)
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let markers = dir.path().join("markers");
+
+    // 60 jobs of 2 s on 12 slots: several rounds, so the kill lands mid-run.
+    let mut ids = submit_spread(&[&a, &b], vec![marker_job(&markers, 2.0); 60]);
+    // Wait until jobs run on the agents of the host about to die.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let running_on_a = loop {
+        let running: Vec<Value> = ids
+            .iter()
+            .map(|id| b.job(id))
+            .filter(|j| j["state"] == "RUNNING")
+            .collect();
+        let on_a: Vec<String> = running
+            .iter()
+            .filter(|j| a_workers.contains(j["worker_id"].as_str().unwrap()))
+            .map(|j| j["id"].as_str().unwrap().to_owned())
+            .collect();
+        if on_a.len() >= 3 {
+            break on_a;
+        }
+        assert!(Instant::now() < deadline, "no jobs ran on host a's agents");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    a.signal(Signal::SIGKILL);
+    let killed_at = Instant::now();
+    // Host b keeps accepting work meanwhile.
+    ids.extend(submit_spread(&[&b], vec![marker_job(&markers, 0.5); 20]));
+
+    b.wait_workers(4);
+    eprintln!(
+        "agents of the killed host moved over in {:?}",
+        killed_at.elapsed()
+    );
+    let jobs = wait_all_done(&b, &ids, Duration::from_secs(180));
+
+    let counts = marker_counts(&markers);
+    for (job, id) in jobs.iter().zip(&ids) {
+        assert_eq!(job["state"], "SUCCEEDED", "{job}");
+        assert_eq!(
+            counts.get(id),
+            Some(&1),
+            "job {id} ran {:?} times",
+            counts.get(id)
+        );
+    }
+    assert_eq!(counts.len(), ids.len(), "no marker from an unknown job");
+    // What ran on the dead host's agents was reattached, not rerun.
+    for id in &running_on_a {
+        let job = b.job(id);
+        assert_eq!(job["attempt"], 1, "{job}");
+    }
+    assert!(
+        b.logs().contains("agent registered"),
+        "host b saw the agents arrive"
+    );
+}
+
+#[test]
+fn a_killed_agent_loses_its_attempt_to_another_agent_within_15s() {
+    let Some(db) = Database::create("hodei_agent_kill") else {
+        return;
+    };
+    let (a, b) = (db.host(&[]), db.host(&[]));
+    let mut victim = agent("victim", &[&a, &b], 2);
+    a.wait_workers(1);
+    let retried = a.submit_ok(&json!({
+        "command": "echo attempt $HODEI_ATTEMPT; sleep 4",
+        "max_attempts": 2,
+    }));
+    let failed = a.submit_ok(&json!({
+        "command": "sleep 60",
+        "max_attempts": 1,
+    }));
+    a.wait_state(&retried, &["RUNNING"], Duration::from_secs(20));
+    a.wait_state(&failed, &["RUNNING"], Duration::from_secs(20));
+    // The survivor sits on the other host.
+    let _survivor = agent("survivor", &[&b, &a], 2);
+    b.wait_workers(1);
+
+    victim.child.kill().unwrap();
+    victim.child.wait().unwrap();
+    let killed_at = Instant::now();
+    let deadline = killed_at + Duration::from_secs(15);
+    let job = loop {
+        let job = b.job(&retried);
+        if job["attempt"] == 2 && (job["state"] == "RUNNING" || job["state"] == "SUCCEEDED") {
+            break job;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not retried within 15 s of the kill: {job}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let took = killed_at.elapsed();
+    assert_eq!(job["worker_id"], json!(_survivor.worker_id(&b)), "{job}");
+    eprintln!("retried on another agent {took:?} after the kill");
+
+    let job = a.wait_state(&failed, &["FAILED"], Duration::from_secs(15));
+    assert_eq!(job["reason"], "agent lost", "{job}");
+    assert_eq!(job["attempt"], 1);
+
+    let job = a.wait_state(&retried, &["SUCCEEDED"], Duration::from_secs(30));
+    let lines = common::lines(&a.sse(&retried, ""));
+    assert!(lines.contains(&"attempt 2".to_owned()), "{lines:?} {job}");
+}
+
+#[test]
+fn any_host_follows_and_cancels_a_job_running_on_another_hosts_agent() {
+    let Some(db) = Database::create("hodei_cross_host") else {
+        return;
+    };
+    let (front, back) = (db.host(&[]), db.host(&[]));
+    let _worker = agent("back-worker", &[&back], 1);
+    back.wait_workers(1);
+
+    // Submitted to the host with no agents; runs on the other one's agent.
+    let id = front.submit_ok(&json!({
+        "command": "for i in $(seq 1 30); do echo line $i; sleep 0.05; done",
+    }));
+    let started = Instant::now();
+    let events = front.sse(&id, "?follow=true");
+    let lines = common::lines(&events);
+    let expected: Vec<String> = (1..=30).map(|i| format!("line {i}")).collect();
+    assert_eq!(lines, expected);
+    assert_eq!(events.last().unwrap().event, "done");
+    assert_eq!(events.last().unwrap().data["status"], "SUCCEEDED");
+    eprintln!("followed across hosts in {:?}", started.elapsed());
+
+    // A cancel asked of the front host reaches the agent of the back host.
+    let long = front.submit_ok(&json!({"command": "sleep 300"}));
+    front.wait_state(&long, &["RUNNING"], Duration::from_secs(20));
+    let (status, _) = front.cancel(&long);
+    assert_eq!(status, 200);
+    let job = front.wait_state(&long, &["CANCELLED"], Duration::from_secs(10));
+    assert_eq!(job["worker_id"], json!(_worker.worker_id(&back)));
+}
