@@ -155,6 +155,9 @@ impl JobService {
 
     fn details(&self, job: Job) -> JobDetails {
         let pending_reason = (job.state == JobState::Pending).then(|| {
+            if let Some(at) = job.not_before.filter(|t| *t > Timestamp::now()) {
+                return format!("retry backoff until {at}");
+            }
             blocking_allowed(|| {
                 self.scheduler.explain(&Demand {
                     labels: &job.spec.labels,

@@ -6,9 +6,12 @@
 //! - `policies`: decision latency and throughput of the built-in policy
 //!   and the in-tree Wasm policies over synthetic clusters, plus swap
 //!   latency (see [`policies`]).
+//! - `store`: redb and PostgreSQL side by side, and two hosts sharing
+//!   PostgreSQL (see [`store`]).
 
 pub mod policies;
 pub mod spine;
+pub mod store;
 
 /// Which benchmark to run.
 #[derive(Debug, clap::Subcommand)]
@@ -17,6 +20,8 @@ pub enum BenchCommand {
     Spine(spine::SpineArgs),
     /// Scheduling decision latency: native vs Wasm policies.
     Policies(policies::PolicyBenchArgs),
+    /// Durable submits/s on redb vs PostgreSQL; two hosts on PostgreSQL.
+    Store(store::StoreArgs),
 }
 
 /// Runs a benchmark.
@@ -29,5 +34,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Spine(args) => spine::run(args).await,
         BenchCommand::Policies(args) => policies::run(&args).await,
+        BenchCommand::Store(args) => store::run(&args).await,
     }
 }

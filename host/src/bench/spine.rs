@@ -40,14 +40,25 @@ pub struct SpineArgs {
     slots: u32,
 }
 
-struct Host {
+/// A `hodei serve` child process on a temporary data dir.
+pub(crate) struct Host {
     child: Child,
-    base: String,
+    /// Its REST base URL.
+    pub(crate) base: String,
     _dir: tempfile::TempDir,
 }
 
 impl Host {
     async fn start(local_agents: u32, slots: u32) -> anyhow::Result<Self> {
+        Self::start_with(local_agents, slots, &[]).await
+    }
+
+    /// A host with `local_agents` and extra `serve` flags.
+    pub(crate) async fn start_with(
+        local_agents: u32,
+        slots: u32,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut child = Command::new(std::env::current_exe()?)
             .args([
@@ -61,6 +72,7 @@ impl Host {
             .arg(dir.path())
             .args(["--local-agents", &local_agents.to_string()])
             .args(["--local-agent-slots", &slots.to_string()])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -84,7 +96,8 @@ impl Host {
         })
     }
 
-    async fn stop(mut self) {
+    /// SIGTERM, then waits for it to exit.
+    pub(crate) async fn stop(mut self) {
         if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
@@ -96,7 +109,7 @@ impl Host {
 }
 
 /// Posts `total` jobs from `clients` concurrent clients; returns jobs/s.
-async fn submit_load(
+pub(crate) async fn submit_load(
     base: &str,
     clients: usize,
     total: usize,
@@ -130,7 +143,8 @@ async fn submit_load(
     Ok(total as f64 / started.elapsed().as_secs_f64())
 }
 
-async fn finished(http: &reqwest::Client, base: &str) -> anyhow::Result<u64> {
+/// `jobs_finished` of the host's `/healthz`.
+pub(crate) async fn finished(http: &reqwest::Client, base: &str) -> anyhow::Result<u64> {
     let health: serde_json::Value = http
         .get(format!("{base}/healthz"))
         .send()
@@ -140,6 +154,30 @@ async fn finished(http: &reqwest::Client, base: &str) -> anyhow::Result<u64> {
     health["jobs_finished"]
         .as_u64()
         .context("healthz has no jobs_finished")
+}
+
+/// Waits until `agents` workers are connected to the host.
+pub(crate) async fn wait_connected(
+    http: &reqwest::Client,
+    base: &str,
+    agents: u32,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let health: serde_json::Value = http
+            .get(format!("{base}/healthz"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if health["connected_workers"].as_u64() >= Some(u64::from(agents)) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{agents} agents did not connect within 30s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Runs the benchmark and prints a table.
@@ -159,22 +197,7 @@ pub async fn run(args: SpineArgs) -> anyhow::Result<()> {
 
     let host = Host::start(args.agents, args.slots).await?;
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let health: serde_json::Value = http
-            .get(format!("{}/healthz", host.base))
-            .send()
-            .await?
-            .json()
-            .await?;
-        if health["connected_workers"].as_u64() == Some(u64::from(args.agents)) {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("local agents did not connect within 30s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_connected(&http, &host.base, args.agents).await?;
     let started = Instant::now();
     submit_load(&host.base, 64, args.jobs, body).await?;
     let expected = u64::try_from(args.jobs)?;

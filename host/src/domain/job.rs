@@ -191,6 +191,17 @@ pub struct Job {
     pub started_at: Option<Timestamp>,
     /// When it reached a terminal state.
     pub finished_at: Option<Timestamp>,
+    /// A requeued job is not placed before this time (retry backoff).
+    #[serde(default)]
+    pub not_before: Option<Timestamp>,
+}
+
+/// How long a job whose `attempt` was lost waits before it is placed
+/// again: 1 s, doubling per attempt, at most 60 s. A flapping worker or a
+/// job that kills its agent does not spin through its attempts.
+pub fn retry_backoff(attempt: u32) -> std::time::Duration {
+    std::time::Duration::from_secs(1u64 << attempt.saturating_sub(1).min(6))
+        .min(std::time::Duration::from_secs(60))
 }
 
 impl Job {
@@ -209,6 +220,7 @@ impl Job {
             scheduled_at: None,
             started_at: None,
             finished_at: None,
+            not_before: None,
         }
     }
 
@@ -309,9 +321,17 @@ impl Job {
             self.end(JobState::Cancelled, now);
             self.reason = Some(format!("cancelled ({why})"));
         } else if self.attempt < self.spec.max_attempts {
+            let backoff = retry_backoff(attempt);
             self.state = JobState::Pending;
             self.worker_id = None;
-            self.reason = Some(format!("attempt {attempt} lost: {why}; requeued"));
+            self.not_before = Some(Timestamp(
+                now.0
+                    .saturating_add(i64::try_from(backoff.as_micros()).unwrap_or(i64::MAX)),
+            ));
+            self.reason = Some(format!(
+                "attempt {attempt} lost: {why}; retried after {}s",
+                backoff.as_secs()
+            ));
         } else {
             self.end(JobState::Failed, now);
             self.reason = Some(why.to_owned());
@@ -427,6 +447,21 @@ mod tests {
             job.finish(1, Outcome::Exited(0), None, Timestamp::now())
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_lost_attempt_is_retried_after_a_growing_backoff() {
+        let mut job = Job::new(spec(), Timestamp::now());
+        job.spec.max_attempts = 10;
+        let mut waits = Vec::new();
+        for attempt in 1..=9 {
+            job.schedule(worker(), Timestamp(0)).unwrap();
+            let now = Timestamp(1_000_000 * i64::from(attempt));
+            job.lose_attempt(attempt, "agent lost", now).unwrap();
+            waits.push((job.not_before.unwrap().0 - now.0) / 1_000_000);
+        }
+        assert_eq!(waits, vec![1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert!(job.reason.as_deref().unwrap().contains("retried after 60s"));
     }
 
     #[test]

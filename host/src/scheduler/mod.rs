@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use self::cluster::{AgentTx, Assignment, Cluster};
 use self::policy::{Decision, Demand, PolicySource, decide};
 use self::queue::{PendingQueue, QueuedJob};
-use crate::domain::{JobId, Resources, WorkerId};
+use crate::domain::{JobId, Resources, Timestamp, WorkerId};
 
 /// A decision the round made and reserved capacity for.
 #[derive(Debug)]
@@ -119,9 +119,13 @@ impl Scheduler {
         let policy = self.policy.current();
         let mut placements = Vec::new();
         let mut failed: Vec<(&BTreeMap<String, String>, Resources)> = Vec::new();
+        let now = Timestamp::now();
         for job in queue.iter() {
             if !candidates.iter().any(|c| c.free_slots > 0) {
                 break;
+            }
+            if job.not_before.is_some_and(|t| t > now) {
+                continue;
             }
             if failed
                 .iter()

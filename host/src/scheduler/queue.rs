@@ -8,7 +8,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::domain::{Job, JobId, Resources};
+use crate::domain::{Job, JobId, Resources, Timestamp};
 
 /// What the scheduler needs to decide for one job.
 #[derive(Debug, Clone)]
@@ -23,6 +23,8 @@ pub struct QueuedJob {
     pub resources: Resources,
     /// Attempts used so far; the next assignment is `attempt + 1`.
     pub attempt: u32,
+    /// Not placed before this time (retry backoff).
+    pub not_before: Option<Timestamp>,
 }
 
 impl QueuedJob {
@@ -34,6 +36,7 @@ impl QueuedJob {
             labels: Arc::new(job.spec.labels.clone()),
             resources: job.spec.resources,
             attempt: job.attempt,
+            not_before: job.not_before,
         }
     }
 }
@@ -91,6 +94,7 @@ mod tests {
             labels: Arc::default(),
             resources: Resources::default(),
             attempt: 0,
+            not_before: None,
         }
     }
 
