@@ -241,6 +241,32 @@ mod tests {
     }
 
     #[test]
+    fn postgres_settings_come_from_the_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hodei.toml");
+        std::fs::write(
+            &path,
+            "storage = \"postgres\"\ndatabase_url = \"postgres://u:p@db/hodei\"\ndatabase_max_connections = 4\n",
+        )
+        .unwrap();
+        let config = ServeArgs {
+            config: Some(path),
+            database_acquire_timeout_secs: Some(3),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(config.storage, StorageKind::Postgres);
+        assert_eq!(
+            config.postgres.url.as_deref(),
+            Some("postgres://u:p@db/hodei")
+        );
+        assert_eq!(config.postgres.max_connections, 4);
+        assert_eq!(config.postgres.acquire_timeout, Duration::from_secs(3));
+        assert_eq!(config.postgres.statement_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
     fn unknown_keys_in_the_file_are_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hodei.toml");
