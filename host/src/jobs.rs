@@ -265,6 +265,10 @@ impl JobService {
         {
             self.scheduler.enqueue(QueuedJob::of(&job));
         }
+        // The slot is free again: on a shared store the usual cause is that
+        // another host claimed the job first, and the next queued job may
+        // well be free. Waiting for the next refresh would idle the agent.
+        self.scheduler.wake();
     }
 
     /// The agent started the process.
