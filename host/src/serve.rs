@@ -26,6 +26,7 @@ use crate::plugins::{PluginEngine, PolicyCatalog, PolicyRegistry};
 use crate::scheduler::Scheduler;
 use crate::scheduler::cluster::Cluster;
 use crate::store;
+use crate::usage::UsageBoard;
 
 /// How long agents are asked to wait between heartbeats.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
@@ -82,10 +83,12 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let usage = Arc::new(UsageBoard::default());
     let app = router(
         AppState {
             jobs: Arc::clone(&jobs),
             policies,
+            usage: Arc::clone(&usage),
         },
         config.max_body_bytes,
     );
@@ -99,6 +102,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         GatewayConfig {
             token: token.clone(),
             heartbeat_interval: HEARTBEAT_INTERVAL,
+            usage,
         },
     );
     let agents_server = tokio::spawn(

@@ -20,6 +20,7 @@ use hodei_proto::v1::{AgentMessage, ServerMessage};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::jobs::JobService;
+use crate::usage::UsageBoard;
 
 /// Settings of the gateway.
 #[derive(Debug, Clone)]
@@ -28,6 +29,8 @@ pub struct GatewayConfig {
     pub token: String,
     /// How often agents should heartbeat.
     pub heartbeat_interval: Duration,
+    /// Where heartbeats put each job's CPU and memory.
+    pub usage: Arc<UsageBoard>,
 }
 
 /// The `AgentService` implementation.

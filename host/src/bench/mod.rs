@@ -6,7 +6,10 @@
 //! - `policies`: decision latency and throughput of the built-in policy
 //!   and the in-tree Wasm policies over synthetic clusters, plus swap
 //!   latency (see [`policies`]).
+//! - `logs`: a job's output to an SSE reader: latency and throughput (see
+//!   [`logs`]).
 
+pub mod logs;
 pub mod policies;
 pub mod spine;
 
@@ -17,6 +20,8 @@ pub enum BenchCommand {
     Spine(spine::SpineArgs),
     /// Scheduling decision latency: native vs Wasm policies.
     Policies(policies::PolicyBenchArgs),
+    /// Log latency (write → SSE reader) and throughput with real processes.
+    Logs(logs::LogsArgs),
 }
 
 /// Runs a benchmark.
@@ -29,5 +34,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Spine(args) => spine::run(args).await,
         BenchCommand::Policies(args) => policies::run(&args).await,
+        BenchCommand::Logs(args) => logs::run(&args).await,
     }
 }

@@ -40,14 +40,18 @@ pub struct SpineArgs {
     slots: u32,
 }
 
-struct Host {
+/// A `hodei serve` child on a temporary data directory (also used by
+/// `bench logs`).
+pub(super) struct Host {
     child: Child,
-    base: String,
+    /// `http://ADDR` of its REST API.
+    pub(super) base: String,
     _dir: tempfile::TempDir,
 }
 
 impl Host {
-    async fn start(local_agents: u32, slots: u32) -> anyhow::Result<Self> {
+    /// Starts a host with `local_agents` local agents of `slots` slots.
+    pub(super) async fn start(local_agents: u32, slots: u32) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut child = Command::new(std::env::current_exe()?)
             .args([
@@ -84,7 +88,29 @@ impl Host {
         })
     }
 
-    async fn stop(mut self) {
+    /// Waits until `agents` workers are connected (30 s at most).
+    pub(super) async fn wait_agents(&self, agents: u32) -> anyhow::Result<()> {
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let health: serde_json::Value = http
+                .get(format!("{}/healthz", self.base))
+                .send()
+                .await?
+                .json()
+                .await?;
+            if health["connected_workers"].as_u64() == Some(u64::from(agents)) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("local agents did not connect within 30s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM, then waits (10 s at most) for the host to exit.
+    pub(super) async fn stop(mut self) {
         if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
@@ -158,23 +184,8 @@ pub async fn run(args: SpineArgs) -> anyhow::Result<()> {
     }
 
     let host = Host::start(args.agents, args.slots).await?;
+    host.wait_agents(args.agents).await?;
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let health: serde_json::Value = http
-            .get(format!("{}/healthz", host.base))
-            .send()
-            .await?
-            .json()
-            .await?;
-        if health["connected_workers"].as_u64() == Some(u64::from(args.agents)) {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("local agents did not connect within 30s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let started = Instant::now();
     submit_load(&host.base, 64, args.jobs, body).await?;
     let expected = u64::try_from(args.jobs)?;

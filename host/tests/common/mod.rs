@@ -152,6 +152,27 @@ impl Host {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Waits for the host to exit (after [`Host::signal`]); panics after
+    /// `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "host did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The `hodei serve` process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.http)
     }
@@ -258,6 +279,15 @@ impl Host {
         }
     }
 
+    /// Reads the SSE log stream to its end, handing each event to `each`.
+    pub fn sse_each(&self, id: &str, query: &str, each: impl FnMut(SseEvent)) {
+        let response = http_agent()
+            .get(&self.url(&format!("/api/v1/jobs/{id}/logs{query}")))
+            .call()
+            .expect("sse request");
+        for_each_sse(response.into_body().into_reader(), each);
+    }
+
     /// Reads the SSE log stream to its end.
     pub fn sse(&self, id: &str, query: &str) -> Vec<SseEvent> {
         let response = http_agent()
@@ -304,9 +334,20 @@ impl Agent {
         slots: u32,
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start_at(&host.grpc, name, labels, slots, env)
+    }
+
+    /// Starts an agent dialling `server_url` (a proxy, say).
+    pub fn start_at(
+        server_url: &str,
+        name: &str,
+        labels: &str,
+        slots: u32,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut command = Command::new(agent_bin());
         command
-            .args(["--server-url", &host.grpc, "--name", name])
+            .args(["--server-url", server_url, "--name", name])
             .args(["--slots", &slots.to_string()])
             .args(["--cancel-grace-secs", "2"])
             .env("HODEI_TOKEN", TOKEN)
@@ -354,18 +395,26 @@ pub struct SseEvent {
 
 pub fn parse_sse(reader: impl std::io::Read) -> Vec<SseEvent> {
     let mut out = Vec::new();
+    for_each_sse(reader, |event| out.push(event));
+    out
+}
+
+/// Calls `each` with every event as it is read, up to `event: done`
+/// (without keeping them: for logs too large to hold).
+pub fn for_each_sse(reader: impl std::io::Read, mut each: impl FnMut(SseEvent)) {
     let (mut event, mut id, mut data) = (String::from("message"), None, String::new());
-    for line in BufReader::new(reader).lines() {
+    for line in BufReader::with_capacity(1 << 20, reader).lines() {
         let line = line.expect("sse line");
         if line.is_empty() {
             if !data.is_empty() {
-                out.push(SseEvent {
+                let done = event == "done";
+                each(SseEvent {
                     event: std::mem::replace(&mut event, "message".into()),
                     id: id.take(),
                     data: serde_json::from_str(&data).expect("sse data is json"),
                 });
                 data.clear();
-                if out.last().is_some_and(|e| e.event == "done") {
+                if done {
                     break;
                 }
             }
@@ -379,7 +428,54 @@ pub fn parse_sse(reader: impl std::io::Read) -> Vec<SseEvent> {
             data.push_str(v.strip_prefix(' ').unwrap_or(v));
         }
     }
-    out
+}
+
+/// Resident memory of process `pid` in bytes (`VmRSS`), if it still runs.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// Samples the resident memory of some processes every 20 ms from a
+/// thread, keeping the peak of each, until stopped.
+pub struct PeakRss {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<u64>>>,
+}
+
+impl PeakRss {
+    pub fn start(pids: Vec<u32>) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut peaks = vec![0; pids.len()];
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                for (peak, pid) in peaks.iter_mut().zip(&pids) {
+                    *peak = (*peak).max(rss_bytes(*pid).unwrap_or(0));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            peaks
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The peak of each process, in the order given to `start`.
+    pub fn stop(mut self) -> Vec<u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
 }
 
 /// The `line` fields of the data events.
