@@ -50,7 +50,7 @@ use crate::spill::SpillQueue;
 pub const MAX_BATCH_BYTES: usize = 64 * 1024;
 /// Most memory the unacknowledged entries of one job may take (data plus
 /// [`ENTRY_OVERHEAD`] each); beyond it they spill to disk.
-pub const MEMORY_BUDGET: usize = 2 * 1024 * 1024;
+pub const MEMORY_BUDGET: usize = 8 * 1024 * 1024;
 /// What an entry costs in memory beyond its data: the `LogEntry` itself and
 /// its allocation.
 const ENTRY_OVERHEAD: usize = std::mem::size_of::<LogEntry>() + 16;
@@ -224,10 +224,13 @@ impl Outbox {
     /// A new connection: everything not acknowledged must be sent again.
     pub fn rewind(&mut self) {
         for job in self.jobs.values_mut() {
+            // Sequences are dense: memory holds the oldest entries, the
+            // spill file the ones after them.
+            let spilled = job.spill.as_ref().map_or(0, SpillQueue::len) as u64;
             job.next_unsent = job
                 .entries
                 .front()
-                .map_or(job.next_sequence, |entry| entry.sequence);
+                .map_or(job.next_sequence - spilled, |entry| entry.sequence);
             job.started_sent = job.started_acked;
             job.result_sent = false;
         }

@@ -30,6 +30,8 @@ use crate::usage::UsageBoard;
 
 /// How long agents are asked to wait between heartbeats.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+/// HTTP/2 receive window of each agent's stream, bytes.
+const AGENT_STREAM_WINDOW: u32 = 8 * 1024 * 1024;
 /// How long shutdown waits for open connections (SSE followers, agent
 /// streams) before leaving anyway. Nothing acknowledged is at risk: every
 /// acknowledged write is already durable.
@@ -107,6 +109,11 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     );
     let agents_server = tokio::spawn(
         tonic::transport::Server::builder()
+            // Room for several log batches in flight per agent, so that a
+            // store commit does not stall the agent's stream (see
+            // agents/coalesce.rs).
+            .initial_stream_window_size(Some(AGENT_STREAM_WINDOW))
+            .initial_connection_window_size(Some(AGENT_STREAM_WINDOW))
             .add_service(gateway.into_service())
             .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(stop_rx)),
     );

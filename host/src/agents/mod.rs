@@ -3,9 +3,11 @@
 //! Owns authentication (a bearer token, checked before any message is read),
 //! registration and reconciliation of what a reconnecting agent still runs,
 //! and one session task per agent that takes its messages in order: log
-//! batches before results, as the agent sent them. Protocol rules are at
+//! batches before results, as the agent sent them (batches already waiting
+//! are stored in one append, see `coalesce`). Protocol rules are at
 //! the top of `proto/hodei/agent/v1/agent.proto`.
 
+mod coalesce;
 mod session;
 pub mod wire;
 

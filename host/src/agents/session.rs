@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
-use super::{GatewayConfig, ServerStream, wire};
+use super::{GatewayConfig, ServerStream, coalesce, wire};
 use crate::bus::Event;
 use crate::domain::{JobId, WorkerId, WorkerInfo, WorkerMetrics};
 use crate::jobs::{JobService, ResultTaken, cancel_message};
@@ -141,17 +141,29 @@ async fn run(
 ) {
     let mut keepalive = tokio::time::interval(KEEPALIVE_EVERY);
     keepalive.tick().await;
+    // A message read while coalescing log batches, handled next.
+    let mut held = None;
     loop {
-        let next = tokio::select! {
-            next = inbound.message() => next,
-            _ = keepalive.tick() => {
-                let _ = tx.try_send(msg(server_message::Msg::KeepAlive(KeepAlive {})));
-                continue;
-            }
+        let next = match held.take() {
+            Some(next) => next,
+            None => tokio::select! {
+                next = inbound.message() => next,
+                _ = keepalive.tick() => {
+                    let _ = tx.try_send(msg(server_message::Msg::KeepAlive(KeepAlive {})));
+                    continue;
+                }
+            },
         };
         match next {
             Ok(Some(AgentMessage { msg: Some(m) })) => {
                 jobs.cluster().touch(&worker);
+                let m = match m {
+                    agent_message::Msg::LogBatch(mut batch) => {
+                        held = coalesce::take_ready(&mut batch, &mut inbound);
+                        agent_message::Msg::LogBatch(batch)
+                    }
+                    other => other,
+                };
                 handle(&jobs, &usage, &worker, &tx, m).await;
             }
             Ok(Some(AgentMessage { msg: None })) => {}
