@@ -9,7 +9,8 @@
 //! output into), and the agent's resident memory stays under 64 MB. The
 //! peak resident memory of both processes is printed.
 //!
-//! Size: `HODEI_LOAD_MB` (default 200).
+//! Size: 50 MB in the everyday suite, 200 MB in the ignored-by-default
+//! test; `HODEI_LOAD_MB` overrides both.
 #![allow(clippy::unwrap_used)] // test helpers are assertions
 
 mod common;
@@ -26,16 +27,38 @@ const AGENT_RSS_LIMIT: u64 = 64 * 1024 * 1024;
 /// the allocator's arenas grow with what it writes.
 const HOST_RSS_LIMIT: u64 = 1024 * 1024 * 1024;
 
-fn megabytes() -> u64 {
+/// What the test reads of each SSE data record (typed: a `Value` per line
+/// would make reading 2.6 million lines back slow in a debug build).
+#[derive(serde::Deserialize)]
+struct Record<'a> {
+    sequence: u64,
+    #[serde(borrow)]
+    line: std::borrow::Cow<'a, str>,
+}
+
+/// 50 MB in the everyday suite (about 25 s in a debug build on a 2-core
+/// machine); `HODEI_LOAD_MB` overrides it.
+#[test]
+fn a_job_printing_50_mb_while_the_host_is_away_loses_nothing() {
+    load(megabytes(50));
+}
+
+/// The full 200 MB (about 80 s in a debug build on a 2-core machine):
+/// `cargo test -p hodei --test agent_load -- --ignored --nocapture`.
+#[test]
+#[ignore = "80 s in a debug build; the everyday suite runs 50 MB"]
+fn a_job_printing_200_mb_while_the_host_is_away_loses_nothing() {
+    load(megabytes(200));
+}
+
+fn megabytes(default: u64) -> u64 {
     std::env::var("HODEI_LOAD_MB")
         .ok()
         .and_then(|mb| mb.parse().ok())
-        .unwrap_or(200)
+        .unwrap_or(default)
 }
 
-#[test]
-fn a_job_printing_hundreds_of_megabytes_while_the_host_is_away_loses_nothing() {
-    let mb = megabytes();
+fn load(mb: u64) {
     // A long lease: a frozen host's clock runs on, and the agent must not
     // count as lost when it wakes up.
     let host = Host::start_with(&["--lease-secs", "600"]);
@@ -87,21 +110,21 @@ fn a_job_printing_hundreds_of_megabytes_while_the_host_is_away_loses_nothing() {
         .map(Result::unwrap);
     let (mut lines, mut bytes, mut previous) = (0_u64, 0_u64, 0_u64);
     let mut status = None;
-    host.sse_each(&id, "", |event| {
-        if event.event == "done" {
-            status = Some(event.data["status"].clone());
+    host.sse_raw(&id, "", |event, data| {
+        if event == "done" {
+            let done: serde_json::Value = serde_json::from_str(data).unwrap();
+            status = Some(done["status"].clone());
             return;
         }
-        let sequence = event.data["sequence"].as_u64().unwrap();
-        assert_eq!(sequence, previous + 1, "dense sequences");
-        previous = sequence;
-        let line = event.data["line"].as_str().unwrap();
+        let record: Record<'_> = serde_json::from_str(data).unwrap();
+        assert_eq!(record.sequence, previous + 1, "dense sequences");
+        previous = record.sequence;
         let want = expected
             .next()
-            .unwrap_or_else(|| panic!("extra line {sequence}: {line}"));
-        assert_eq!(line, want, "line {sequence}");
+            .unwrap_or_else(|| panic!("extra line {}: {}", record.sequence, record.line));
+        assert_eq!(record.line, want, "line {}", record.sequence);
         lines += 1;
-        bytes += line.len() as u64 + 1;
+        bytes += record.line.len() as u64 + 1;
     });
     assert_eq!(status, Some(json!("SUCCEEDED")));
     assert!(expected.next().is_none(), "lines missing after {lines}");

@@ -279,13 +279,28 @@ impl Host {
         }
     }
 
-    /// Reads the SSE log stream to its end, handing each event to `each`.
-    pub fn sse_each(&self, id: &str, query: &str, each: impl FnMut(SseEvent)) {
+    /// Reads the SSE log stream to its end, handing `each` the event name
+    /// and the raw data of every event, unparsed.
+    pub fn sse_raw(&self, id: &str, query: &str, mut each: impl FnMut(&str, &str)) {
         let response = http_agent()
             .get(&self.url(&format!("/api/v1/jobs/{id}/logs{query}")))
             .call()
             .expect("sse request");
-        for_each_sse(response.into_body().into_reader(), each);
+        let reader = BufReader::with_capacity(1 << 20, response.into_body().into_reader());
+        let mut event = String::from("message");
+        for line in reader.lines() {
+            let line = line.expect("sse line");
+            if let Some(name) = line.strip_prefix("event:") {
+                event = name.trim().to_owned();
+            } else if let Some(data) = line.strip_prefix("data:") {
+                each(&event, data.strip_prefix(' ').unwrap_or(data));
+                if event == "done" {
+                    return;
+                }
+            } else if line.is_empty() {
+                event = String::from("message");
+            }
+        }
     }
 
     /// Reads the SSE log stream to its end.
