@@ -253,9 +253,12 @@ impl JobSink for OutboxSink {
         info!(job_id = %self.job_id, attempt = self.attempt, pid, "job started");
     }
 
-    fn line(&self, stream: Stream, data: Vec<u8>) {
+    fn output(&self, stream: Stream, lines: Vec<Vec<u8>>) {
+        let now = unix_micros();
         self.table.outbox.update(|outbox| {
-            outbox.push_line(&self.job_id, self.attempt, stream, data, unix_micros())
+            for data in lines {
+                outbox.push_line(&self.job_id, self.attempt, stream, data, now);
+            }
         });
     }
 }

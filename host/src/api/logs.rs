@@ -15,9 +15,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use futures::StreamExt;
-use tokio_stream::wrappers::IntervalStream;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tokio_stream::wrappers::IntervalStream;
 
 use super::jobs::parse_id;
 use super::{ApiQuery, AppState};
@@ -146,4 +146,3 @@ fn write_event(out: &mut Vec<u8>, item: Result<LogItem, StoreError>) {
     }
     out.extend_from_slice(b"\n\n");
 }
-
