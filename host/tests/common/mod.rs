@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+pub mod rss;
+
 pub const TOKEN: &str = "test-agent-token-0123456789";
 
 /// The `hodei` binary cargo built for these tests.
@@ -410,26 +412,18 @@ pub struct SseEvent {
 
 pub fn parse_sse(reader: impl std::io::Read) -> Vec<SseEvent> {
     let mut out = Vec::new();
-    for_each_sse(reader, |event| out.push(event));
-    out
-}
-
-/// Calls `each` with every event as it is read, up to `event: done`
-/// (without keeping them: for logs too large to hold).
-pub fn for_each_sse(reader: impl std::io::Read, mut each: impl FnMut(SseEvent)) {
     let (mut event, mut id, mut data) = (String::from("message"), None, String::new());
-    for line in BufReader::with_capacity(1 << 20, reader).lines() {
+    for line in BufReader::new(reader).lines() {
         let line = line.expect("sse line");
         if line.is_empty() {
             if !data.is_empty() {
-                let done = event == "done";
-                each(SseEvent {
+                out.push(SseEvent {
                     event: std::mem::replace(&mut event, "message".into()),
                     id: id.take(),
                     data: serde_json::from_str(&data).expect("sse data is json"),
                 });
                 data.clear();
-                if done {
+                if out.last().is_some_and(|e| e.event == "done") {
                     break;
                 }
             }
@@ -443,54 +437,7 @@ pub fn for_each_sse(reader: impl std::io::Read, mut each: impl FnMut(SseEvent)) 
             data.push_str(v.strip_prefix(' ').unwrap_or(v));
         }
     }
-}
-
-/// Resident memory of process `pid` in bytes (`VmRSS`), if it still runs.
-pub fn rss_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
-}
-
-/// Samples the resident memory of some processes every 20 ms from a
-/// thread, keeping the peak of each, until stopped.
-pub struct PeakRss {
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<Vec<u64>>>,
-}
-
-impl PeakRss {
-    pub fn start(pids: Vec<u32>) -> Self {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            let mut peaks = vec![0; pids.len()];
-            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                for (peak, pid) in peaks.iter_mut().zip(&pids) {
-                    *peak = (*peak).max(rss_bytes(*pid).unwrap_or(0));
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            peaks
-        });
-        Self {
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// The peak of each process, in the order given to `start`.
-    pub fn stop(mut self) -> Vec<u64> {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.thread.take().unwrap().join().unwrap()
-    }
+    out
 }
 
 /// The `line` fields of the data events.
