@@ -133,6 +133,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
             _ = sigterm.recv() => "second SIGTERM",
             _ = sigint.recv() => "SIGINT",
+            // The host refused us on a reconnect: nothing can be delivered.
+            _ = &mut session => "the session ended",
         };
     }
 
