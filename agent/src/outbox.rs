@@ -9,11 +9,14 @@
 //! host sees each sequence at least once and stores it at most once:
 //! exactly-once from a reader's point of view.
 //!
-//! Batching has no timer. The pump ([`SharedOutbox::pump`]) takes the next
+//! Batching is adaptive. The pump ([`SharedOutbox::pump`]) takes the next
 //! message only when the request channel (capacity 1) has room, i.e. when
 //! the previous send has left; entries produced meanwhile pile up here and
-//! leave together in one `LogBatch` (up to [`MAX_BATCH_BYTES`] of data). An
-//! idle agent therefore sends a line at once; a busy one sends big batches.
+//! leave together in one `LogBatch` (up to [`MAX_BATCH_BYTES`] of data).
+//! Only when a small batch follows another within a millisecond (a job
+//! writing line by line as fast as it can) does the pump wait a
+//! millisecond for more. An idle agent therefore sends a line at once; a
+//! busy one sends big batches.
 //!
 //! Per job the order on the wire is `JobStarted`, then its log entries in
 //! sequence order, then `JobResult`: the result leaves only once every entry
@@ -35,7 +38,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hodei_proto::v1::{
     Ack, AgentMessage, JobResult, JobStarted, LogBatch, LogEntry, RunningJob, Stream,
@@ -48,6 +51,11 @@ use crate::spill::SpillQueue;
 
 /// Most log data (in bytes, summed over entries) one `LogBatch` carries.
 pub const MAX_BATCH_BYTES: usize = 64 * 1024;
+/// A batch under this size sent right after another makes the pump wait
+/// [`GATHER`] before the next one.
+const SMALL_BATCH_BYTES: usize = 16 * 1024;
+/// How long output gathers after a small batch sent in quick succession.
+const GATHER: Duration = Duration::from_millis(1);
 /// Most memory the unacknowledged entries of one job may take (data plus
 /// [`ENTRY_OVERHEAD`] each); beyond it they spill to disk.
 pub const MEMORY_BUDGET: usize = 8 * 1024 * 1024;
@@ -454,6 +462,7 @@ impl SharedOutbox {
     /// a message only once `tx` has room, so that output produced while a
     /// send is in flight joins the next batch.
     pub async fn pump(&self, tx: mpsc::Sender<AgentMessage>) {
+        let mut last_sent = Instant::now() - GATHER;
         loop {
             loop {
                 let notified = self.wake.notified();
@@ -465,9 +474,21 @@ impl SharedOutbox {
             let Ok(permit) = tx.reserve().await else {
                 return;
             };
-            if let Some(msg) = self.update(Outbox::next_message) {
-                permit.send(msg);
+            let Some(msg) = self.update(Outbox::next_message) else {
+                continue;
+            };
+            let small = small_batch(&msg);
+            permit.send(msg);
+            // A small batch right after another send: the job is writing
+            // in small pieces faster than they can usefully leave one by
+            // one (a message per read costs wake-ups on both sides). Let a
+            // millisecond of output gather. An agent sending rarely (one
+            // line now and then) never waits.
+            let now = Instant::now();
+            if small && now.duration_since(last_sent) < GATHER {
+                tokio::time::sleep(GATHER).await;
             }
+            last_sent = now;
         }
     }
 
@@ -488,6 +509,16 @@ impl SharedOutbox {
         // A panic while holding the lock leaves a consistent outbox: every
         // change is a single field update or collection operation.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Whether `msg` is a log batch well under [`MAX_BATCH_BYTES`].
+fn small_batch(msg: &AgentMessage) -> bool {
+    match &msg.msg {
+        Some(Msg::LogBatch(batch)) => {
+            batch.entries.iter().map(|e| e.data.len()).sum::<usize>() < SMALL_BATCH_BYTES
+        }
+        _ => false,
     }
 }
 
