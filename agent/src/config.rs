@@ -51,7 +51,7 @@ pub struct Args {
     #[arg(long, env = "HODEI_CANCEL_GRACE_SECS", default_value_t = 10)]
     pub cancel_grace_secs: u64,
 
-    /// Receive SIGTERM when the parent dies (for agents the host spawns).
+    /// Receive SIGINT (cancel and exit) when the parent dies (for agents the host spawns).
     #[arg(long, env = "HODEI_EXIT_WITH_PARENT")]
     pub exit_with_parent: bool,
 }

@@ -62,6 +62,7 @@ use std::time::Duration;
 use hodei_proto::v1::{AssignJob, JobResult, Outcome, Stream};
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
+use nix::sys::termios;
 use nix::unistd::Pid;
 use portable_pty::{MasterPty, PtySize, native_pty_system};
 use tokio::process::{Child, Command};
@@ -89,8 +90,10 @@ pub const DRAIN_BOUND: Duration = Duration::from_secs(2);
 pub trait JobSink: Send + Sync + 'static {
     /// The job's process runs; its pid is also its process group id.
     fn started(&self, pid: u32);
-    /// One line of output (or a piece of a long one), without terminator.
-    fn line(&self, stream: Stream, data: Vec<u8>);
+    /// Lines of output (or pieces of long ones), without terminators, in
+    /// order: all those one read produced, so that a chatty job costs one
+    /// call per read rather than one per line.
+    fn output(&self, stream: Stream, lines: Vec<Vec<u8>>);
 }
 
 /// A request to end a running job.
@@ -322,6 +325,10 @@ fn open_terminal() -> Result<Terminal, StartError> {
             what: "the PTY's terminal",
             source,
         })?;
+    raw_output(&slave).map_err(|source| StartError::Prepare {
+        what: "the PTY's output mode",
+        source,
+    })?;
     let reader = pair.master.try_clone_reader().map_err(StartError::Pty)?;
     // Only `slave` (soon the job's) keeps the terminal open from here on.
     drop(pair.slave);
@@ -330,6 +337,18 @@ fn open_terminal() -> Result<Terminal, StartError> {
         reader,
         slave,
     })
+}
+
+/// Turns the terminal's output processing off (`OPOST`, hence `ONLCR`).
+/// With it, the kernel turns each `\n` into `\r\n` byte by byte as the job
+/// writes, which caps a chatty job at a few tens of MB/s (more CPU than
+/// everything the agent does to a line); without it, the job's bytes pass
+/// through as written. Line cutting strips a trailing `\r` either way, so
+/// a job that turns it back on (`stty onlcr`) logs the same lines.
+fn raw_output(slave: &File) -> io::Result<()> {
+    let mut mode = termios::tcgetattr(slave).map_err(io::Error::from)?;
+    mode.output_flags.remove(termios::OutputFlags::OPOST);
+    termios::tcsetattr(slave, termios::SetArg::TCSANOW, &mode).map_err(io::Error::from)
 }
 
 impl Running {

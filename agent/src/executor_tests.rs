@@ -22,8 +22,11 @@ impl JobSink for Collected {
         self.changed.notify_waiters();
     }
 
-    fn line(&self, stream: Stream, data: Vec<u8>) {
-        self.lines.lock().expect("lock").push((stream, data));
+    fn output(&self, stream: Stream, lines: Vec<Vec<u8>>) {
+        self.lines
+            .lock()
+            .expect("lock")
+            .extend(lines.into_iter().map(|data| (stream, data)));
         self.changed.notify_waiters();
     }
 }

@@ -1,6 +1,6 @@
 //! The jobs this agent runs: starting them on `AssignJob`, stopping them on
-//! `CancelJob`, abandon or shutdown, and wiring each job's events into the
-//! outbox.
+//! `CancelJob`, abandon or shutdown, refusing new ones while draining, and
+//! wiring each job's events into the outbox.
 //!
 //! A job id is *known* while its job runs here or the outbox still holds
 //! something of it; an `AssignJob` for a known id is ignored, which makes a
@@ -31,6 +31,19 @@ pub struct JobTable {
     slots: usize,
     /// Cleared at shutdown: new assignments are refused from then on.
     accepting: AtomicBool,
+    /// Set on drain; tells the heartbeat to report it at once.
+    draining: watch::Sender<bool>,
+}
+
+/// A running job's process tree, for [`crate::metrics`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRoot {
+    /// The job.
+    pub job_id: String,
+    /// Its attempt.
+    pub attempt: u32,
+    /// Its process (and process group) id.
+    pub pid: u32,
 }
 
 #[derive(Debug)]
@@ -51,7 +64,38 @@ impl JobTable {
             exec,
             slots,
             accepting: AtomicBool::new(true),
+            draining: watch::Sender::new(false),
         }
+    }
+
+    /// Drain: refuse new jobs from now on, let the running ones finish.
+    pub fn drain(&self) {
+        self.accepting.store(false, Ordering::SeqCst);
+        self.draining.send_replace(true);
+    }
+
+    /// Whether the agent drains.
+    pub fn is_draining(&self) -> bool {
+        *self.draining.borrow()
+    }
+
+    /// Whether the agent drains; the receiver sees the change.
+    pub fn draining(&self) -> watch::Receiver<bool> {
+        self.draining.subscribe()
+    }
+
+    /// The running jobs whose process is started.
+    pub fn roots(&self) -> Vec<JobRoot> {
+        self.lock()
+            .iter()
+            .filter_map(|(job_id, job)| {
+                Some(JobRoot {
+                    job_id: job_id.clone(),
+                    attempt: job.attempt,
+                    pid: u32::try_from(job.pgid?.as_raw()).ok()?,
+                })
+            })
+            .collect()
     }
 
     /// Runs `job` in the background unless its id is already known.
@@ -66,14 +110,14 @@ impl JobTable {
             return;
         }
         if !self.accepting.load(Ordering::SeqCst) {
-            warn!(%job_id, attempt, "shutting down, job refused");
+            warn!(%job_id, attempt, "draining or shutting down, job refused");
             self.outbox.update(|outbox| {
                 outbox.finish(JobResult {
                     job_id,
                     attempt,
                     exit_code: -1,
                     outcome: Outcome::FailedToStart.into(),
-                    error: "the agent is shutting down".into(),
+                    error: "the agent is draining or shutting down".into(),
                     ..Default::default()
                 });
             });
@@ -209,9 +253,12 @@ impl JobSink for OutboxSink {
         info!(job_id = %self.job_id, attempt = self.attempt, pid, "job started");
     }
 
-    fn line(&self, stream: Stream, data: Vec<u8>) {
+    fn output(&self, stream: Stream, lines: Vec<Vec<u8>>) {
+        let now = unix_micros();
         self.table.outbox.update(|outbox| {
-            outbox.push_line(&self.job_id, self.attempt, stream, data, unix_micros())
+            for data in lines {
+                outbox.push_line(&self.job_id, self.attempt, stream, data, now);
+            }
         });
     }
 }

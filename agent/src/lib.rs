@@ -23,16 +23,25 @@
 //!   `job.sh` run by bash.
 //! - `outbox` — sequence numbers, unacknowledged entries and results,
 //!   batching, resend after a reconnect.
+//! - `spill` — the on-disk queue of log entries beyond a job's memory
+//!   budget.
 //! - `metrics` — CPU count, memory and load from sysinfo.
 //!
 //! Unit tests sit next to the code (`*_tests.rs` for the larger suites) and
 //! run real processes on real PTYs; `tests/protocol.rs` runs the binary
 //! against a fake host over the wire.
 //!
+//! # Signals
+//! SIGTERM drains: the agent tells the host (heartbeat `draining`, sent at
+//! once), refuses new assignments, lets the running jobs finish, waits
+//! until the host has stored their logs and results, and exits. A second
+//! SIGTERM, or SIGINT at any time, cancels the running jobs (SIGTERM to
+//! their groups, SIGKILL after the grace period), delivers their results
+//! (CANCELLED) for a few seconds, and exits.
+//!
 //! # Exit codes
-//! 0 after SIGTERM or SIGINT (running jobs are cancelled first), 2 when the
-//! host rejects the token (and for bad flags, clap's convention), 1 for any
-//! other error at startup.
+//! 0 after SIGTERM or SIGINT, 2 when the host rejects the token (and for
+//! bad flags, clap's convention), 1 for any other error at startup.
 
 mod backoff;
 mod config;
@@ -46,6 +55,7 @@ mod output;
 mod reap;
 mod script;
 mod session;
+mod spill;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -78,7 +88,9 @@ const KILL_WAIT: Duration = Duration::from_secs(1);
 /// token (an error that downcasts to [`TokenRejected`]).
 pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.exit_with_parent {
-        nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)
+        // SIGINT, not SIGTERM: with its host gone the agent cannot deliver
+        // what a drain would wait for, so it cancels.
+        nix::sys::prctl::set_pdeathsig(Signal::SIGINT)
             .context("cannot set the parent-death signal")?;
     }
     let grace = Duration::from_secs(args.cancel_grace_secs);
@@ -98,7 +110,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut session = tokio::spawn(session::run(Arc::clone(&agent)));
-    let signal_name = tokio::select! {
+    let mut signal_name = tokio::select! {
         ended = &mut session => {
             agent.jobs.stop_all(Stop::Kill);
             let _ = timeout(KILL_WAIT, agent.jobs.wait_idle()).await;
@@ -110,6 +122,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         _ = sigterm.recv() => "SIGTERM",
         _ = sigint.recv() => "SIGINT",
     };
+
+    if signal_name == "SIGTERM" {
+        info!("SIGTERM: draining (running jobs finish, no new ones; SIGTERM again cancels them)");
+        agent.jobs.drain();
+        let drained = async {
+            agent.jobs.wait_idle().await;
+            agent.outbox.wait_empty().await;
+        };
+        signal_name = tokio::select! {
+            () = drained => {
+                session.abort();
+                info!("drained: every job finished and its result is stored; hodei-agent stopped");
+                return Ok(());
+            }
+            _ = sigterm.recv() => "second SIGTERM",
+            _ = sigint.recv() => "SIGINT",
+            // The host refused us on a reconnect: nothing can be delivered.
+            _ = &mut session => "the session ended",
+        };
+    }
 
     info!(signal = signal_name, "stopping: cancelling running jobs");
     agent.jobs.stop_all(Stop::Cancel);
@@ -184,8 +216,9 @@ fn agent(args: Args) -> anyhow::Result<Agent> {
         labels: args.labels.0.into_iter().collect(),
         slots,
         running: Vec::new(),
+        draining: false,
     };
-    let outbox = Arc::new(SharedOutbox::default());
+    let outbox = Arc::new(SharedOutbox::new(work_dir.clone()));
     let exec = ExecConfig {
         work_dir,
         cancel_grace: Duration::from_secs(args.cancel_grace_secs),

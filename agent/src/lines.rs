@@ -1,8 +1,9 @@
 //! Cutting a job's raw output into log entries.
 //!
-//! A log entry is one line without its terminator. The PTY turns every
-//! `\n` into `\r\n` (the terminal's ONLCR), so a trailing `\r` is stripped
-//! too. A line longer than [`MAX_LINE`] is cut into several entries so that
+//! A log entry is one line without its terminator. The agent's PTY does
+//! no output processing, but a job may turn the terminal's ONLCR on (every
+//! `\n` becomes `\r\n`) or write `\r\n` itself, so a trailing `\r` is
+//! stripped too. A line longer than [`MAX_LINE`] is cut into several entries so that
 //! a job printing megabytes without a newline cannot make one entry (or the
 //! agent's memory for a partial line) grow without bound. Bytes are passed
 //! through untouched: ANSI colour escapes and invalid UTF-8 arrive as sent.

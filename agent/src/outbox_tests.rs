@@ -243,3 +243,49 @@ fn a_job_that_never_started_still_delivers_its_lines_with_its_result() {
     assert_eq!(sequences(&msgs), vec![1]);
     assert!(matches!(msgs.last(), Some(Msg::JobResult(_))));
 }
+
+#[test]
+fn beyond_the_budget_entries_spill_to_disk_and_come_back_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget = 4 * 1024;
+    let mut outbox = Outbox::new(dir.path().to_owned(), budget);
+    outbox.admit("j", 1, 1);
+    outbox.started("j", 1, 1);
+    let line = |seq: u64| format!("line {seq:06} {}", "x".repeat(90)).into_bytes();
+    for seq in 1..=5_000 {
+        assert_eq!(push(&mut outbox, "j", &line(seq)), Some(seq));
+    }
+    outbox.finish(result("j"));
+    let job = &outbox.jobs["j"];
+    assert!(job.memory_bytes <= budget, "{} in memory", job.memory_bytes);
+    assert!(job.spill.as_ref().is_some_and(|spill| spill.len() > 4_000));
+
+    // A connection that drops everything it was handed once, then one
+    // that acks every batch: each entry arrives, in order, once acked.
+    let mut got = Vec::new();
+    drain(&mut outbox);
+    outbox.rewind();
+    let mut result_seen = false;
+    while let Some(msg) = outbox.next_message().and_then(|m| m.msg) {
+        match msg {
+            Msg::LogBatch(batch) => {
+                let last = batch.entries.last().unwrap().sequence;
+                got.extend(batch.entries.into_iter().map(|e| e.data));
+                outbox.ack(&ack("j", last, false));
+                // Refilling may pass the budget by less than one entry.
+                assert!(outbox.jobs["j"].memory_bytes < budget + 200);
+            }
+            Msg::JobResult(result) => {
+                assert_eq!(got.len(), 5_000, "the result goes after every entry");
+                assert_eq!(result.last_sequence, 5_000);
+                result_seen = true;
+                outbox.ack(&ack("j", 5_000, true));
+            }
+            Msg::JobStarted(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(result_seen);
+    assert_eq!(got, (1..=5_000).map(line).collect::<Vec<_>>());
+    assert!(outbox.is_empty());
+}

@@ -20,7 +20,7 @@ use crate::executor::JobSink;
 use crate::lines::LineSplitter;
 use crate::mask::{MaskingStream, SecretMasker};
 
-const READ_CHUNK: usize = 8 * 1024;
+const READ_CHUNK: usize = 64 * 1024;
 
 /// A std thread rather than `spawn_blocking`: a background process can keep
 /// the terminal open forever, and a blocking task would then hold up the
@@ -103,16 +103,8 @@ impl Entries {
     }
 }
 
-fn emit(
-    sink: &dyn JobSink,
-    stopped: &AtomicBool,
-    stream: Stream,
-    lines: impl IntoIterator<Item = Vec<u8>>,
-) {
-    for line in lines {
-        if stopped.load(Ordering::SeqCst) {
-            return;
-        }
-        sink.line(stream, line);
+fn emit(sink: &dyn JobSink, stopped: &AtomicBool, stream: Stream, lines: Vec<Vec<u8>>) {
+    if !lines.is_empty() && !stopped.load(Ordering::SeqCst) {
+        sink.output(stream, lines);
     }
 }

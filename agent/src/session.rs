@@ -140,6 +140,7 @@ async fn connection(
     let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
     let register = Register {
         running: agent.outbox.read(Outbox::held),
+        draining: agent.jobs.is_draining(),
         ..agent.identity.clone()
     };
     tx.send(message(agent_message::Msg::Register(register)))
@@ -220,21 +221,30 @@ fn dispatch(agent: &Arc<Agent>, msg: ServerMessage) {
     }
 }
 
+/// Sends a heartbeat every `period`, and one at once when the agent starts
+/// draining, so the host stops placing jobs here without waiting.
 async fn heartbeat(agent: Arc<Agent>, tx: mpsc::Sender<AgentMessage>, period: Duration) {
     let mut ticks = interval_at(Instant::now() + period, period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut draining = agent.jobs.draining();
+    draining.mark_unchanged();
     loop {
-        ticks.tick().await;
-        let load = agent
-            .sampler
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .sample();
+        tokio::select! {
+            _ = ticks.tick() => {}
+            Ok(()) = draining.changed() => {}
+        }
+        let roots = agent.jobs.roots();
+        let (load, jobs) = {
+            let mut sampler = agent.sampler.lock().unwrap_or_else(PoisonError::into_inner);
+            (sampler.sample(), sampler.job_usage(&roots))
+        };
         let beat = Heartbeat {
             cpu_percent: load.cpu_percent,
             memory_used_bytes: load.memory_used_bytes,
             memory_total_bytes: load.memory_total_bytes,
             running_job_ids: agent.outbox.read(Outbox::running_job_ids),
+            jobs,
+            draining: agent.jobs.is_draining(),
         };
         if tx
             .send(message(agent_message::Msg::Heartbeat(beat)))

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use hodei_proto::v1::agent_service_server::{AgentService, AgentServiceServer};
 use hodei_proto::v1::{
-    Ack, AgentMessage, AssignJob, CancelJob, JobResult, LogEntry, Outcome, Register, RegisterAck,
-    RunningJob, ServerMessage, Stream, agent_message::Msg, assign_job::Command,
+    Ack, AgentMessage, AssignJob, CancelJob, Heartbeat, JobResult, LogEntry, Outcome, Register,
+    RegisterAck, RunningJob, ServerMessage, Stream, agent_message::Msg, assign_job::Command,
     server_message::Msg as HostMsg,
 };
 use nix::sys::signal::{Signal, kill};
@@ -32,15 +32,31 @@ impl Session {
     /// The next agent message that is not a heartbeat.
     async fn recv(&mut self) -> Msg {
         loop {
-            let msg = timeout(WAIT, self.inbound.message())
-                .await
-                .expect("agent went quiet")
-                .expect("stream error")
-                .expect("stream ended")
-                .msg
-                .expect("empty message");
+            let msg = self.recv_any().await;
             if !matches!(msg, Msg::Heartbeat(_)) {
                 return msg;
+            }
+        }
+    }
+
+    /// The next agent message.
+    async fn recv_any(&mut self) -> Msg {
+        timeout(WAIT, self.inbound.message())
+            .await
+            .expect("agent went quiet")
+            .expect("stream error")
+            .expect("stream ended")
+            .msg
+            .expect("empty message")
+    }
+
+    /// Skips messages until a heartbeat that passes `test`.
+    async fn heartbeat_where(&mut self, test: impl Fn(&Heartbeat) -> bool) -> Heartbeat {
+        loop {
+            if let Msg::Heartbeat(beat) = self.recv_any().await
+                && test(&beat)
+            {
+                return beat;
             }
         }
     }
@@ -168,7 +184,7 @@ async fn exit_of(child: &mut Child) -> ExitStatus {
 }
 
 #[tokio::test]
-async fn jobs_run_logs_survive_a_reconnect_and_sigterm_cancels() {
+async fn jobs_run_logs_survive_a_reconnect_and_a_second_sigterm_cancels() {
     let (url, mut sessions) = fake_host().await;
     let work_dir = tempfile::tempdir().expect("tempdir");
     let mut child = agent(&url, TOKEN, work_dir.path());
@@ -256,11 +272,27 @@ async fn jobs_run_logs_survive_a_reconnect_and_sigterm_cancels() {
     assert_eq!(result.outcome, i32::from(Outcome::Cancelled));
     session.send(ack("j3", 0));
 
-    // SIGTERM: the running job is cancelled, its result delivered, exit 0.
+    // Heartbeats carry the running job's usage.
     session.send(assign("j4", "sleep 100", 1));
     assert!(matches!(session.recv().await, Msg::JobStarted(s) if s.job_id == "j4"));
+    let beat = session
+        .heartbeat_where(|beat| beat.jobs.iter().any(|job| job.job_id == "j4"))
+        .await;
+    let usage = beat.jobs.iter().find(|job| job.job_id == "j4").expect("j4");
+    assert!(usage.processes >= 1 && usage.memory_bytes > 0, "{usage:?}");
+    assert!(!beat.draining);
+
+    // SIGTERM drains: the host hears it at once, a new job is refused, the
+    // running one runs on. A second SIGTERM cancels it; then exit 0.
     let pid = Pid::from_raw(i32::try_from(child.id().expect("pid")).expect("pid"));
     kill(pid, Signal::SIGTERM).expect("SIGTERM");
+    session.heartbeat_where(|beat| beat.draining).await;
+    session.send(assign("j5", "echo never", 1));
+    let (entries, refused) = session.until_result("j5").await;
+    assert!(entries.is_empty());
+    assert_eq!(refused.outcome, i32::from(Outcome::FailedToStart));
+    session.send(ack("j5", 0));
+    kill(pid, Signal::SIGTERM).expect("second SIGTERM");
     let (_, result) = session.until_result("j4").await;
     assert_eq!(result.outcome, i32::from(Outcome::Cancelled));
     session.send(ack("j4", 0));
@@ -275,4 +307,45 @@ async fn a_rejected_token_exits_with_code_2() {
     let work_dir = tempfile::tempdir().expect("tempdir");
     let mut child = agent(&url, "wrong", work_dir.path());
     assert_eq!(exit_of(&mut child).await.code(), Some(2));
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_running_job_finish_and_exits_once_its_result_is_stored() {
+    let (url, mut sessions) = fake_host().await;
+    let work_dir = tempfile::tempdir().expect("tempdir");
+    let mut child = agent(&url, TOKEN, work_dir.path());
+    let mut session = next_session(&mut sessions).await;
+    session.register(vec![]).await;
+    let release = work_dir.path().join("release");
+    session.send(assign(
+        "d1",
+        &format!(
+            "while [ ! -e {} ]; do sleep 0.05; done; echo done",
+            release.display()
+        ),
+        1,
+    ));
+    assert!(matches!(session.recv().await, Msg::JobStarted(s) if s.job_id == "d1"));
+    let pid = Pid::from_raw(i32::try_from(child.id().expect("pid")).expect("pid"));
+    kill(pid, Signal::SIGTERM).expect("SIGTERM");
+    session.heartbeat_where(|beat| beat.draining).await;
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "exited while draining"
+    );
+
+    std::fs::write(&release, "").expect("release");
+    let (entries, result) = session.until_result("d1").await;
+    assert_eq!(result.outcome, i32::from(Outcome::Exited));
+    assert_eq!(result.exit_code, 0);
+    let lines: Vec<&[u8]> = entries.iter().map(|e| &e.data[..]).collect();
+    assert_eq!(lines, vec![&b"done"[..]]);
+    // Not stored yet: the agent waits (it resends after a reconnect).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "exited before the ack"
+    );
+    session.send(ack("d1", result.last_sequence));
+    assert_eq!(exit_of(&mut child).await.code(), Some(0));
 }

@@ -14,6 +14,7 @@
 //! - [`agents`]: the tonic gateway agents dial into: auth, sessions,
 //!   reconciliation on reconnect, log ingest, results.
 //! - [`logs`]: reading and following a job's log from the store.
+//! - [`usage`]: per-job CPU and memory from the agents' heartbeats.
 //! - [`api`]: axum REST + SSE; thin handlers, one JSON error shape.
 //! - [`config`], [`serve`], [`local_agents`]: `hodei serve` and its settings.
 //! - [`cli`]: the client commands (`run`, `jobs`, `logs`, `workers`).
@@ -41,3 +42,4 @@ pub mod plugins;
 pub mod scheduler;
 pub mod serve;
 pub mod store;
+pub mod usage;

@@ -2,9 +2,9 @@
 //!
 //! Each agent is a real `hodei-agent` process dialling the host's gRPC port,
 //! exactly like a remote one; the host only supervises it (restart with a
-//! pause if it dies, SIGTERM on shutdown). Agents get `--exit-with-parent`
-//! so a host killed with SIGKILL does not leave them behind, and the token
-//! through the environment so it never shows in `ps`.
+//! pause if it dies, SIGINT on shutdown: cancel, not drain). Agents get
+//! `--exit-with-parent` so a host killed with SIGKILL does not leave them
+//! behind, and the token through the environment so it never shows in `ps`.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 
 /// Pause before restarting an agent that exited.
 const RESTART_PAUSE: Duration = Duration::from_secs(1);
-/// How long an agent may take to stop after SIGTERM before SIGKILL. The
+/// How long an agent may take to stop after SIGINT before SIGKILL. The
 /// agent spends up to its cancel grace (10 s) plus a few seconds delivering
 /// results; killing it sooner would leave its jobs (each in its own session)
 /// running.
@@ -82,7 +82,7 @@ impl LocalAgents {
         Ok(Self { stop, tasks })
     }
 
-    /// SIGTERM to every agent; waits for them to exit.
+    /// SIGINT to every agent; waits for them to exit.
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);
         while self.tasks.join_next().await.is_some() {}
@@ -135,10 +135,12 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// SIGTERM (the agent cancels its jobs and exits), SIGKILL if it lingers.
+/// SIGINT (the agent cancels its jobs, delivers their results and exits;
+/// SIGTERM would make it drain, i.e. wait for its jobs to finish), SIGKILL
+/// if it lingers.
 async fn terminate(child: &mut Child) {
     if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        let _ = kill(Pid::from_raw(pid), Signal::SIGINT);
     }
     if tokio::time::timeout(STOP_GRACE, child.wait())
         .await

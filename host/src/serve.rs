@@ -26,9 +26,12 @@ use crate::plugins::{PluginEngine, PolicyCatalog, PolicyRegistry};
 use crate::scheduler::Scheduler;
 use crate::scheduler::cluster::Cluster;
 use crate::store::{self, StorageKind};
+use crate::usage::UsageBoard;
 
 /// How long agents are asked to wait between heartbeats.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+/// HTTP/2 receive window of each agent's stream, bytes.
+const AGENT_STREAM_WINDOW: u32 = 8 * 1024 * 1024;
 /// How long shutdown waits for open connections (SSE followers, agent
 /// streams) before leaving anyway. Nothing acknowledged is at risk: every
 /// acknowledged write is already durable.
@@ -86,10 +89,12 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let usage = Arc::new(UsageBoard::default());
     let app = router(
         AppState {
             jobs: Arc::clone(&jobs),
             policies,
+            usage: Arc::clone(&usage),
         },
         config.max_body_bytes,
     );
@@ -103,10 +108,16 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         GatewayConfig {
             token: token.clone(),
             heartbeat_interval: HEARTBEAT_INTERVAL,
+            usage,
         },
     );
     let agents_server = tokio::spawn(
         tonic::transport::Server::builder()
+            // Room for several log batches in flight per agent, so that a
+            // store commit does not stall the agent's stream (see
+            // agents/coalesce.rs).
+            .initial_stream_window_size(Some(AGENT_STREAM_WINDOW))
+            .initial_connection_window_size(Some(AGENT_STREAM_WINDOW))
             .add_service(gateway.into_service())
             .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(stop_rx)),
     );

@@ -76,7 +76,7 @@ impl Drop for Database {
 /// Agents of `host` that fail over to `others`, in that order.
 fn agent(name: &str, hosts: &[&Host], slots: u32) -> Agent {
     let urls: Vec<&str> = hosts.iter().map(|h| h.grpc.as_str()).collect();
-    Agent::spawn(&urls.join(","), name, "", slots, &[])
+    Agent::start_at(&urls.join(","), name, "", slots, &[])
 }
 
 /// A job that appends its id to `markers` (appends of one short line are

@@ -3,9 +3,11 @@
 //! Owns authentication (a bearer token, checked before any message is read),
 //! registration and reconciliation of what a reconnecting agent still runs,
 //! and one session task per agent that takes its messages in order: log
-//! batches before results, as the agent sent them. Protocol rules are at
+//! batches before results, as the agent sent them (batches already waiting
+//! are stored in one append, see `coalesce`). Protocol rules are at
 //! the top of `proto/hodei/agent/v1/agent.proto`.
 
+mod coalesce;
 mod session;
 pub mod wire;
 
@@ -20,6 +22,7 @@ use hodei_proto::v1::{AgentMessage, ServerMessage};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::jobs::JobService;
+use crate::usage::UsageBoard;
 
 /// Settings of the gateway.
 #[derive(Debug, Clone)]
@@ -28,6 +31,8 @@ pub struct GatewayConfig {
     pub token: String,
     /// How often agents should heartbeat.
     pub heartbeat_interval: Duration,
+    /// Where heartbeats put each job's CPU and memory.
+    pub usage: Arc<UsageBoard>,
 }
 
 /// The `AgentService` implementation.

@@ -12,11 +12,12 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
-use super::{GatewayConfig, ServerStream, wire};
+use super::{GatewayConfig, ServerStream, coalesce, wire};
 use crate::bus::Event;
 use crate::domain::{JobId, WorkerId, WorkerInfo, WorkerMetrics};
 use crate::jobs::{JobService, ResultTaken, cancel_message};
 use crate::store::StoreError;
+use crate::usage::UsageBoard;
 
 /// How long an agent has to send `Register` after opening the stream.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,6 +69,15 @@ pub(super) async fn open(
     let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
     let (confirmed, abandon) = jobs.reconcile(&worker, &running).await;
     let reconciled = jobs.cluster().connect(info, tx.clone(), &confirmed);
+    if register.draining {
+        jobs.cluster().heartbeat(
+            &worker,
+            WorkerMetrics {
+                draining: true,
+                ..WorkerMetrics::default()
+            },
+        );
+    }
     tracing::info!(
         %worker, name = %register.name, slots = register.slots,
         reattached = confirmed.len(), abandoned = abandon.len(),
@@ -98,7 +108,8 @@ pub(super) async fn open(
     jobs.bus().publish(Event::WorkerConnected(worker.clone()));
     jobs.scheduler().wake();
 
-    tokio::spawn(run(jobs, worker, reconciled.session, inbound, tx));
+    let usage = Arc::clone(&config.usage);
+    tokio::spawn(run(jobs, usage, worker, reconciled.session, inbound, tx));
     Ok(ReceiverStream::new(rx).map(Ok).boxed())
 }
 
@@ -122,6 +133,7 @@ fn validate(register: &Register) -> Result<(), Status> {
 /// Takes the agent's messages in order until its stream ends.
 async fn run(
     jobs: Arc<JobService>,
+    usage: Arc<UsageBoard>,
     worker: WorkerId,
     session: u64,
     mut inbound: Streaming<AgentMessage>,
@@ -129,18 +141,30 @@ async fn run(
 ) {
     let mut keepalive = tokio::time::interval(KEEPALIVE_EVERY);
     keepalive.tick().await;
+    // A message read while coalescing log batches, handled next.
+    let mut held = None;
     loop {
-        let next = tokio::select! {
-            next = inbound.message() => next,
-            _ = keepalive.tick() => {
-                let _ = tx.try_send(msg(server_message::Msg::KeepAlive(KeepAlive {})));
-                continue;
-            }
+        let next = match held.take() {
+            Some(next) => next,
+            None => tokio::select! {
+                next = inbound.message() => next,
+                _ = keepalive.tick() => {
+                    let _ = tx.try_send(msg(server_message::Msg::KeepAlive(KeepAlive {})));
+                    continue;
+                }
+            },
         };
         match next {
             Ok(Some(AgentMessage { msg: Some(m) })) => {
                 jobs.cluster().touch(&worker);
-                handle(&jobs, &worker, &tx, m).await;
+                let m = match m {
+                    agent_message::Msg::LogBatch(mut batch) => {
+                        held = coalesce::take_ready(&mut batch, &mut inbound);
+                        agent_message::Msg::LogBatch(batch)
+                    }
+                    other => other,
+                };
+                handle(&jobs, &usage, &worker, &tx, m).await;
             }
             Ok(Some(AgentMessage { msg: None })) => {}
             Ok(None) => break,
@@ -151,6 +175,7 @@ async fn run(
         }
     }
     if jobs.cluster().disconnect(&worker, session) {
+        usage.forget(&worker);
         tracing::info!(%worker, "agent disconnected; its jobs wait for it within the lease");
         jobs.bus().publish(Event::WorkerDisconnected(worker));
     }
@@ -158,6 +183,7 @@ async fn run(
 
 async fn handle(
     jobs: &JobService,
+    usage: &UsageBoard,
     worker: &WorkerId,
     tx: &mpsc::Sender<ServerMessage>,
     message: agent_message::Msg,
@@ -173,8 +199,10 @@ async fn handle(
                     cpu_percent: hb.cpu_percent,
                     memory_used_bytes: hb.memory_used_bytes,
                     memory_total_bytes: hb.memory_total_bytes,
+                    draining: hb.draining,
                 },
             );
+            usage.report(worker, hb.jobs.into_iter().map(wire::job_usage).collect());
         }
         agent_message::Msg::JobStarted(started) => {
             if let Ok(id) = JobId::parse(&started.job_id) {

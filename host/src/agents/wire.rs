@@ -5,6 +5,7 @@ use hodei_proto::v1::{
 };
 
 use crate::domain::{Command, Job, LogRecord, LogStream, Outcome, Resources, Timestamp};
+use crate::usage::JobUsage;
 
 /// The `AssignJob` for a job's current attempt.
 pub fn assign_job(job: &Job, first_sequence: u64) -> ServerMessage {
@@ -49,6 +50,17 @@ pub fn outcome(result: &pb::JobResult) -> Outcome {
             Outcome::Signalled(result.signal)
         }
         pb::Outcome::Exited | pb::Outcome::Unspecified => Outcome::Exited(result.exit_code),
+    }
+}
+
+/// A job's resource use from a heartbeat.
+pub fn job_usage(usage: pb::JobUsage) -> JobUsage {
+    JobUsage {
+        job_id: usage.job_id,
+        attempt: usage.attempt,
+        cpu_percent: usage.cpu_percent,
+        memory_bytes: usage.memory_bytes,
+        processes: usage.processes,
     }
 }
 

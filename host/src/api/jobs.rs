@@ -16,6 +16,7 @@ use crate::api::error::ApiError;
 use crate::domain::{Command, Job, JobId, JobSpec, JobState, Resources};
 use crate::jobs::JobDetails;
 use crate::store::ListQuery;
+use crate::usage::JobUsage;
 
 /// Secrets shorter than this are refused: masking them would blank out
 /// ordinary text all over the log.
@@ -193,6 +194,10 @@ pub struct JobView {
     exit_code: Option<i32>,
     reason: Option<String>,
     pending_reason: Option<String>,
+    /// CPU and memory of the running attempt's process tree, from the
+    /// agent's latest heartbeat; absent unless RUNNING.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<JobUsage>,
     created_at: String,
     scheduled_at: Option<String>,
     started_at: Option<String>,
@@ -225,6 +230,7 @@ impl JobView {
             exit_code: job.exit_code,
             reason: job.reason,
             pending_reason,
+            usage: None,
             created_at: job.created_at.to_rfc3339(),
             scheduled_at: job.scheduled_at.map(|t| t.to_rfc3339()),
             started_at: job.started_at.map(|t| t.to_rfc3339()),
@@ -265,7 +271,10 @@ pub async fn get(
         .get(job_id)
         .await?
         .ok_or_else(|| ApiError::job_not_found(&id))?;
-    Ok(Json(details.into()))
+    let running = (details.job.state == JobState::Running).then_some(details.job.attempt);
+    let mut view = JobView::from(details);
+    view.usage = running.and_then(|attempt| state.usage.of_job(job_id, attempt));
+    Ok(Json(view))
 }
 
 /// Query of `GET /api/v1/jobs`.

@@ -20,6 +20,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use self::error::ApiError;
 use crate::jobs::JobService;
 use crate::plugins::PolicyCatalog;
+use crate::usage::UsageBoard;
 
 pub use self::jobs::{JobView, MIN_SECRET_LEN};
 
@@ -30,6 +31,8 @@ pub struct AppState {
     pub jobs: Arc<JobService>,
     /// Scheduling policies and their persistence.
     pub policies: PolicyCatalog,
+    /// Per-job CPU and memory from the heartbeats.
+    pub usage: Arc<UsageBoard>,
 }
 
 /// `axum::Json` whose rejections are [`ApiError`]s.

@@ -8,7 +8,10 @@
 //!   latency (see [`policies`]).
 //! - `store`: redb and PostgreSQL side by side, and two hosts sharing
 //!   PostgreSQL (see [`store`]).
+//! - `logs`: a job's output to an SSE reader: latency and throughput (see
+//!   [`logs`]).
 
+pub mod logs;
 pub mod policies;
 pub mod spine;
 pub mod store;
@@ -22,6 +25,8 @@ pub enum BenchCommand {
     Policies(policies::PolicyBenchArgs),
     /// Durable submits/s on redb vs PostgreSQL; two hosts on PostgreSQL.
     Store(store::StoreArgs),
+    /// Log latency (write → SSE reader) and throughput with real processes.
+    Logs(logs::LogsArgs),
 }
 
 /// Runs a benchmark.
@@ -35,5 +40,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Spine(args) => spine::run(args).await,
         BenchCommand::Policies(args) => policies::run(&args).await,
         BenchCommand::Store(args) => store::run(&args).await,
+        BenchCommand::Logs(args) => logs::run(&args).await,
     }
 }

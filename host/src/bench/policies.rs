@@ -58,6 +58,7 @@ fn cluster(n: usize) -> Vec<Candidate> {
                     cpu_percent: (i % 100) as f32,
                     memory_used_bytes: (i as u64 % 16) << 30,
                     memory_total_bytes: 16 << 30,
+                    draining: false,
                 },
             }
         })

@@ -40,21 +40,23 @@ pub struct SpineArgs {
     slots: u32,
 }
 
-/// A `hodei serve` child process on a temporary data dir.
-pub(crate) struct Host {
+/// A `hodei serve` child on a temporary data directory (also used by
+/// `bench logs` and `bench store`).
+pub(super) struct Host {
     child: Child,
-    /// Its REST base URL.
-    pub(crate) base: String,
+    /// `http://ADDR` of its REST API.
+    pub(super) base: String,
     _dir: tempfile::TempDir,
 }
 
 impl Host {
-    async fn start(local_agents: u32, slots: u32) -> anyhow::Result<Self> {
+    /// Starts a host with `local_agents` local agents of `slots` slots.
+    pub(super) async fn start(local_agents: u32, slots: u32) -> anyhow::Result<Self> {
         Self::start_with(local_agents, slots, &[]).await
     }
 
-    /// A host with `local_agents` and extra `serve` flags.
-    pub(crate) async fn start_with(
+    /// The same, with extra `serve` flags.
+    pub(super) async fn start_with(
         local_agents: u32,
         slots: u32,
         extra: &[&str],
@@ -96,8 +98,29 @@ impl Host {
         })
     }
 
-    /// SIGTERM, then waits for it to exit.
-    pub(crate) async fn stop(mut self) {
+    /// Waits until `agents` workers are connected (30 s at most).
+    pub(super) async fn wait_agents(&self, agents: u32) -> anyhow::Result<()> {
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let health: serde_json::Value = http
+                .get(format!("{}/healthz", self.base))
+                .send()
+                .await?
+                .json()
+                .await?;
+            if health["connected_workers"].as_u64() == Some(u64::from(agents)) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("local agents did not connect within 30s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM, then waits (10 s at most) for the host to exit.
+    pub(super) async fn stop(mut self) {
         if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
@@ -109,7 +132,7 @@ impl Host {
 }
 
 /// Posts `total` jobs from `clients` concurrent clients; returns jobs/s.
-pub(crate) async fn submit_load(
+pub(super) async fn submit_load(
     base: &str,
     clients: usize,
     total: usize,
@@ -144,7 +167,7 @@ pub(crate) async fn submit_load(
 }
 
 /// `jobs_finished` of the host's `/healthz`.
-pub(crate) async fn finished(http: &reqwest::Client, base: &str) -> anyhow::Result<u64> {
+pub(super) async fn finished(http: &reqwest::Client, base: &str) -> anyhow::Result<u64> {
     let health: serde_json::Value = http
         .get(format!("{base}/healthz"))
         .send()
@@ -154,30 +177,6 @@ pub(crate) async fn finished(http: &reqwest::Client, base: &str) -> anyhow::Resu
     health["jobs_finished"]
         .as_u64()
         .context("healthz has no jobs_finished")
-}
-
-/// Waits until `agents` workers are connected to the host.
-pub(crate) async fn wait_connected(
-    http: &reqwest::Client,
-    base: &str,
-    agents: u32,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let health: serde_json::Value = http
-            .get(format!("{base}/healthz"))
-            .send()
-            .await?
-            .json()
-            .await?;
-        if health["connected_workers"].as_u64() >= Some(u64::from(agents)) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("{agents} agents did not connect within 30s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Runs the benchmark and prints a table.
@@ -196,8 +195,8 @@ pub async fn run(args: SpineArgs) -> anyhow::Result<()> {
     }
 
     let host = Host::start(args.agents, args.slots).await?;
+    host.wait_agents(args.agents).await?;
     let http = reqwest::Client::new();
-    wait_connected(&http, &host.base, args.agents).await?;
     let started = Instant::now();
     submit_load(&host.base, 64, args.jobs, body).await?;
     let expected = u64::try_from(args.jobs)?;

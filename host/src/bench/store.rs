@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use serde_json::json;
 
-use super::spine::{Host, finished, submit_load, wait_connected};
+use super::spine::{Host, finished, submit_load};
 use crate::store::PgStore;
 
 /// Arguments of `hodei bench store`.
@@ -87,8 +87,8 @@ async fn two_hosts(args: &StoreArgs, url: &str) -> anyhow::Result<(f64, (u64, u6
     let one = Host::start_with(args.agents_per_host, args.slots, &flags).await?;
     let two = Host::start_with(args.agents_per_host, args.slots, &flags).await?;
     let http = reqwest::Client::new();
-    wait_connected(&http, &one.base, args.agents_per_host).await?;
-    wait_connected(&http, &two.base, args.agents_per_host).await?;
+    one.wait_agents(args.agents_per_host).await?;
+    two.wait_agents(args.agents_per_host).await?;
     let body = json!({ "args": ["true"] });
     let started = Instant::now();
     let half = args.jobs / 2;

@@ -78,4 +78,7 @@ pub struct WorkerMetrics {
     pub memory_used_bytes: u64,
     /// Memory installed, bytes.
     pub memory_total_bytes: u64,
+    /// The agent drains (it got SIGTERM): it finishes its jobs and takes
+    /// no new one, so the scheduler places nothing on it.
+    pub draining: bool,
 }

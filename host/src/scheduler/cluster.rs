@@ -251,7 +251,7 @@ impl Cluster {
         let workers = self.lock();
         let mut out: Vec<Candidate> = workers
             .values()
-            .filter(|w| w.session.is_some())
+            .filter(|w| w.session.is_some() && !w.metrics.draining)
             .map(|w| Candidate {
                 worker: w.info.id.clone(),
                 labels: w.info.labels.clone(),

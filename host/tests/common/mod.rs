@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+pub mod rss;
+
 pub const TOKEN: &str = "test-agent-token-0123456789";
 
 /// The `hodei` binary cargo built for these tests.
@@ -152,6 +154,27 @@ impl Host {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Waits for the host to exit (after [`Host::signal`]); panics after
+    /// `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "host did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The `hodei serve` process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.http)
     }
@@ -258,6 +281,30 @@ impl Host {
         }
     }
 
+    /// Reads the SSE log stream to its end, handing `each` the event name
+    /// and the raw data of every event, unparsed.
+    pub fn sse_raw(&self, id: &str, query: &str, mut each: impl FnMut(&str, &str)) {
+        let response = http_agent()
+            .get(&self.url(&format!("/api/v1/jobs/{id}/logs{query}")))
+            .call()
+            .expect("sse request");
+        let reader = BufReader::with_capacity(1 << 20, response.into_body().into_reader());
+        let mut event = String::from("message");
+        for line in reader.lines() {
+            let line = line.expect("sse line");
+            if let Some(name) = line.strip_prefix("event:") {
+                event = name.trim().to_owned();
+            } else if let Some(data) = line.strip_prefix("data:") {
+                each(&event, data.strip_prefix(' ').unwrap_or(data));
+                if event == "done" {
+                    return;
+                }
+            } else if line.is_empty() {
+                event = String::from("message");
+            }
+        }
+    }
+
     /// Reads the SSE log stream to its end.
     pub fn sse(&self, id: &str, query: &str) -> Vec<SseEvent> {
         let response = http_agent()
@@ -304,12 +351,12 @@ impl Agent {
         slots: u32,
         env: &[(&str, &str)],
     ) -> Self {
-        Self::spawn(&host.grpc, name, labels, slots, env)
+        Self::start_at(&host.grpc, name, labels, slots, env)
     }
 
-    /// Starts an agent dialling `server_urls` (one URL, or a
-    /// comma-separated list of hosts sharing a store).
-    pub fn spawn(
+    /// Starts an agent dialling `server_urls`: one URL (a proxy, say), or a
+    /// comma-separated list of hosts sharing a store.
+    pub fn start_at(
         server_urls: &str,
         name: &str,
         labels: &str,
