@@ -12,7 +12,10 @@
 //!
 //! Layout (version 1): `jobs` u128 id → JSON envelope `{"v":1,"job":…}`;
 //! `active` u128 id → () for non-terminal jobs (so a restart does not scan
-//! history); `logs` (u128 id, u64 sequence) → `[ts i64 LE][stream u8][bytes]`;
+//! history); `log_chunks` (u128 id, u64 first sequence) → the lines of one
+//! stored batch (see `codec::encode_chunk`), a row per batch rather than
+//! per line (files with the older row-per-line `logs` table are moved over
+//! at open);
 //! `log_heads` u128 id → highest sequence stored; `plugins` name → component
 //! bytes; `settings` key → value; `leases` u128 id → (attempt, µs when its
 //! agent was last heard from).
@@ -24,13 +27,15 @@ use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
-use super::codec::{decode_job, encode_job};
+use super::codec::{decode_chunk, decode_job, decode_line_v1, encode_chunk, encode_job};
 use super::{AttemptRef, JobStore, ListQuery, Renewal, StoreError, Transition};
-use crate::domain::{DomainError, Job, JobId, JobState, LogRecord, LogStream, Timestamp};
+use crate::domain::{DomainError, Job, JobId, JobState, LogRecord, Timestamp};
 
 const JOBS: TableDefinition<'_, u128, &[u8]> = TableDefinition::new("jobs");
 const ACTIVE: TableDefinition<'_, u128, ()> = TableDefinition::new("active");
-const LOGS: TableDefinition<'_, (u128, u64), &[u8]> = TableDefinition::new("logs");
+/// Layout 1 of the log: a row per line. Only read, to move old files over.
+const LOGS_V1: TableDefinition<'_, (u128, u64), &[u8]> = TableDefinition::new("logs");
+const LOG_CHUNKS: TableDefinition<'_, (u128, u64), &[u8]> = TableDefinition::new("log_chunks");
 const LOG_HEADS: TableDefinition<'_, u128, u64> = TableDefinition::new("log_heads");
 const PLUGINS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("plugins");
 const SETTINGS: TableDefinition<'_, &str, &str> = TableDefinition::new("settings");
@@ -78,8 +83,9 @@ impl RedbStore {
         {
             txn.open_table(JOBS).map_err(StoreError::backend)?;
             txn.open_table(ACTIVE).map_err(StoreError::backend)?;
-            txn.open_table(LOGS).map_err(StoreError::backend)?;
+            txn.open_table(LOG_CHUNKS).map_err(StoreError::backend)?;
             txn.open_table(LOG_HEADS).map_err(StoreError::backend)?;
+            migrate_line_rows(&txn)?;
             txn.open_table(PLUGINS).map_err(StoreError::backend)?;
             txn.open_table(SETTINGS).map_err(StoreError::backend)?;
             txn.open_table(LEASES).map_err(StoreError::backend)?;
@@ -126,34 +132,29 @@ fn on_worker(state: JobState) -> bool {
     matches!(state, JobState::Scheduled | JobState::Running)
 }
 
-fn encode_line(line: &LogRecord) -> Vec<u8> {
-    let mut out = Vec::with_capacity(9 + line.data.len());
-    out.extend_from_slice(&line.timestamp.0.to_le_bytes());
-    out.push(match line.stream {
-        LogStream::Stdout => 1,
-        LogStream::Stderr => 2,
-    });
-    out.extend_from_slice(&line.data);
-    out
-}
-
-fn decode_line(sequence: u64, bytes: &[u8]) -> Result<LogRecord, StoreError> {
-    let (ts, rest) = bytes
-        .split_first_chunk::<8>()
-        .ok_or_else(|| StoreError::Backend("truncated log record".into()))?;
-    let (stream, data) = rest
-        .split_first()
-        .ok_or_else(|| StoreError::Backend("truncated log record".into()))?;
-    Ok(LogRecord {
-        sequence,
-        stream: if *stream == 2 {
-            LogStream::Stderr
-        } else {
-            LogStream::Stdout
-        },
-        data: data.to_vec(),
-        timestamp: Timestamp(i64::from_le_bytes(*ts)),
-    })
+/// Moves a file written with a row per log line to a row per batch (each
+/// old line becomes a chunk of one), then drops the old table.
+fn migrate_line_rows(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let moved = {
+        let old = txn.open_table(LOGS_V1).map_err(StoreError::backend)?;
+        let mut chunks = txn.open_table(LOG_CHUNKS).map_err(StoreError::backend)?;
+        let mut moved = 0_u64;
+        for entry in old.iter().map_err(StoreError::backend)? {
+            let (k, value) = entry.map_err(StoreError::backend)?;
+            let (id, sequence) = k.value();
+            let line = decode_line_v1(sequence, value.value())?;
+            chunks
+                .insert((id, sequence), encode_chunk(&[&line]).as_slice())
+                .map_err(StoreError::backend)?;
+            moved += 1;
+        }
+        moved
+    };
+    txn.delete_table(LOGS_V1).map_err(StoreError::backend)?;
+    if moved > 0 {
+        tracing::info!(lines = moved, "log moved to the chunked layout");
+    }
+    Ok(())
 }
 
 /// Drains the queue into shared transactions until every sender is gone.
@@ -200,7 +201,7 @@ fn commit_group(db: &Database, batch: &mut Vec<WriteOp>) {
             let mut tables = Tables {
                 jobs: txn.open_table(JOBS).map_err(StoreError::backend)?,
                 active: txn.open_table(ACTIVE).map_err(StoreError::backend)?,
-                logs: txn.open_table(LOGS).map_err(StoreError::backend)?,
+                logs: txn.open_table(LOG_CHUNKS).map_err(StoreError::backend)?,
                 heads: txn.open_table(LOG_HEADS).map_err(StoreError::backend)?,
                 plugins: txn.open_table(PLUGINS).map_err(StoreError::backend)?,
                 settings: txn.open_table(SETTINGS).map_err(StoreError::backend)?,
@@ -379,11 +380,16 @@ impl Tables<'_> {
             .map_err(StoreError::backend)?
             .map_or(0, |g| g.value());
         let before = head;
-        for line in lines.iter().filter(|line| line.sequence > before) {
+        let mut fresh: Vec<&LogRecord> = lines.iter().filter(|l| l.sequence > before).collect();
+        fresh.sort_by_key(|l| l.sequence);
+        fresh.dedup_by_key(|l| l.sequence);
+        if let (Some(first), Some(last)) = (fresh.first(), fresh.last()) {
+            // One row for the whole batch: a row per line made the B-tree
+            // insert the most expensive step of ingesting short lines.
             self.logs
-                .insert((key(id), line.sequence), encode_line(line).as_slice())
+                .insert((key(id), first.sequence), encode_chunk(&fresh).as_slice())
                 .map_err(StoreError::backend)?;
-            head = head.max(line.sequence);
+            head = last.sequence;
         }
         if head != before {
             self.heads
@@ -535,16 +541,30 @@ impl JobStore for RedbStore {
     ) -> Result<Vec<LogRecord>, StoreError> {
         self.read(move |db| {
             let txn = db.begin_read().map_err(StoreError::backend)?;
-            let logs = txn.open_table(LOGS).map_err(StoreError::backend)?;
-            let start = (key(id), after.saturating_add(1));
-            let end = (key(id), u64::MAX);
+            let logs = txn.open_table(LOG_CHUNKS).map_err(StoreError::backend)?;
+            let wanted = after.saturating_add(1);
+            // The chunk holding `wanted` starts at or before it.
+            let first = logs
+                .range((key(id), 0)..=(key(id), wanted))
+                .map_err(StoreError::backend)?
+                .next_back()
+                .transpose()
+                .map_err(StoreError::backend)?
+                .map_or(wanted, |(k, _)| k.value().1);
             let mut out = Vec::new();
-            for entry in logs.range(start..=end).map_err(StoreError::backend)? {
+            for entry in logs
+                .range((key(id), first)..=(key(id), u64::MAX))
+                .map_err(StoreError::backend)?
+            {
                 if out.len() >= limit {
                     break;
                 }
-                let (k, value) = entry.map_err(StoreError::backend)?;
-                out.push(decode_line(k.value().1, value.value())?);
+                let (_, value) = entry.map_err(StoreError::backend)?;
+                decode_chunk(value.value(), |line| {
+                    if line.sequence > after && out.len() < limit {
+                        out.push(line);
+                    }
+                })?;
             }
             Ok(out)
         })
@@ -618,6 +638,42 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = RedbStore::open(&dir.path().join("contract.redb")).unwrap();
         super::super::contract::run_all(Arc::new(store)).await;
+    }
+
+    #[tokio::test]
+    async fn a_file_with_a_row_per_line_is_moved_to_chunks_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.redb");
+        let id = JobId::new();
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut old = txn.open_table(LOGS_V1).unwrap();
+                for (seq, text) in [(1_u64, &b"first"[..]), (2, b"second")] {
+                    let mut row = 7_i64.to_le_bytes().to_vec();
+                    row.push(2);
+                    row.extend_from_slice(text);
+                    old.insert((key(id), seq), row.as_slice()).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let store = RedbStore::open(&path).unwrap();
+        let lines = store.read_logs(id, 0, 10).await.unwrap();
+        assert_eq!(
+            lines
+                .iter()
+                .map(|l| (l.sequence, l.data.as_slice(), l.timestamp.0))
+                .collect::<Vec<_>>(),
+            vec![(1, &b"first"[..], 7), (2, &b"second"[..], 7)]
+        );
+        assert!(
+            lines
+                .iter()
+                .all(|l| l.stream == crate::domain::LogStream::Stderr)
+        );
+        assert_eq!(store.read_logs(id, 1, 10).await.unwrap().len(), 1);
     }
 
     #[tokio::test]
