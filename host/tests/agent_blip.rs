@@ -58,6 +58,20 @@ impl Proxy {
     }
 }
 
+/// The last number the job appended to its progress file. The job only
+/// appends (never truncates), so a read racing a write sees at worst an
+/// unterminated last line, which is skipped: the answer is never a
+/// spurious 0 once the job has written a line.
+fn last_progress(path: &std::path::Path) -> u32 {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = text.rsplit_once('\n').map_or("", |(done, _)| done);
+    complete
+        .lines()
+        .rev()
+        .find_map(|line| line.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 #[test]
 fn a_five_second_cut_mid_job_loses_and_repeats_nothing() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -72,7 +86,7 @@ fn a_five_second_cut_mid_job_loses_and_repeats_nothing() {
     let (runs, progress) = (dir.path().join("runs"), dir.path().join("progress"));
     let count = 800;
     let id = host.submit_ok(&script(&format!(
-        "echo run >> {runs}\nfor i in $(seq 1 {count}); do echo \"n $i\"; echo $i > {progress}; sleep 0.01; done",
+        "echo run >> {runs}\nfor i in $(seq 1 {count}); do echo \"n $i\"; echo $i >> {progress}; sleep 0.01; done",
         runs = runs.display(),
         progress = progress.display(),
     )));
@@ -80,14 +94,10 @@ fn a_five_second_cut_mid_job_loses_and_repeats_nothing() {
     std::thread::sleep(Duration::from_secs(1));
 
     proxy.set_cut(true);
-    let at_cut = std::fs::read_to_string(&progress).unwrap_or_default();
+    let at_cut = last_progress(&progress);
     std::thread::sleep(Duration::from_secs(5));
-    let at_restore = std::fs::read_to_string(&progress).unwrap_or_default();
+    let at_restore = last_progress(&progress);
     proxy.set_cut(false);
-    let (at_cut, at_restore): (u32, u32) = (
-        at_cut.trim().parse().unwrap_or(0),
-        at_restore.trim().parse().unwrap_or(0),
-    );
     assert!(
         0 < at_cut && at_cut < at_restore && at_restore < count,
         "the cut must fall inside the job: line {at_cut} at the cut, {at_restore} at the restore"
