@@ -5,9 +5,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     tonic_prost_build::configure()
-        // AssignJob carries secret values: its Debug is written by hand in
-        // lib.rs so that a stray `{:?}` can never print them.
-        .skip_debug(["hodei.agent.v1.AssignJob"])
+        // AssignJob carries secret values and Register the agent's secret:
+        // their Debug is written by hand in lib.rs so that a stray `{:?}`
+        // can never print them.
+        .skip_debug(["hodei.agent.v1.AssignJob", "hodei.agent.v1.Register"])
         // The rpc is named `Connect`, as the protocol says; the generated
         // `AgentServiceClient::connect(dst)` constructor would clash with it,
         // so clients are built with `AgentServiceClient::new(channel)`.

@@ -201,9 +201,13 @@ fn agent(args: Args) -> anyhow::Result<Agent> {
     let cpu_count = metrics::cpu_count();
     let slots = args.slots.unwrap_or(cpu_count);
     let sampler = MachineSampler::new();
+    // The id is derived from a secret only this process knows, so no other
+    // agent can take it over (see the protocol header).
+    let (agent_secret, agent_id) = hodei_proto::new_agent_identity();
     let identity = Register {
         protocol_version: PROTOCOL_VERSION,
-        agent_id: uuid::Uuid::new_v4().to_string(),
+        agent_id,
+        agent_secret,
         name: args
             .name
             .or_else(metrics::hostname)

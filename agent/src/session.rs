@@ -216,6 +216,12 @@ fn dispatch(agent: &Arc<Agent>, msg: ServerMessage) {
         }
         Some(server_message::Msg::Ack(ack)) => agent.outbox.update(|outbox| outbox.ack(&ack)),
         Some(server_message::Msg::KeepAlive(_)) => {}
+        Some(server_message::Msg::Refused(refused)) => warn!(
+            job_id = %refused.job_id,
+            attempt = refused.attempt,
+            reason = %refused.reason,
+            "the host refused a message"
+        ),
         Some(server_message::Msg::RegisterAck(_)) => warn!("second RegisterAck ignored"),
         None => debug!("empty or unknown host message ignored"),
     }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Deserialize;
 
+use crate::agents::{AgentLimits, LimitArgs};
 use crate::plugins::{ActiveChoice, Limits};
 use crate::store::{PgOptions, StorageKind};
 
@@ -76,6 +77,9 @@ pub struct ServeArgs {
     /// Where compiled plugins are cached [default: DATA_DIR/plugin-cache].
     #[arg(long, env = "HODEI_PLUGIN_CACHE_DIR")]
     pub plugin_cache_dir: Option<PathBuf>,
+    /// What one agent may send (the file's `[limits]` table).
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 /// The config file's shape: the same settings, all optional.
@@ -100,6 +104,7 @@ struct FileConfig {
     plugin_deadline_ms: Option<u64>,
     plugin_memory_mb: Option<usize>,
     plugin_cache_dir: Option<PathBuf>,
+    limits: Option<LimitArgs>,
 }
 
 /// Resolved settings.
@@ -131,6 +136,8 @@ pub struct ServeConfig {
     pub plugin_limits: Limits,
     /// Compiled-plugin cache.
     pub plugin_cache_dir: PathBuf,
+    /// What one agent may send.
+    pub agent_limits: AgentLimits,
 }
 
 impl ServeArgs {
@@ -179,6 +186,7 @@ impl ServeArgs {
                 .map_or(defaults.memory_bytes, |mb| mb << 20),
         };
         Ok(ServeConfig {
+            agent_limits: self.limits.resolve(file.limits)?,
             plugin_cache_dir: self
                 .plugin_cache_dir
                 .or(file.plugin_cache_dir)
@@ -224,7 +232,7 @@ mod tests {
         let path = dir.path().join("hodei.toml");
         std::fs::write(
             &path,
-            "http_addr = \"127.0.0.1:9999\"\nlease_secs = 3\nlocal_agents = 2\n",
+            "http_addr = \"127.0.0.1:9999\"\nlease_secs = 3\nlocal_agents = 2\n\n[limits]\njob_log_quota_bytes = 1000\n",
         )
         .unwrap();
         let args = ServeArgs {
@@ -238,6 +246,8 @@ mod tests {
         assert_eq!(config.local_agents, 4);
         assert_eq!(config.grpc_addr.port(), 50051);
         assert_eq!(config.data_dir, PathBuf::from("hodei-data"));
+        assert_eq!(config.agent_limits.log_quota_bytes, 1000);
+        assert_eq!(config.agent_limits.max_labels, 64);
     }
 
     #[test]

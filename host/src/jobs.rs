@@ -23,7 +23,7 @@ use crate::scheduler::cluster::{Assignment, Cluster};
 use crate::scheduler::policy::Demand;
 use crate::scheduler::queue::QueuedJob;
 use crate::scheduler::{Placement, Scheduler};
-use crate::store::{JobStore, ListQuery, StoreError};
+use crate::store::{Appended, JobStore, ListQuery, StoreError};
 
 /// A job together with what only memory knows about it.
 #[derive(Debug, Clone)]
@@ -284,16 +284,18 @@ impl JobService {
         }
     }
 
-    /// Stores log lines; returns the highest sequence stored for the job.
+    /// Stores log lines within the job's log `quota` (see
+    /// [`JobStore::append_logs`]).
     pub async fn append_logs(
         &self,
         id: JobId,
         attempt: u32,
         lines: Vec<LogRecord>,
-    ) -> Result<u64, StoreError> {
-        let head = self.store.append_logs(id, attempt, lines).await?;
-        self.bus.publish(Event::LogAppended(id, head));
-        Ok(head)
+        quota: u64,
+    ) -> Result<Appended, StoreError> {
+        let appended = self.store.append_logs(id, attempt, lines, quota).await?;
+        self.bus.publish(Event::LogAppended(id, appended.head));
+        Ok(appended)
     }
 
     /// How the agent says an attempt ended.

@@ -109,6 +109,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             token: token.clone(),
             heartbeat_interval: HEARTBEAT_INTERVAL,
             usage,
+            limits: Arc::new(config.agent_limits.clone()),
         },
     );
     let agents_server = tokio::spawn(

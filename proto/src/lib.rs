@@ -32,6 +32,50 @@ impl fmt::Debug for v1::AssignJob {
     }
 }
 
+/// The agent's secret never reaches a log line.
+impl fmt::Debug for v1::Register {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Register")
+            .field("protocol_version", &self.protocol_version)
+            .field("agent_id", &self.agent_id)
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("os", &self.os)
+            .field("arch", &self.arch)
+            .field("cpu_count", &self.cpu_count)
+            .field("memory_bytes", &self.memory_bytes)
+            .field("labels", &self.labels.len())
+            .field("slots", &self.slots)
+            .field("running", &self.running.len())
+            .field("draining", &self.draining)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The agent id a secret proves: the first 16 bytes of the secret's
+/// SHA-256, shaped as a version-4 UUID. Both sides derive it here, once:
+/// the agent to name itself, the host to check a `Register`.
+pub fn agent_id_for_secret(secret: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(secret.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
+}
+
+/// A fresh agent secret and the id it proves.
+pub fn new_agent_identity() -> (String, String) {
+    let secret = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let id = agent_id_for_secret(&secret);
+    (secret, id)
+}
+
 /// `assign_job::Command` lost its derived Debug with `AssignJob`'s.
 struct CommandDebug<'a>(&'a v1::assign_job::Command);
 
@@ -48,7 +92,31 @@ impl fmt::Debug for CommandDebug<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::v1::AssignJob;
+    use super::v1::{AssignJob, Register};
+    use super::{agent_id_for_secret, new_agent_identity};
+
+    #[test]
+    fn an_agent_id_is_proved_by_its_secret_only() {
+        let (secret, id) = new_agent_identity();
+        assert_eq!(agent_id_for_secret(&secret), id);
+        assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+        let (other, other_id) = new_agent_identity();
+        assert_ne!(id, other_id);
+        assert_ne!(agent_id_for_secret(&other), id);
+        assert_ne!(agent_id_for_secret(""), id);
+    }
+
+    #[test]
+    fn register_debug_hides_the_secret() {
+        let register = Register {
+            agent_id: "a1".into(),
+            agent_secret: "s3cr3t-value".into(),
+            ..Default::default()
+        };
+        let shown = format!("{register:?}");
+        assert!(shown.contains("a1"), "{shown}");
+        assert!(!shown.contains("s3cr3t-value"), "{shown}");
+    }
 
     #[test]
     fn assign_job_debug_hides_secret_values() {

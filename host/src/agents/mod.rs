@@ -1,15 +1,21 @@
 //! The agent gateway: the tonic service agents dial into.
 //!
 //! Owns authentication (a bearer token, checked before any message is read),
-//! registration and reconciliation of what a reconnecting agent still runs,
+//! the agent's identity (an id proved by its secret), the limits of what an
+//! agent may send (`limits`), who may speak for a job (only the current
+//! session of the worker holding its attempt), registration and
+//! reconciliation of what a reconnecting agent still runs,
 //! and one session task per agent that takes its messages in order: log
 //! batches before results, as the agent sent them (batches already waiting
 //! are stored in one append, see `coalesce`). Protocol rules are at
 //! the top of `proto/hodei/agent/v1/agent.proto`.
 
 mod coalesce;
+mod limits;
 mod session;
 pub mod wire;
+
+pub use limits::{AgentLimits, LimitArgs};
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -33,6 +39,8 @@ pub struct GatewayConfig {
     pub heartbeat_interval: Duration,
     /// Where heartbeats put each job's CPU and memory.
     pub usage: Arc<UsageBoard>,
+    /// What one agent may send.
+    pub limits: Arc<AgentLimits>,
 }
 
 /// The `AgentService` implementation.
@@ -51,9 +59,11 @@ impl AgentGateway {
         }
     }
 
-    /// The tonic service to mount.
+    /// The tonic service to mount, refusing messages over the size limit
+    /// before decoding them.
     pub fn into_service(self) -> AgentServiceServer<Self> {
-        AgentServiceServer::new(self)
+        let limit = self.config.limits.max_message_bytes;
+        AgentServiceServer::new(self).max_decoding_message_size(limit)
     }
 
     fn authenticate<T>(&self, request: &Request<T>) -> Result<(), Status> {
@@ -88,8 +98,11 @@ impl AgentService for AgentGateway {
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
         self.authenticate(&request)?;
+        let peer = request
+            .remote_addr()
+            .map_or_else(|| "unknown".to_owned(), |a: SocketAddr| a.to_string());
         let inbound = request.into_inner();
-        let outbound = session::open(Arc::clone(&self.jobs), &self.config, inbound).await?;
+        let outbound = session::open(Arc::clone(&self.jobs), &self.config, peer, inbound).await?;
         Ok(Response::new(outbound))
     }
 }

@@ -1,21 +1,31 @@
 //! One agent's session: registration, then its messages in order.
+//!
+//! Registration checks that the agent's id is proved by its secret and that
+//! what it declares is within [`AgentLimits`]. After that every job-scoped
+//! message is checked against the cluster's record of who holds the job's
+//! attempt ([`Ownership`]): only the holder's current session is heard.
+//! Refusals are logged with the sender, counted on the worker, answered
+//! with `Refused`, and a session that keeps sending refused messages is
+//! closed. A session ends with a status saying why, never silently.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use hodei_proto::v1::{
-    Ack, AgentMessage, KeepAlive, Register, RegisterAck, RunningJob, ServerMessage, agent_message,
-    server_message,
+    Ack, AgentMessage, JobResult, KeepAlive, LogBatch, Refused, Register, RegisterAck, RunningJob,
+    ServerMessage, agent_message, server_message,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Status, Streaming};
+use tonic::{Code, Status, Streaming};
 
+use super::limits::AgentLimits;
 use super::{GatewayConfig, ServerStream, coalesce, wire};
 use crate::bus::Event;
-use crate::domain::{JobId, WorkerId, WorkerInfo, WorkerMetrics};
+use crate::domain::{DomainError, JobId, WorkerId, WorkerInfo, WorkerMetrics};
 use crate::jobs::{JobService, ResultTaken, cancel_message};
+use crate::scheduler::cluster::Ownership;
 use crate::store::StoreError;
 use crate::usage::UsageBoard;
 
@@ -31,15 +41,18 @@ fn msg(m: server_message::Msg) -> ServerMessage {
 }
 
 /// Reads `Register`, registers the worker and starts the session task.
-/// Returns the stream of messages to the agent.
+/// Returns the stream of messages to the agent, which ends with the status
+/// that closed the session.
 pub(super) async fn open(
     jobs: Arc<JobService>,
     config: &GatewayConfig,
+    peer: String,
     mut inbound: Streaming<AgentMessage>,
 ) -> Result<ServerStream, Status> {
     let first = tokio::time::timeout(REGISTER_TIMEOUT, inbound.message())
         .await
-        .map_err(|_| Status::deadline_exceeded("no Register within 10s"))??;
+        .map_err(|_| Status::deadline_exceeded("no Register within 10s"))?
+        .map_err(|status| message_status(status, &config.limits))?;
     let Some(AgentMessage {
         msg: Some(agent_message::Msg::Register(register)),
     }) = first
@@ -48,7 +61,10 @@ pub(super) async fn open(
             "the first message must be Register",
         ));
     };
-    validate(&register)?;
+    if let Err(status) = validate(&register, &config.limits) {
+        tracing::warn!(%peer, agent_id = %register.agent_id, %status, "agent registration refused");
+        return Err(status);
+    }
 
     let worker = WorkerId(register.agent_id.clone());
     let running: Vec<(JobId, u32)> = register
@@ -68,7 +84,9 @@ pub(super) async fn open(
     };
     let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
     let (confirmed, abandon) = jobs.reconcile(&worker, &running).await;
-    let reconciled = jobs.cluster().connect(info, tx.clone(), &confirmed);
+    let reconciled = jobs
+        .cluster()
+        .connect(info, tx.clone(), &confirmed, &abandon);
     if register.draining {
         jobs.cluster().heartbeat(
             &worker,
@@ -79,9 +97,10 @@ pub(super) async fn open(
         );
     }
     tracing::info!(
-        %worker, name = %register.name, slots = register.slots,
+        %worker, %peer, name = %register.name, slots = register.slots,
         reattached = confirmed.len(), abandoned = abandon.len(),
-        lost = reconciled.lost.len(), "agent registered"
+        lost = reconciled.lost.len(), replaced_session = ?reconciled.replaced,
+        "agent registered"
     );
     for (id, attempt) in &reconciled.lost {
         jobs.attempt_lost(*id, *attempt, "agent no longer runs it")
@@ -108,12 +127,29 @@ pub(super) async fn open(
     jobs.bus().publish(Event::WorkerConnected(worker.clone()));
     jobs.scheduler().wake();
 
-    let usage = Arc::clone(&config.usage);
-    tokio::spawn(run(jobs, usage, worker, reconciled.session, inbound, tx));
-    Ok(ReceiverStream::new(rx).map(Ok).boxed())
+    let (closed_tx, closed_rx) = oneshot::channel();
+    let session = Session {
+        jobs,
+        usage: Arc::clone(&config.usage),
+        limits: Arc::clone(&config.limits),
+        worker,
+        id: reconciled.session,
+        peer,
+        tx,
+        refusals: 0,
+    };
+    tokio::spawn(async move {
+        if let Err(status) = session.run(inbound).await {
+            let _ = closed_tx.send(status);
+        }
+    });
+    // The closing status follows the last message, once every sender of the
+    // session (the task's and the cluster's) is gone.
+    let closing = futures::stream::once(closed_rx).filter_map(|r| async move { r.ok().map(Err) });
+    Ok(ReceiverStream::new(rx).map(Ok).chain(closing).boxed())
 }
 
-fn validate(register: &Register) -> Result<(), Status> {
+fn validate(register: &Register, limits: &AgentLimits) -> Result<(), Status> {
     if register.protocol_version != hodei_proto::PROTOCOL_VERSION {
         return Err(Status::failed_precondition(format!(
             "protocol version {} is not supported (this host speaks {})",
@@ -124,137 +160,320 @@ fn validate(register: &Register) -> Result<(), Status> {
     if register.agent_id.trim().is_empty() {
         return Err(Status::invalid_argument("agent_id must not be empty"));
     }
-    if register.slots == 0 {
-        return Err(Status::invalid_argument("slots must be at least 1"));
+    if register.agent_secret.is_empty()
+        || hodei_proto::agent_id_for_secret(&register.agent_secret) != register.agent_id
+    {
+        return Err(Status::permission_denied(
+            "agent_id is not the one agent_secret proves (see agent.proto: Identity)",
+        ));
     }
-    Ok(())
+    limits.check_register(register)
 }
 
-/// Takes the agent's messages in order until its stream ends.
-async fn run(
+/// A failed read of the agent's stream, as the status that closes the
+/// session: a message over the size limit says which limit.
+fn message_status(status: Status, limits: &AgentLimits) -> Status {
+    match status.code() {
+        Code::OutOfRange | Code::ResourceExhausted => Status::resource_exhausted(format!(
+            "message larger than this host's limit of {} bytes (agent_max_message_bytes): {}",
+            limits.max_message_bytes,
+            status.message()
+        )),
+        _ => status,
+    }
+}
+
+/// One open session and what it needs to hear its agent.
+struct Session {
     jobs: Arc<JobService>,
     usage: Arc<UsageBoard>,
+    limits: Arc<AgentLimits>,
     worker: WorkerId,
-    session: u64,
-    mut inbound: Streaming<AgentMessage>,
+    id: u64,
+    peer: String,
     tx: mpsc::Sender<ServerMessage>,
-) {
-    let mut keepalive = tokio::time::interval(KEEPALIVE_EVERY);
-    keepalive.tick().await;
-    // A message read while coalescing log batches, handled next.
-    let mut held = None;
-    loop {
-        let next = match held.take() {
-            Some(next) => next,
-            None => tokio::select! {
-                next = inbound.message() => next,
-                _ = keepalive.tick() => {
-                    let _ = tx.try_send(msg(server_message::Msg::KeepAlive(KeepAlive {})));
-                    continue;
-                }
-            },
-        };
-        match next {
-            Ok(Some(AgentMessage { msg: Some(m) })) => {
-                jobs.cluster().touch(&worker);
-                let m = match m {
-                    agent_message::Msg::LogBatch(mut batch) => {
-                        held = coalesce::take_ready(&mut batch, &mut inbound);
-                        agent_message::Msg::LogBatch(batch)
+    refusals: u32,
+}
+
+impl Session {
+    /// Takes the agent's messages in order until its stream ends (`Ok`) or
+    /// the host closes the session (`Err`, the status for the agent).
+    async fn run(mut self, mut inbound: Streaming<AgentMessage>) -> Result<(), Status> {
+        let ended = self.take_messages(&mut inbound).await;
+        let (jobs, worker) = (&self.jobs, &self.worker);
+        if let Err(status) = &ended {
+            tracing::warn!(%worker, peer = %self.peer, session = self.id, %status, "agent session closed by the host");
+        }
+        if jobs.cluster().disconnect(worker, self.id) {
+            self.usage.forget(worker);
+            tracing::info!(%worker, "agent disconnected; its jobs wait for it within the lease");
+            jobs.bus()
+                .publish(Event::WorkerDisconnected(worker.clone()));
+        }
+        ended
+    }
+
+    async fn take_messages(&mut self, inbound: &mut Streaming<AgentMessage>) -> Result<(), Status> {
+        let mut keepalive = tokio::time::interval(KEEPALIVE_EVERY);
+        keepalive.tick().await;
+        // A message read while coalescing log batches, handled next.
+        let mut held = None;
+        loop {
+            let next = match held.take() {
+                Some(next) => next,
+                None => tokio::select! {
+                    next = inbound.message() => next,
+                    _ = keepalive.tick() => {
+                        self.still_current()?;
+                        let _ = self.tx.try_send(msg(server_message::Msg::KeepAlive(KeepAlive {})));
+                        continue;
                     }
-                    other => other,
-                };
-                handle(&jobs, &usage, &worker, &tx, m).await;
-            }
-            Ok(Some(AgentMessage { msg: None })) => {}
-            Ok(None) => break,
-            Err(status) => {
-                tracing::info!(%worker, %status, "agent stream failed");
-                break;
+                },
+            };
+            match next {
+                Ok(Some(AgentMessage { msg: Some(m) })) => {
+                    self.still_current()?;
+                    self.jobs.cluster().touch(&self.worker);
+                    let m = match m {
+                        agent_message::Msg::LogBatch(mut batch) => {
+                            held = coalesce::take_ready(&mut batch, inbound);
+                            agent_message::Msg::LogBatch(batch)
+                        }
+                        other => other,
+                    };
+                    self.handle(m).await?;
+                }
+                Ok(Some(AgentMessage { msg: None })) => {}
+                Ok(None) => return Ok(()),
+                Err(status) => {
+                    let status = message_status(status, &self.limits);
+                    if status.code() == Code::ResourceExhausted {
+                        self.jobs.cluster().count_refusal(&self.worker);
+                        return Err(status);
+                    }
+                    tracing::info!(worker = %self.worker, %status, "agent stream failed");
+                    return Ok(());
+                }
             }
         }
     }
-    if jobs.cluster().disconnect(&worker, session) {
-        usage.forget(&worker);
-        tracing::info!(%worker, "agent disconnected; its jobs wait for it within the lease");
-        jobs.bus().publish(Event::WorkerDisconnected(worker));
+
+    /// A newer session of the same agent replaced this one: close it.
+    fn still_current(&self) -> Result<(), Status> {
+        if self.jobs.cluster().is_current(&self.worker, self.id) {
+            Ok(())
+        } else {
+            Err(Status::aborted("replaced by a newer session of this agent"))
+        }
+    }
+
+    /// Whose the message about `job_id`'s `attempt` is; a superseded
+    /// session is closed.
+    fn ownership(&self, job_id: &str, attempt: u32) -> Result<Owned, Status> {
+        let Ok(id) = JobId::parse(job_id) else {
+            return Ok(Owned::Foreign);
+        };
+        match self
+            .jobs
+            .cluster()
+            .ownership(&self.worker, self.id, id, attempt)
+        {
+            Ownership::Holds => Ok(Owned::Holds(id)),
+            Ownership::Settled => Ok(Owned::Settled),
+            Ownership::Foreign => Ok(Owned::Foreign),
+            Ownership::Superseded => {
+                Err(Status::aborted("replaced by a newer session of this agent"))
+            }
+        }
+    }
+
+    /// Refuses a message: logged with the sender, counted, answered with
+    /// `Refused`; past the limit the session is closed.
+    fn refuse(&mut self, job_id: &str, attempt: u32, reason: &str) -> Result<(), Status> {
+        self.refusals += 1;
+        self.jobs.cluster().count_refusal(&self.worker);
+        tracing::warn!(
+            worker = %self.worker, peer = %self.peer, session = self.id,
+            job = job_id, attempt, reason, "agent message refused"
+        );
+        self.notify(job_id, attempt, reason);
+        if self.refusals >= self.limits.max_refusals {
+            return Err(Status::permission_denied(format!(
+                "{} refused messages (agent_max_refusals); the last: {reason}",
+                self.refusals
+            )));
+        }
+        Ok(())
+    }
+
+    /// Tells the agent about a refusal or a limit; dropped when its queue is
+    /// full (informative only).
+    fn notify(&self, job_id: &str, attempt: u32, reason: &str) {
+        let refused = Refused {
+            job_id: job_id.to_owned(),
+            attempt,
+            reason: reason.to_owned(),
+        };
+        let _ = self.tx.try_send(msg(server_message::Msg::Refused(refused)));
+    }
+
+    async fn handle(&mut self, message: agent_message::Msg) -> Result<(), Status> {
+        match message {
+            agent_message::Msg::Register(_) => self.refuse("", 0, "Register after registration"),
+            agent_message::Msg::Heartbeat(hb) => self.heartbeat(hb),
+            agent_message::Msg::JobStarted(started) => {
+                match self.ownership(&started.job_id, started.attempt)? {
+                    Owned::Holds(id) => self.jobs.started(id, started.attempt).await,
+                    Owned::Foreign => {
+                        return self.refuse(&started.job_id, started.attempt, NOT_YOURS);
+                    }
+                    Owned::Settled => {}
+                }
+                Ok(())
+            }
+            agent_message::Msg::LogBatch(batch) => self.log_batch(batch).await,
+            agent_message::Msg::JobResult(result) => self.result(result).await,
+        }
+    }
+
+    fn heartbeat(&mut self, hb: hodei_proto::v1::Heartbeat) -> Result<(), Status> {
+        self.jobs.cluster().heartbeat(
+            &self.worker,
+            WorkerMetrics {
+                cpu_percent: hb.cpu_percent,
+                memory_used_bytes: hb.memory_used_bytes,
+                memory_total_bytes: hb.memory_total_bytes,
+                draining: hb.draining,
+            },
+        );
+        let mut kept = Vec::with_capacity(hb.jobs.len());
+        for usage in hb.jobs {
+            match self.ownership(&usage.job_id, usage.attempt)? {
+                Owned::Holds(_) => kept.push(wire::job_usage(usage)),
+                Owned::Foreign => self.refuse(&usage.job_id, usage.attempt, NOT_YOURS)?,
+                Owned::Settled => {}
+            }
+        }
+        self.usage.report(&self.worker, kept);
+        Ok(())
+    }
+
+    async fn log_batch(&mut self, mut batch: LogBatch) -> Result<(), Status> {
+        let last = batch.entries.iter().map(|e| e.sequence).max().unwrap_or(0);
+        let id = match self.ownership(&batch.job_id, batch.attempt)? {
+            Owned::Holds(id) => id,
+            // Lines of an attempt the host let go of: acknowledge them so
+            // the agent lets go of them too.
+            Owned::Settled => return self.ack(&batch.job_id, batch.attempt, last).await,
+            Owned::Foreign => return self.refuse(&batch.job_id, batch.attempt, NOT_YOURS),
+        };
+        let cut: usize = batch
+            .entries
+            .iter_mut()
+            .map(|e| usize::from(self.limits.cut_line(&mut e.data) > 0))
+            .sum();
+        if cut > 0 {
+            let reason = format!(
+                "{cut} log line(s) longer than {} bytes (agent_max_line_bytes) were cut",
+                self.limits.max_line_bytes
+            );
+            tracing::warn!(worker = %self.worker, job = %id, "{reason}");
+            self.notify(&batch.job_id, batch.attempt, &reason);
+        }
+        let lines = batch.entries.into_iter().map(wire::log_record).collect();
+        let quota = self.limits.log_quota_bytes;
+        match self.jobs.append_logs(id, batch.attempt, lines, quota).await {
+            Ok(appended) => {
+                if appended.quota_reached {
+                    self.quota_reached(id, &batch.job_id, batch.attempt).await;
+                }
+                self.ack(&batch.job_id, batch.attempt, appended.head).await
+            }
+            Err(StoreError::Domain(gap @ DomainError::LogGap { .. })) => {
+                self.refuse(&batch.job_id, batch.attempt, &gap.to_string())
+            }
+            // The store moved the job on (another host settled the attempt).
+            Err(err @ (StoreError::Domain(_) | StoreError::NotFound(_))) => {
+                tracing::debug!(job = %id, attempt = batch.attempt, %err, "log batch refused");
+                self.ack(&batch.job_id, batch.attempt, last).await
+            }
+            // The agent resends everything unacknowledged after a reconnect;
+            // carrying on would only make the next batch a gap.
+            Err(err) => {
+                tracing::error!(job = %id, %err, "cannot store log batch");
+                Err(Status::unavailable(
+                    "the host cannot store logs right now; reconnect and resend",
+                ))
+            }
+        }
+    }
+
+    async fn quota_reached(&self, id: JobId, job_id: &str, attempt: u32) {
+        let quota = self.limits.log_quota_bytes;
+        let cancels = self.limits.log_quota_cancels;
+        tracing::warn!(job = %id, worker = %self.worker, quota, cancels, "job's log reached its quota; further output is dropped");
+        self.notify(
+            job_id,
+            attempt,
+            &format!("log quota of {quota} bytes reached (job_log_quota_bytes); further output is dropped"),
+        );
+        if cancels && let Err(err) = self.jobs.cancel(id).await {
+            tracing::warn!(job = %id, %err, "cannot cancel a job over its log quota");
+        }
+    }
+
+    async fn result(&mut self, result: JobResult) -> Result<(), Status> {
+        let id = match self.ownership(&result.job_id, result.attempt)? {
+            Owned::Holds(id) => id,
+            Owned::Settled => return self.result_stored(&result).await,
+            Owned::Foreign => return self.refuse(&result.job_id, result.attempt, NOT_YOURS),
+        };
+        let outcome = wire::outcome(&result);
+        let error = (!result.error.is_empty()).then(|| result.error.clone());
+        let taken = self
+            .jobs
+            .finished(&self.worker, id, result.attempt, outcome, error)
+            .await;
+        if taken == ResultTaken::Done {
+            self.result_stored(&result).await?;
+        }
+        Ok(())
+    }
+
+    async fn ack(&self, job_id: &str, attempt: u32, log_sequence: u64) -> Result<(), Status> {
+        let ack = Ack {
+            job_id: job_id.to_owned(),
+            attempt,
+            log_sequence,
+            result_stored: false,
+        };
+        let _ = self.tx.send(msg(server_message::Msg::Ack(ack))).await;
+        Ok(())
+    }
+
+    async fn result_stored(&self, result: &JobResult) -> Result<(), Status> {
+        let head = match JobId::parse(&result.job_id) {
+            Ok(id) => self.jobs.store().log_head(id).await.unwrap_or(0),
+            Err(_) => 0,
+        };
+        let ack = Ack {
+            job_id: result.job_id.clone(),
+            attempt: result.attempt,
+            log_sequence: head,
+            result_stored: true,
+        };
+        let _ = self.tx.send(msg(server_message::Msg::Ack(ack))).await;
+        Ok(())
     }
 }
 
-async fn handle(
-    jobs: &JobService,
-    usage: &UsageBoard,
-    worker: &WorkerId,
-    tx: &mpsc::Sender<ServerMessage>,
-    message: agent_message::Msg,
-) {
-    match message {
-        agent_message::Msg::Register(_) => {
-            tracing::warn!(%worker, "duplicate Register ignored");
-        }
-        agent_message::Msg::Heartbeat(hb) => {
-            jobs.cluster().heartbeat(
-                worker,
-                WorkerMetrics {
-                    cpu_percent: hb.cpu_percent,
-                    memory_used_bytes: hb.memory_used_bytes,
-                    memory_total_bytes: hb.memory_total_bytes,
-                    draining: hb.draining,
-                },
-            );
-            usage.report(worker, hb.jobs.into_iter().map(wire::job_usage).collect());
-        }
-        agent_message::Msg::JobStarted(started) => {
-            if let Ok(id) = JobId::parse(&started.job_id) {
-                jobs.started(id, started.attempt).await;
-            }
-        }
-        agent_message::Msg::LogBatch(batch) => {
-            let Ok(id) = JobId::parse(&batch.job_id) else {
-                return;
-            };
-            let last = batch.entries.iter().map(|e| e.sequence).max().unwrap_or(0);
-            let lines = batch.entries.into_iter().map(wire::log_record).collect();
-            let stored = match jobs.append_logs(id, batch.attempt, lines).await {
-                Ok(head) => head,
-                // Lines of an attempt the host no longer wants: acknowledge
-                // them so the agent lets go of them.
-                Err(err @ (StoreError::Domain(_) | StoreError::NotFound(_))) => {
-                    tracing::debug!(job = %id, attempt = batch.attempt, %err, "log batch refused");
-                    last
-                }
-                Err(err) => {
-                    tracing::error!(job = %id, %err, "cannot store log batch; the agent will resend it");
-                    return;
-                }
-            };
-            let ack = Ack {
-                job_id: batch.job_id,
-                attempt: batch.attempt,
-                log_sequence: stored,
-                result_stored: false,
-            };
-            let _ = tx.send(msg(server_message::Msg::Ack(ack))).await;
-        }
-        agent_message::Msg::JobResult(result) => {
-            let Ok(id) = JobId::parse(&result.job_id) else {
-                return;
-            };
-            let outcome = wire::outcome(&result);
-            let error = (!result.error.is_empty()).then(|| result.error.clone());
-            let taken = jobs
-                .finished(worker, id, result.attempt, outcome, error)
-                .await;
-            if taken == ResultTaken::Done {
-                let head = jobs.store().log_head(id).await.unwrap_or(0);
-                let ack = Ack {
-                    job_id: result.job_id,
-                    attempt: result.attempt,
-                    log_sequence: head,
-                    result_stored: true,
-                };
-                let _ = tx.send(msg(server_message::Msg::Ack(ack))).await;
-            }
-        }
-    }
+/// [`Ownership`] as a session acts on it.
+enum Owned {
+    Holds(JobId),
+    Settled,
+    Foreign,
 }
+
+/// The reason for a job-scoped message from a session that does not hold
+/// the job's attempt.
+const NOT_YOURS: &str = "job attempt is not assigned to this worker's session";

@@ -35,7 +35,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the host (REST API, agent gateway, scheduler, store).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Submit a job, follow its log, exit with its exit code.
     Run(run::RunArgs),
     /// List, show and cancel jobs.

@@ -13,7 +13,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use job::{Command, Job, JobId, JobSpec, JobState, Outcome};
-pub use log::{LogRecord, LogStream};
+pub use log::{Admission, LogRecord, LogStream, admit, quota_marker};
 pub use worker::{Resources, WorkerId, WorkerInfo, WorkerMetrics};
 
 /// A rule of the model was broken.
@@ -34,6 +34,14 @@ pub enum DomainError {
         current: u32,
         /// The attempt the message was about.
         got: u32,
+    },
+    /// Log lines that do not continue the job's log densely.
+    #[error("log sequence gap: expected {expected}, got {got}")]
+    LogGap {
+        /// The next sequence the log takes.
+        expected: u64,
+        /// The first sequence of the batch past the stored head.
+        got: u64,
     },
     /// Not a well-formed id.
     #[error("invalid id {0:?}")]

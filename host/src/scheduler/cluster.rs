@@ -16,7 +16,7 @@
 //! restart, workers named by jobs in the store are recreated as
 //! placeholders waiting for their agent.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -58,9 +58,37 @@ struct WorkerEntry {
     session: Option<Session>,
     assignments: HashMap<JobId, Assignment>,
     last_seen: Instant,
+    /// Attempts this worker held that the host let go of (settled, lost,
+    /// abandoned), newest last: late messages about them are dropped
+    /// quietly rather than counted as offences.
+    released: VecDeque<(JobId, u32)>,
+    /// Messages of this worker's sessions the host refused.
+    refused: u64,
 }
 
+/// How many let-go attempts a worker entry remembers.
+const RELEASED_KEPT: usize = 1024;
+
 impl WorkerEntry {
+    fn new(info: WorkerInfo, session: Option<Session>) -> Self {
+        Self {
+            info,
+            metrics: WorkerMetrics::default(),
+            session,
+            assignments: HashMap::new(),
+            last_seen: Instant::now(),
+            released: VecDeque::new(),
+            refused: 0,
+        }
+    }
+
+    fn remember_released(&mut self, job: JobId, attempt: u32) {
+        if self.released.len() == RELEASED_KEPT {
+            self.released.pop_front();
+        }
+        self.released.push_back((job, attempt));
+    }
+
     fn reserved(&self) -> Resources {
         self.assignments
             .values()
@@ -73,11 +101,27 @@ impl WorkerEntry {
     }
 }
 
+/// Whose a job-scoped message is, as far as this host knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ownership {
+    /// The session's worker holds the attempt: the message counts.
+    Holds,
+    /// The worker held the attempt and the host has since let go of it:
+    /// acknowledge, store nothing.
+    Settled,
+    /// Not this worker's: refuse.
+    Foreign,
+    /// A newer session of the same worker replaced this one: close it.
+    Superseded,
+}
+
 /// What a registering agent's reconciliation decided.
 #[derive(Debug, Default)]
 pub struct Reconciled {
     /// Session number; pass it back to [`Cluster::disconnect`].
     pub session: u64,
+    /// The session this one replaced while it was still open, if any.
+    pub replaced: Option<u64>,
     /// Jobs the host thought this worker held but the agent does not run.
     pub lost: Vec<(JobId, u32)>,
     /// Reattached jobs whose cancel must be sent again.
@@ -125,6 +169,9 @@ pub struct WorkerView {
     pub metrics: WorkerMetrics,
     /// Milliseconds since the last message.
     pub last_seen_ms: u128,
+    /// Messages of its agent the host refused (not its own jobs, gaps,
+    /// broken limits).
+    pub refused_messages: u64,
 }
 
 /// The cluster state (see the module docs).
@@ -147,35 +194,34 @@ impl Cluster {
     /// disconnected placeholder until its agent registers.
     pub fn restore_assignment(&self, worker: &WorkerId, job: JobId, assignment: Assignment) {
         let mut workers = self.lock();
-        let entry = workers
-            .entry(worker.clone())
-            .or_insert_with(|| WorkerEntry {
-                info: WorkerInfo {
-                    id: worker.clone(),
-                    name: worker.0.clone(),
-                    version: String::new(),
-                    os: String::new(),
-                    arch: String::new(),
-                    labels: BTreeMap::new(),
-                    slots: 0,
-                    capacity: Resources::default(),
-                },
-                metrics: WorkerMetrics::default(),
-                session: None,
-                assignments: HashMap::new(),
-                last_seen: Instant::now(),
-            });
+        let entry = workers.entry(worker.clone()).or_insert_with(|| {
+            let info = WorkerInfo {
+                id: worker.clone(),
+                name: worker.0.clone(),
+                version: String::new(),
+                os: String::new(),
+                arch: String::new(),
+                labels: BTreeMap::new(),
+                slots: 0,
+                capacity: Resources::default(),
+            };
+            WorkerEntry::new(info, None)
+        });
         entry.assignments.insert(job, assignment);
     }
 
     /// An agent registered (first time, reconnect, or after a host restart).
     /// `confirmed` is what it runs that the store says it holds; anything
-    /// else memory thought it held is returned as lost.
+    /// else memory thought it held is returned as lost. `abandoned` is what
+    /// it reported and must drop. A session of the same worker still open
+    /// is replaced (the agent proved its id, so this is the same agent
+    /// reconnecting before the old stream was seen to die).
     pub fn connect(
         &self,
         info: WorkerInfo,
         tx: AgentTx,
         confirmed: &[(JobId, Assignment)],
+        abandoned: &[(JobId, u32)],
     ) -> Reconciled {
         let session = self
             .next_session
@@ -186,10 +232,13 @@ impl Cluster {
         };
         let mut workers = self.lock();
         let id = info.id.clone();
-        let old = workers
-            .remove(&id)
-            .map(|old| old.assignments)
-            .unwrap_or_default();
+        let previous = workers.remove(&id);
+        out.replaced = previous
+            .as_ref()
+            .and_then(|old| old.session.as_ref().map(|s| s.id));
+        let (old, released, refused) = previous.map_or_else(Default::default, |old| {
+            (old.assignments, old.released, old.refused)
+        });
         let assignments: HashMap<JobId, Assignment> = confirmed.iter().copied().collect();
         out.lost = old
             .iter()
@@ -203,17 +252,59 @@ impl Cluster {
             })
             .map(|(job, a)| (*job, a.attempt))
             .collect();
-        workers.insert(
-            id,
-            WorkerEntry {
-                info,
-                metrics: WorkerMetrics::default(),
-                session: Some(Session { id: session, tx }),
-                assignments,
-                last_seen: Instant::now(),
-            },
-        );
+        let mut entry = WorkerEntry::new(info, Some(Session { id: session, tx }));
+        entry.assignments = assignments;
+        entry.released = released;
+        entry.refused = refused;
+        for &(job, attempt) in out.lost.iter().chain(abandoned) {
+            entry.remember_released(job, attempt);
+        }
+        workers.insert(id, entry);
         out
+    }
+
+    /// Whether a message of `session` about `job`'s `attempt` is the
+    /// worker's to send (see [`Ownership`]).
+    pub fn ownership(
+        &self,
+        worker: &WorkerId,
+        session: u64,
+        job: JobId,
+        attempt: u32,
+    ) -> Ownership {
+        let workers = self.lock();
+        let Some(entry) = workers.get(worker) else {
+            return Ownership::Superseded;
+        };
+        if entry.session.as_ref().is_none_or(|s| s.id != session) {
+            return Ownership::Superseded;
+        }
+        if entry
+            .assignments
+            .get(&job)
+            .is_some_and(|a| a.attempt == attempt)
+        {
+            Ownership::Holds
+        } else if entry.released.contains(&(job, attempt)) {
+            Ownership::Settled
+        } else {
+            Ownership::Foreign
+        }
+    }
+
+    /// True while `session` is `worker`'s open session.
+    pub fn is_current(&self, worker: &WorkerId, session: u64) -> bool {
+        self.lock()
+            .get(worker)
+            .and_then(|w| w.session.as_ref())
+            .is_some_and(|s| s.id == session)
+    }
+
+    /// Counts a refused message of `worker`'s.
+    pub fn count_refusal(&self, worker: &WorkerId) {
+        if let Some(entry) = self.lock().get_mut(worker) {
+            entry.refused += 1;
+        }
     }
 
     /// The stream of `session` ended. The worker stays, disconnected, so it
@@ -307,6 +398,7 @@ impl Cluster {
             .is_some_and(|a| a.attempt == attempt)
         {
             entry.assignments.remove(&job);
+            entry.remember_released(job, attempt);
             true
         } else {
             false
@@ -418,6 +510,7 @@ impl Cluster {
                 .is_some_and(|a| a.attempt == attempt)
         })?;
         entry.assignments.remove(&job);
+        entry.remember_released(job, attempt);
         Some(entry.session.as_ref().map(|s| s.tx.clone()))
     }
 
@@ -435,6 +528,7 @@ impl Cluster {
                 used_slots: w.info.slots - w.free_slots(),
                 metrics: w.metrics,
                 last_seen_ms: now.duration_since(w.last_seen).as_millis(),
+                refused_messages: w.refused,
             })
             .collect();
         out.sort_by(|a, b| {
@@ -448,125 +542,5 @@ impl Cluster {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn info(id: &str, slots: u32) -> WorkerInfo {
-        WorkerInfo {
-            id: WorkerId(id.into()),
-            name: id.into(),
-            version: "test".into(),
-            os: "linux".into(),
-            arch: "x86_64".into(),
-            labels: BTreeMap::new(),
-            slots,
-            capacity: Resources {
-                cpu_millis: 2000,
-                memory_mb: 1024,
-            },
-        }
-    }
-
-    fn assignment(attempt: u32, memory_mb: u64) -> Assignment {
-        Assignment {
-            attempt,
-            resources: Resources {
-                cpu_millis: 0,
-                memory_mb,
-            },
-            cancel_requested: false,
-            placed: true,
-        }
-    }
-
-    #[test]
-    fn reservation_never_overcommits() {
-        let cluster = Cluster::default();
-        let (tx, _rx) = mpsc::channel(1);
-        let w = WorkerId("w".into());
-        cluster.connect(info("w", 2), tx, &[]);
-        assert!(
-            cluster
-                .reserve(&w, JobId::new(), assignment(1, 600))
-                .is_ok()
-        );
-        assert!(matches!(
-            cluster.reserve(&w, JobId::new(), assignment(1, 600)),
-            Err(ReserveError::NoRoom(_))
-        ));
-        let small = JobId::new();
-        assert!(cluster.reserve(&w, small, assignment(1, 100)).is_ok());
-        assert!(matches!(
-            cluster.reserve(&w, JobId::new(), assignment(1, 0)),
-            Err(ReserveError::NoRoom(_))
-        ));
-        assert!(cluster.release(&w, small, 1));
-        assert!(!cluster.release(&w, small, 1));
-        assert!(cluster.reserve(&w, JobId::new(), assignment(1, 0)).is_ok());
-    }
-
-    #[test]
-    fn reconnect_reattaches_confirmed_jobs_and_loses_the_rest() {
-        let cluster = Cluster::default();
-        let w = WorkerId("w".into());
-        let (kept, gone, adopted) = (JobId::new(), JobId::new(), JobId::new());
-        let (tx, _rx) = mpsc::channel(1);
-        let first = cluster.connect(info("w", 4), tx, &[]);
-        cluster.reserve(&w, kept, assignment(1, 0)).unwrap();
-        cluster.reserve(&w, gone, assignment(2, 0)).unwrap();
-        assert!(cluster.disconnect(&w, first.session));
-        assert!(
-            cluster.candidates().is_empty(),
-            "disconnected workers get no jobs"
-        );
-
-        let (tx, _rx) = mpsc::channel(1);
-        let mut cancelled = assignment(5, 0);
-        cancelled.cancel_requested = true;
-        let second = cluster.connect(
-            info("w", 4),
-            tx,
-            &[(kept, assignment(1, 0)), (adopted, cancelled)],
-        );
-        assert_eq!(second.lost, vec![(gone, 2)]);
-        assert_eq!(second.cancels, vec![(adopted, 5)]);
-        assert_eq!(cluster.candidates()[0].free_slots, 2);
-        // The old session ending late must not disconnect the new one.
-        assert!(!cluster.disconnect(&w, first.session));
-    }
-
-    #[test]
-    fn silent_workers_are_forgotten_and_only_placed_attempts_are_held() {
-        let cluster = Cluster::default();
-        let w = WorkerId("w".into());
-        let (job, unplaced) = (JobId::new(), JobId::new());
-        cluster.restore_assignment(&w, job, assignment(3, 0));
-        let mut reserving = assignment(1, 0);
-        reserving.placed = false;
-        cluster.restore_assignment(&w, unplaced, reserving);
-        let held = cluster.held();
-        assert_eq!(held.len(), 1);
-        assert_eq!(held[0].attempts, vec![(job, 3)]);
-        assert!(held[0].seen <= Timestamp::now());
-        cluster.confirm(&w, unplaced, 1);
-        assert_eq!(cluster.held()[0].attempts.len(), 2);
-        assert!(cluster.expire(Duration::from_secs(60)).is_empty());
-        std::thread::sleep(Duration::from_millis(5));
-        assert_eq!(cluster.expire(Duration::from_millis(1)), vec![w]);
-        assert!(cluster.held().is_empty());
-    }
-
-    #[test]
-    fn a_cancel_is_marked_once_and_release_finds_the_worker() {
-        let cluster = Cluster::default();
-        let w = WorkerId("w".into());
-        let job = JobId::new();
-        let (tx, _rx) = mpsc::channel(1);
-        cluster.connect(info("w", 1), tx, &[(job, assignment(2, 0))]);
-        assert!(cluster.mark_cancel(&w, job, 1).is_none(), "wrong attempt");
-        assert!(cluster.mark_cancel(&w, job, 2).is_some());
-        assert!(cluster.mark_cancel(&w, job, 2).is_none(), "already marked");
-        assert!(matches!(cluster.release_anywhere(job, 2), Some(Some(_))));
-        assert!(cluster.release_anywhere(job, 2).is_none());
-    }
-}
+#[path = "cluster_tests.rs"]
+mod tests;

@@ -8,8 +8,11 @@ use std::sync::Arc;
 use super::{JobStore, ListQuery, StoreError};
 use crate::domain::{
     Command, DomainError, Job, JobSpec, JobState, LogRecord, LogStream, Outcome, Resources,
-    Timestamp, WorkerId,
+    Timestamp, WorkerId, quota_marker,
 };
+
+/// A quota no test reaches.
+const NO_QUOTA: u64 = u64::MAX;
 
 fn spec(priority: i32) -> JobSpec {
     JobSpec {
@@ -59,6 +62,7 @@ pub async fn run_all(store: Arc<dyn JobStore>) {
     update_applies_transitions_atomically_and_refuses_illegal_ones(store.as_ref()).await;
     terminal_jobs_leave_the_active_set_and_lose_their_secrets(store.as_ref()).await;
     logs_are_stored_once_per_sequence_in_order(store.as_ref()).await;
+    a_log_past_its_quota_ends_with_a_marker(store.as_ref()).await;
     logs_of_a_stale_attempt_are_refused(store.as_ref()).await;
     listing_pages_newest_first_and_filters(store.as_ref()).await;
     plugins_and_settings_round_trip(store.as_ref()).await;
@@ -310,9 +314,11 @@ async fn logs_are_stored_once_per_sequence_in_order(store: &dyn JobStore) {
             job.id,
             1,
             (1..=3).map(|s| line(s, &format!("l{s}"))).collect(),
+            NO_QUOTA,
         )
         .await
-        .unwrap();
+        .unwrap()
+        .head;
     assert_eq!(head, 3);
     // A resend overlapping what is stored: duplicates are skipped.
     let head = store
@@ -320,10 +326,27 @@ async fn logs_are_stored_once_per_sequence_in_order(store: &dyn JobStore) {
             job.id,
             1,
             (2..=5).map(|s| line(s, &format!("l{s}"))).collect(),
+            NO_QUOTA,
         )
         .await
-        .unwrap();
+        .unwrap()
+        .head;
     assert_eq!(head, 5);
+    // A batch that does not continue the log is refused whole.
+    for jump in [
+        vec![line(7, "gap")],
+        vec![line(6, "ok"), line(1_000_000, "jump")],
+    ] {
+        let err = store
+            .append_logs(job.id, 1, jump, NO_QUOTA)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Domain(DomainError::LogGap { .. })),
+            "{err}"
+        );
+    }
+    assert_eq!(store.log_head(job.id).await.unwrap(), 5);
     let all = store.read_logs(job.id, 0, 100).await.unwrap();
     assert_eq!(
         all,
@@ -339,10 +362,43 @@ async fn logs_are_stored_once_per_sequence_in_order(store: &dyn JobStore) {
     assert!(store.read_logs(job.id, 5, 100).await.unwrap().is_empty());
 }
 
+async fn a_log_past_its_quota_ends_with_a_marker(store: &dyn JobStore) {
+    let job = scheduled(store).await;
+    // Quota 10 bytes: "aaaa" + "bbbb" fit, "cccc" crosses it.
+    let first = store
+        .append_logs(job.id, 1, vec![line(1, "aaaa"), line(2, "bbbb")], 10)
+        .await
+        .unwrap();
+    assert_eq!(first.head, 2);
+    assert!(!first.quota_reached);
+    let crossing = store
+        .append_logs(job.id, 1, vec![line(3, "cccc"), line(4, "dddd")], 10)
+        .await
+        .unwrap();
+    assert_eq!(crossing.head, 4);
+    assert!(crossing.quota_reached);
+    let later = store
+        .append_logs(job.id, 1, vec![line(5, "eeee")], 10)
+        .await
+        .unwrap();
+    assert_eq!(later.head, 5, "output past the quota is taken and dropped");
+    assert!(!later.quota_reached, "the marker is stored once");
+    let all = store.read_logs(job.id, 0, 100).await.unwrap();
+    let texts: Vec<String> = all
+        .iter()
+        .map(|l| String::from_utf8_lossy(&l.data).into_owned())
+        .collect();
+    assert_eq!(
+        texts,
+        vec!["aaaa".to_owned(), "bbbb".to_owned(), quota_marker(10)]
+    );
+    assert_eq!(all[2].sequence, 3);
+}
+
 async fn logs_of_a_stale_attempt_are_refused(store: &dyn JobStore) {
     let job = scheduled(store).await;
     let err = store
-        .append_logs(job.id, 2, vec![line(1, "late")])
+        .append_logs(job.id, 2, vec![line(1, "late")], NO_QUOTA)
         .await
         .unwrap_err();
     assert!(matches!(

@@ -71,6 +71,15 @@ pub struct ListQuery {
 /// An attempt: a job and the attempt number that fences it.
 pub type AttemptRef = (JobId, u32);
 
+/// What [`JobStore::append_logs`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The job's log head afterwards (see [`JobStore::log_head`]).
+    pub head: u64,
+    /// This append crossed the job's log quota and stored its marker line.
+    pub quota_reached: bool,
+}
+
 /// What [`JobStore::renew_leases`] found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Renewal {
@@ -124,16 +133,19 @@ pub trait JobStore: Send + Sync + 'static {
     /// as stored. When `change` fails nothing is written.
     async fn update(&self, id: JobId, change: Transition) -> Result<Job, StoreError>;
 
-    /// Appends log lines of `attempt`. Sequences already stored are skipped
-    /// (resends are idempotent); lines of an attempt that is not the job's
-    /// current one are refused with [`DomainError::StaleAttempt`]. Returns
-    /// the highest sequence stored for the job.
+    /// Appends log lines of `attempt`, by the rules of
+    /// [`crate::domain::admit`]: sequences already taken are skipped
+    /// (resends are idempotent), a gap refuses the batch with
+    /// [`DomainError::LogGap`], and past `quota` bytes of output the log
+    /// ends with a marker line. Lines of an attempt that is not the job's
+    /// current one are refused with [`DomainError::StaleAttempt`].
     async fn append_logs(
         &self,
         id: JobId,
         attempt: u32,
         lines: Vec<LogRecord>,
-    ) -> Result<u64, StoreError>;
+        quota: u64,
+    ) -> Result<Appended, StoreError>;
 
     /// Up to `limit` lines with sequence greater than `after`, in order.
     async fn read_logs(
@@ -143,7 +155,8 @@ pub trait JobStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<LogRecord>, StoreError>;
 
-    /// Highest stored log sequence of the job (0 when it has none).
+    /// Highest log sequence the job's log has taken (0 when none): stored,
+    /// or dropped past the job's log quota.
     async fn log_head(&self, id: JobId) -> Result<u64, StoreError>;
 
     /// Stores (or replaces) an uploaded plugin's bytes under `name`.

@@ -30,8 +30,8 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::codec::{decode_job, encode_job};
-use super::{AttemptRef, JobStore, ListQuery, Renewal, StoreError, Transition};
-use crate::domain::{DomainError, Job, JobId, JobState, LogRecord, LogStream, Timestamp};
+use super::{Appended, AttemptRef, JobStore, ListQuery, Renewal, StoreError, Transition};
+use crate::domain::{DomainError, Job, JobId, JobState, LogRecord, LogStream, Timestamp, admit};
 
 /// Most submits one multi-row insert takes.
 const MAX_GROUP: usize = 1000;
@@ -342,12 +342,13 @@ impl JobStore for PgStore {
         id: JobId,
         attempt: u32,
         lines: Vec<LogRecord>,
-    ) -> Result<u64, StoreError> {
+        quota: u64,
+    ) -> Result<Appended, StoreError> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         // The row lock orders concurrent appends to one job (a resend racing
         // its original) and keeps the attempt check true until commit.
         let row = sqlx::query(
-            "SELECT state, attempt, log_head FROM jobs WHERE id = $1 FOR NO KEY UPDATE",
+            "SELECT state, attempt, log_head, log_bytes FROM jobs WHERE id = $1 FOR NO KEY UPDATE",
         )
         .bind(id.0)
         .fetch_optional(&mut *tx)
@@ -359,6 +360,8 @@ impl JobStore for PgStore {
         let current = u32::try_from(current).map_err(backend)?;
         let head: i64 = row.try_get("log_head").map_err(backend)?;
         let head = u64::try_from(head).map_err(backend)?;
+        let bytes: i64 = row.try_get("log_bytes").map_err(backend)?;
+        let bytes = u64::try_from(bytes).map_err(backend)?;
         if current != attempt || state == JobState::Pending.as_str() {
             return Err(DomainError::StaleAttempt {
                 current,
@@ -366,45 +369,50 @@ impl JobStore for PgStore {
             }
             .into());
         }
-        let mut seen = HashSet::new();
-        let fresh: Vec<&LogRecord> = lines
-            .iter()
-            .filter(|l| l.sequence > head && seen.insert(l.sequence))
-            .collect();
-        let Some(new_head) = fresh.iter().map(|l| l.sequence).max() else {
-            return Ok(head);
+        let admission = admit(head, bytes, quota, &lines)?;
+        let appended = Appended {
+            head: admission.head,
+            quota_reached: admission.marker.is_some(),
         };
-        let seqs: Vec<i64> = fresh.iter().map(|l| to_i64(l.sequence)).collect();
-        let streams: Vec<i16> = fresh
-            .iter()
-            .map(|l| match l.stream {
-                LogStream::Stdout => 1,
-                LogStream::Stderr => 2,
-            })
-            .collect();
-        let stamps: Vec<i64> = fresh.iter().map(|l| l.timestamp.0).collect();
-        let data: Vec<&[u8]> = fresh.iter().map(|l| l.data.as_slice()).collect();
-        sqlx::query(
-            "INSERT INTO job_logs (job_id, seq, stream, ts, data) \
-             SELECT $1, * FROM UNNEST($2::int8[], $3::int2[], $4::int8[], $5::bytea[]) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(id.0)
-        .bind(&seqs)
-        .bind(&streams)
-        .bind(&stamps)
-        .bind(&data)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        sqlx::query("UPDATE jobs SET log_head = $2 WHERE id = $1")
+        if admission.head == head {
+            return Ok(appended);
+        }
+        let mut rows = admission.kept;
+        rows.extend(admission.marker.as_ref());
+        if !rows.is_empty() {
+            let seqs: Vec<i64> = rows.iter().map(|l| to_i64(l.sequence)).collect();
+            let streams: Vec<i16> = rows
+                .iter()
+                .map(|l| match l.stream {
+                    LogStream::Stdout => 1,
+                    LogStream::Stderr => 2,
+                })
+                .collect();
+            let stamps: Vec<i64> = rows.iter().map(|l| l.timestamp.0).collect();
+            let data: Vec<&[u8]> = rows.iter().map(|l| l.data.as_slice()).collect();
+            sqlx::query(
+                "INSERT INTO job_logs (job_id, seq, stream, ts, data) \
+                 SELECT $1, * FROM UNNEST($2::int8[], $3::int2[], $4::int8[], $5::bytea[]) \
+                 ON CONFLICT DO NOTHING",
+            )
             .bind(id.0)
-            .bind(to_i64(new_head))
+            .bind(&seqs)
+            .bind(&streams)
+            .bind(&stamps)
+            .bind(&data)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        sqlx::query("UPDATE jobs SET log_head = $2, log_bytes = $3 WHERE id = $1")
+            .bind(id.0)
+            .bind(to_i64(admission.head))
+            .bind(to_i64(admission.bytes))
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
         tx.commit().await.map_err(backend)?;
-        Ok(new_head)
+        Ok(appended)
     }
 
     async fn read_logs(

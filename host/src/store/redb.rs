@@ -16,7 +16,8 @@
 //! stored batch (see `codec::encode_chunk`), a row per batch rather than
 //! per line (files with the older row-per-line `logs` table are moved over
 //! at open);
-//! `log_heads` u128 id → highest sequence stored; `plugins` name → component
+//! `log_heads` u128 id → highest sequence taken; `log_bytes` u128 id → bytes
+//! of output offered (for the log quota; absent reads as 0); `plugins` name → component
 //! bytes; `settings` key → value; `leases` u128 id → (attempt, µs when its
 //! agent was last heard from).
 
@@ -28,8 +29,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
 use super::codec::{decode_chunk, decode_job, decode_line_v1, encode_chunk, encode_job};
-use super::{AttemptRef, JobStore, ListQuery, Renewal, StoreError, Transition};
-use crate::domain::{DomainError, Job, JobId, JobState, LogRecord, Timestamp};
+use super::{Appended, AttemptRef, JobStore, ListQuery, Renewal, StoreError, Transition};
+use crate::domain::{DomainError, Job, JobId, JobState, LogRecord, Timestamp, admit};
 
 const JOBS: TableDefinition<'_, u128, &[u8]> = TableDefinition::new("jobs");
 const ACTIVE: TableDefinition<'_, u128, ()> = TableDefinition::new("active");
@@ -37,6 +38,7 @@ const ACTIVE: TableDefinition<'_, u128, ()> = TableDefinition::new("active");
 const LOGS_V1: TableDefinition<'_, (u128, u64), &[u8]> = TableDefinition::new("logs");
 const LOG_CHUNKS: TableDefinition<'_, (u128, u64), &[u8]> = TableDefinition::new("log_chunks");
 const LOG_HEADS: TableDefinition<'_, u128, u64> = TableDefinition::new("log_heads");
+const LOG_BYTES: TableDefinition<'_, u128, u64> = TableDefinition::new("log_bytes");
 const PLUGINS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("plugins");
 const SETTINGS: TableDefinition<'_, &str, &str> = TableDefinition::new("settings");
 const LEASES: TableDefinition<'_, u128, (u32, i64)> = TableDefinition::new("leases");
@@ -60,7 +62,8 @@ enum WriteOp {
         id: JobId,
         attempt: u32,
         lines: Vec<LogRecord>,
-        reply: oneshot::Sender<Result<u64, StoreError>>,
+        quota: u64,
+        reply: oneshot::Sender<Result<Appended, StoreError>>,
     },
     PutPlugin(String, Vec<u8>, oneshot::Sender<Result<(), StoreError>>),
     DeletePlugin(String, oneshot::Sender<Result<(), StoreError>>),
@@ -184,8 +187,8 @@ enum Reply {
         Result<Job, StoreError>,
     ),
     Logs(
-        oneshot::Sender<Result<u64, StoreError>>,
-        Result<u64, StoreError>,
+        oneshot::Sender<Result<Appended, StoreError>>,
+        Result<Appended, StoreError>,
     ),
     Leases(
         oneshot::Sender<Result<Renewal, StoreError>>,
@@ -203,6 +206,7 @@ fn commit_group(db: &Database, batch: &mut Vec<WriteOp>) {
                 active: txn.open_table(ACTIVE).map_err(StoreError::backend)?,
                 logs: txn.open_table(LOG_CHUNKS).map_err(StoreError::backend)?,
                 heads: txn.open_table(LOG_HEADS).map_err(StoreError::backend)?,
+                bytes: txn.open_table(LOG_BYTES).map_err(StoreError::backend)?,
                 plugins: txn.open_table(PLUGINS).map_err(StoreError::backend)?,
                 settings: txn.open_table(SETTINGS).map_err(StoreError::backend)?,
                 leases: txn.open_table(LEASES).map_err(StoreError::backend)?,
@@ -217,8 +221,9 @@ fn commit_group(db: &Database, batch: &mut Vec<WriteOp>) {
                         id,
                         attempt,
                         lines,
+                        quota,
                         reply,
-                    } => Reply::Logs(reply, tables.append_logs(id, attempt, &lines)),
+                    } => Reply::Logs(reply, tables.append_logs(id, attempt, &lines, quota)),
                     WriteOp::PutPlugin(name, bytes, reply) => Reply::Insert(
                         reply,
                         tables
@@ -280,6 +285,7 @@ struct Tables<'txn> {
     active: redb::Table<'txn, u128, ()>,
     logs: redb::Table<'txn, (u128, u64), &'static [u8]>,
     heads: redb::Table<'txn, u128, u64>,
+    bytes: redb::Table<'txn, u128, u64>,
     plugins: redb::Table<'txn, &'static str, &'static [u8]>,
     settings: redb::Table<'txn, &'static str, &'static str>,
     leases: redb::Table<'txn, u128, (u32, i64)>,
@@ -365,7 +371,8 @@ impl Tables<'_> {
         id: JobId,
         attempt: u32,
         lines: &[LogRecord],
-    ) -> Result<u64, StoreError> {
+        quota: u64,
+    ) -> Result<Appended, StoreError> {
         let job = self.load(id)?;
         if job.attempt != attempt || job.state == JobState::Pending {
             return Err(DomainError::StaleAttempt {
@@ -374,29 +381,37 @@ impl Tables<'_> {
             }
             .into());
         }
-        let mut head = self
-            .heads
-            .get(key(id))
-            .map_err(StoreError::backend)?
-            .map_or(0, |g| g.value());
-        let before = head;
-        let mut fresh: Vec<&LogRecord> = lines.iter().filter(|l| l.sequence > before).collect();
-        fresh.sort_by_key(|l| l.sequence);
-        fresh.dedup_by_key(|l| l.sequence);
-        if let (Some(first), Some(last)) = (fresh.first(), fresh.last()) {
+        let read = |table: &redb::Table<'_, u128, u64>| {
+            table
+                .get(key(id))
+                .map(|g| g.map_or(0, |g| g.value()))
+                .map_err(StoreError::backend)
+        };
+        let (head, bytes) = (read(&self.heads)?, read(&self.bytes)?);
+        let admission = admit(head, bytes, quota, lines)?;
+        let mut rows = admission.kept;
+        rows.extend(admission.marker.as_ref());
+        if let Some(first) = rows.first() {
             // One row for the whole batch: a row per line made the B-tree
             // insert the most expensive step of ingesting short lines.
             self.logs
-                .insert((key(id), first.sequence), encode_chunk(&fresh).as_slice())
+                .insert((key(id), first.sequence), encode_chunk(&rows).as_slice())
                 .map_err(StoreError::backend)?;
-            head = last.sequence;
         }
-        if head != before {
+        if admission.head != head {
             self.heads
-                .insert(key(id), head)
+                .insert(key(id), admission.head)
                 .map_err(StoreError::backend)?;
         }
-        Ok(head)
+        if admission.bytes != bytes {
+            self.bytes
+                .insert(key(id), admission.bytes)
+                .map_err(StoreError::backend)?;
+        }
+        Ok(Appended {
+            head: admission.head,
+            quota_reached: admission.marker.is_some(),
+        })
     }
 }
 
@@ -523,11 +538,13 @@ impl JobStore for RedbStore {
         id: JobId,
         attempt: u32,
         lines: Vec<LogRecord>,
-    ) -> Result<u64, StoreError> {
+        quota: u64,
+    ) -> Result<Appended, StoreError> {
         self.submit(|reply| WriteOp::AppendLogs {
             id,
             attempt,
             lines,
+            quota,
             reply,
         })
         .await

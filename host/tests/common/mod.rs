@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+pub mod raw_agent;
 pub mod rss;
 
 pub const TOKEN: &str = "test-agent-token-0123456789";
@@ -31,6 +32,16 @@ pub fn agent_bin() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Polls `done` every 20 ms until it holds; panics naming `what` after
+/// `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A running `hodei serve`. Killed on drop.

@@ -1,0 +1,173 @@
+//! Unit tests of the cluster state.
+
+use super::*;
+
+fn info(id: &str, slots: u32) -> WorkerInfo {
+    WorkerInfo {
+        id: WorkerId(id.into()),
+        name: id.into(),
+        version: "test".into(),
+        os: "linux".into(),
+        arch: "x86_64".into(),
+        labels: BTreeMap::new(),
+        slots,
+        capacity: Resources {
+            cpu_millis: 2000,
+            memory_mb: 1024,
+        },
+    }
+}
+
+fn assignment(attempt: u32, memory_mb: u64) -> Assignment {
+    Assignment {
+        attempt,
+        resources: Resources {
+            cpu_millis: 0,
+            memory_mb,
+        },
+        cancel_requested: false,
+        placed: true,
+    }
+}
+
+#[test]
+fn reservation_never_overcommits() {
+    let cluster = Cluster::default();
+    let (tx, _rx) = mpsc::channel(1);
+    let w = WorkerId("w".into());
+    cluster.connect(info("w", 2), tx, &[], &[]);
+    assert!(
+        cluster
+            .reserve(&w, JobId::new(), assignment(1, 600))
+            .is_ok()
+    );
+    assert!(matches!(
+        cluster.reserve(&w, JobId::new(), assignment(1, 600)),
+        Err(ReserveError::NoRoom(_))
+    ));
+    let small = JobId::new();
+    assert!(cluster.reserve(&w, small, assignment(1, 100)).is_ok());
+    assert!(matches!(
+        cluster.reserve(&w, JobId::new(), assignment(1, 0)),
+        Err(ReserveError::NoRoom(_))
+    ));
+    assert!(cluster.release(&w, small, 1));
+    assert!(!cluster.release(&w, small, 1));
+    assert!(cluster.reserve(&w, JobId::new(), assignment(1, 0)).is_ok());
+}
+
+#[test]
+fn reconnect_reattaches_confirmed_jobs_and_loses_the_rest() {
+    let cluster = Cluster::default();
+    let w = WorkerId("w".into());
+    let (kept, gone, adopted) = (JobId::new(), JobId::new(), JobId::new());
+    let (tx, _rx) = mpsc::channel(1);
+    let first = cluster.connect(info("w", 4), tx, &[], &[]);
+    cluster.reserve(&w, kept, assignment(1, 0)).unwrap();
+    cluster.reserve(&w, gone, assignment(2, 0)).unwrap();
+    assert!(cluster.disconnect(&w, first.session));
+    assert!(
+        cluster.candidates().is_empty(),
+        "disconnected workers get no jobs"
+    );
+
+    let (tx, _rx) = mpsc::channel(1);
+    let mut cancelled = assignment(5, 0);
+    cancelled.cancel_requested = true;
+    let second = cluster.connect(
+        info("w", 4),
+        tx,
+        &[(kept, assignment(1, 0)), (adopted, cancelled)],
+        &[],
+    );
+    assert_eq!(second.replaced, None, "the first session had ended");
+    assert_eq!(second.lost, vec![(gone, 2)]);
+    assert_eq!(second.cancels, vec![(adopted, 5)]);
+    assert_eq!(cluster.candidates()[0].free_slots, 2);
+    // The old session ending late must not disconnect the new one.
+    assert!(!cluster.disconnect(&w, first.session));
+}
+
+#[test]
+fn silent_workers_are_forgotten_and_only_placed_attempts_are_held() {
+    let cluster = Cluster::default();
+    let w = WorkerId("w".into());
+    let (job, unplaced) = (JobId::new(), JobId::new());
+    cluster.restore_assignment(&w, job, assignment(3, 0));
+    let mut reserving = assignment(1, 0);
+    reserving.placed = false;
+    cluster.restore_assignment(&w, unplaced, reserving);
+    let held = cluster.held();
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].attempts, vec![(job, 3)]);
+    assert!(held[0].seen <= Timestamp::now());
+    cluster.confirm(&w, unplaced, 1);
+    assert_eq!(cluster.held()[0].attempts.len(), 2);
+    assert!(cluster.expire(Duration::from_secs(60)).is_empty());
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(cluster.expire(Duration::from_millis(1)), vec![w]);
+    assert!(cluster.held().is_empty());
+}
+
+#[test]
+fn a_cancel_is_marked_once_and_release_finds_the_worker() {
+    let cluster = Cluster::default();
+    let w = WorkerId("w".into());
+    let job = JobId::new();
+    let (tx, _rx) = mpsc::channel(1);
+    cluster.connect(info("w", 1), tx, &[(job, assignment(2, 0))], &[]);
+    assert!(cluster.mark_cancel(&w, job, 1).is_none(), "wrong attempt");
+    assert!(cluster.mark_cancel(&w, job, 2).is_some());
+    assert!(cluster.mark_cancel(&w, job, 2).is_none(), "already marked");
+    assert!(matches!(cluster.release_anywhere(job, 2), Some(Some(_))));
+    assert!(cluster.release_anywhere(job, 2).is_none());
+}
+
+#[test]
+fn only_the_current_session_of_the_holding_worker_owns_an_attempt() {
+    let cluster = Cluster::default();
+    let (a, b) = (WorkerId("a".into()), WorkerId("b".into()));
+    let (job, dropped, abandoned) = (JobId::new(), JobId::new(), JobId::new());
+    let (tx, _rx) = mpsc::channel(1);
+    let sa = cluster.connect(info("a", 2), tx, &[], &[]).session;
+    let (tx, _rx) = mpsc::channel(1);
+    let sb = cluster
+        .connect(info("b", 2), tx, &[], &[(abandoned, 1)])
+        .session;
+    cluster.reserve(&a, job, assignment(3, 0)).unwrap();
+    cluster.reserve(&a, dropped, assignment(1, 0)).unwrap();
+
+    assert_eq!(cluster.ownership(&a, sa, job, 3), Ownership::Holds);
+    assert_eq!(
+        cluster.ownership(&a, sa, job, 2),
+        Ownership::Foreign,
+        "old attempt"
+    );
+    assert_eq!(
+        cluster.ownership(&b, sb, job, 3),
+        Ownership::Foreign,
+        "another worker's"
+    );
+    assert_eq!(cluster.ownership(&b, sb, abandoned, 1), Ownership::Settled);
+    assert!(cluster.release(&a, dropped, 1));
+    assert_eq!(cluster.ownership(&a, sa, dropped, 1), Ownership::Settled);
+    assert!(cluster.release_anywhere(job, 3).is_some());
+    assert_eq!(cluster.ownership(&a, sa, job, 3), Ownership::Settled);
+
+    // A newer session of `a` replaces the open one, which loses everything.
+    let (tx, _rx) = mpsc::channel(1);
+    let newer = cluster.connect(info("a", 2), tx, &[], &[]);
+    assert_eq!(newer.replaced, Some(sa));
+    assert!(!cluster.is_current(&a, sa));
+    assert!(cluster.is_current(&a, newer.session));
+    assert_eq!(cluster.ownership(&a, sa, dropped, 1), Ownership::Superseded);
+    assert_eq!(
+        cluster.ownership(&a, newer.session, dropped, 1),
+        Ownership::Settled
+    );
+
+    cluster.count_refusal(&b);
+    let views = cluster.views();
+    let refused: Vec<u64> = views.iter().map(|v| v.refused_messages).collect();
+    assert_eq!(refused, vec![0, 1]);
+}
