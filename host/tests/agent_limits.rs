@@ -145,3 +145,32 @@ fn oversized_input_is_refused_or_cut_and_the_host_stays_bounded() {
     assert!(logs.contains("agent registration refused"), "{logs}");
     assert!(logs.contains("job's log reached its quota"), "{logs}");
 }
+
+#[test]
+fn with_quota_cancels_a_job_printing_forever_is_cancelled_at_its_quota() {
+    let host = Host::start_with(&[
+        "--job-log-quota-bytes",
+        "10000",
+        "--job-log-quota-cancels",
+        "true",
+    ]);
+    let _agent = Agent::start(&host, "real", "role=real", 1);
+    host.wait_workers(1);
+    let id = host.submit_ok(&job_for("real", "yes printing-forever"));
+    let done = host.wait_state(
+        &id,
+        &["SUCCEEDED", "FAILED", "CANCELLED"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(done["state"], json!("CANCELLED"), "{done}");
+    let stored = lines(&host.sse(&id, ""));
+    assert_eq!(
+        stored.last().map(String::as_str),
+        Some("[hodei] output truncated: this job's log reached its quota of 10000 bytes")
+    );
+    assert!(
+        stored[..stored.len() - 1]
+            .iter()
+            .all(|l| l == "printing-forever")
+    );
+}
