@@ -10,16 +10,12 @@ use std::time::Duration;
 
 use common::raw_agent;
 use common::rss::PeakRss;
-use common::{Agent, Host, labels, lines};
+use common::{Agent, Host, lines, script_for};
 use hodei_proto::v1::server_message::Msg;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const QUOTA: u64 = 100_000;
 const MAX_LINE: usize = 4096;
-
-fn job_for(role: &str, script: &str) -> Value {
-    json!({ "command": script, "labels": labels(&[("role", role)]) })
-}
 
 #[test]
 fn oversized_input_is_refused_or_cut_and_the_host_stays_bounded() {
@@ -70,7 +66,7 @@ fn oversized_input_is_refused_or_cut_and_the_host_stays_bounded() {
             raw_agent::connect(&host, raw_agent::register("long", &[("role", "raw")], 1))
                 .await
                 .unwrap();
-        let id = host.submit_ok(&job_for("raw", "true"));
+        let id = host.submit_ok(&script_for("raw", "true"));
         let attempt = agent
             .expect("AssignJob", |m| match m {
                 Msg::AssignJob(a) => Some(a.attempt),
@@ -118,7 +114,7 @@ fn oversized_input_is_refused_or_cut_and_the_host_stays_bounded() {
 
     // A real job printing 1 MB, ten times its quota: the log ends with the
     // marker, the job is not killed.
-    let id = host.submit_ok(&job_for(
+    let id = host.submit_ok(&script_for(
         "real",
         "for i in $(seq 1 10000); do printf '%0100d\\n' $i; done; echo finished >&2",
     ));
@@ -135,7 +131,7 @@ fn oversized_input_is_refused_or_cut_and_the_host_stays_bounded() {
     );
 
     // The host keeps serving.
-    let id = host.submit_ok(&job_for("real", "echo still-serving"));
+    let id = host.submit_ok(&script_for("real", "echo still-serving"));
     host.wait_state(&id, &["SUCCEEDED"], Duration::from_secs(20));
     assert_eq!(lines(&host.sse(&id, "")), vec!["still-serving"]);
     let peak_mib = peak.stop()[0] / (1024 * 1024);
@@ -156,7 +152,7 @@ fn with_quota_cancels_a_job_printing_forever_is_cancelled_at_its_quota() {
     ]);
     let _agent = Agent::start(&host, "real", "role=real", 1);
     host.wait_workers(1);
-    let id = host.submit_ok(&job_for("real", "yes printing-forever"));
+    let id = host.submit_ok(&script_for("real", "yes printing-forever"));
     let done = host.wait_state(
         &id,
         &["SUCCEEDED", "FAILED", "CANCELLED"],

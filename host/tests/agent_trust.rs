@@ -8,14 +8,9 @@ mod common;
 use std::time::Duration;
 
 use common::raw_agent::{self, RawAgent};
-use common::{Agent, Host, labels, lines};
+use common::{Agent, Host, lines, script_for};
 use hodei_proto::v1::{JobStarted, server_message::Msg};
 use serde_json::{Value, json};
-
-/// A job for the worker labelled `role=<role>`.
-fn job_for(role: &str, script: &str) -> Value {
-    json!({ "command": script, "labels": labels(&[("role", role)]) })
-}
 
 fn worker_view(host: &Host, id: &str) -> Value {
     let (_, body) = host.get("/api/v1/workers");
@@ -34,7 +29,10 @@ fn another_agent_cannot_log_for_finish_or_impersonate_the_holder_of_a_job() {
     let host = Host::start();
     let a = Agent::start(&host, "agent-a", "role=a", 1);
     host.wait_workers(1);
-    let id = host.submit_ok(&job_for("a", "echo from-a; sleep 4; echo a-done; exit 3"));
+    let id = host.submit_ok(&script_for(
+        "a",
+        "echo from-a; sleep 4; echo a-done; exit 3",
+    ));
     let running = host.wait_state(&id, &["RUNNING"], Duration::from_secs(20));
     let attempt = u32::try_from(running["attempt"].as_u64().unwrap()).unwrap();
 
@@ -116,7 +114,7 @@ async fn raw_agent_with_a_job(host: &Host, script: &str) -> (RawAgent, String, u
         raw_agent::connect(host, raw_agent::register("raw", &[("role", "raw")], 1))
             .await
             .unwrap();
-    let id = host.submit_ok(&job_for("raw", script));
+    let id = host.submit_ok(&script_for("raw", script));
     let (job_id, attempt, first) = agent
         .expect("AssignJob", |m| match m {
             Msg::AssignJob(a) => Some((a.job_id.clone(), a.attempt, a.first_sequence)),

@@ -567,6 +567,11 @@ pub fn script(script: &str) -> Value {
     json!({ "command": script })
 }
 
+/// A script job for the workers labelled `role=<role>`.
+pub fn script_for(role: &str, script: &str) -> Value {
+    json!({ "command": script, "labels": labels(&[("role", role)]) })
+}
+
 /// Label map helper.
 pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
