@@ -12,10 +12,12 @@
 
 mod coalesce;
 mod limits;
+mod link;
 mod session;
-pub mod wire;
+mod wire;
 
 pub use limits::{AgentLimits, LimitArgs};
+pub use link::{AgentLink, CANCELLED_BY_USER, LinkClosed};
 
 use std::net::SocketAddr;
 use std::pin::Pin;

@@ -13,18 +13,18 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use hodei_proto::v1::{
-    Ack, AgentMessage, JobResult, KeepAlive, LogBatch, Refused, Register, RegisterAck, RunningJob,
-    ServerMessage, agent_message, server_message,
+    Ack, AgentMessage, JobResult, LogBatch, Refused, Register, RegisterAck, RunningJob,
+    agent_message,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status, Streaming};
 
 use super::limits::AgentLimits;
+use super::link::AgentLink;
 use super::{GatewayConfig, ServerStream, coalesce, wire};
-use crate::bus::Event;
 use crate::domain::{DomainError, JobId, WorkerId, WorkerInfo, WorkerMetrics};
-use crate::jobs::{JobService, ResultTaken, cancel_message};
+use crate::jobs::{JobService, ResultTaken};
 use crate::scheduler::cluster::Ownership;
 use crate::store::StoreError;
 use crate::usage::UsageBoard;
@@ -35,10 +35,6 @@ const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 const OUTBOUND_CAPACITY: usize = 1024;
 /// How often the host proves it is alive on an otherwise quiet stream.
 const KEEPALIVE_EVERY: Duration = Duration::from_secs(5);
-
-fn msg(m: server_message::Msg) -> ServerMessage {
-    ServerMessage { msg: Some(m) }
-}
 
 /// Reads `Register`, registers the worker and starts the session task.
 /// Returns the stream of messages to the agent, which ends with the status
@@ -82,31 +78,11 @@ pub(super) async fn open(
         slots: register.slots,
         capacity: wire::capacity(&register),
     };
-    let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
+    let (link, rx) = AgentLink::channel(OUTBOUND_CAPACITY);
     let (confirmed, abandon) = jobs.reconcile(&worker, &running).await;
-    let reconciled = jobs
-        .cluster()
-        .connect(info, tx.clone(), &confirmed, &abandon);
-    if register.draining {
-        jobs.cluster().heartbeat(
-            &worker,
-            WorkerMetrics {
-                draining: true,
-                ..WorkerMetrics::default()
-            },
-        );
-    }
-    tracing::info!(
-        %worker, %peer, name = %register.name, slots = register.slots,
-        reattached = confirmed.len(), abandoned = abandon.len(),
-        lost = reconciled.lost.len(), replaced_session = ?reconciled.replaced,
-        "agent registered"
-    );
-    for (id, attempt) in &reconciled.lost {
-        jobs.attempt_lost(*id, *attempt, "agent no longer runs it")
-            .await;
-    }
-    let ack = RegisterAck {
+    // RegisterAck goes first on the stream: before the worker is a
+    // candidate for placements, and with what the agent must abandon.
+    link.try_register_ack(RegisterAck {
         protocol_version: hodei_proto::PROTOCOL_VERSION,
         worker_id: worker.0.clone(),
         heartbeat_interval_ms: u32::try_from(config.heartbeat_interval.as_millis())
@@ -118,14 +94,16 @@ pub(super) async fn open(
                 attempt: *attempt,
             })
             .collect(),
-    };
-    // The channel is fresh and large: these cannot block.
-    let _ = tx.try_send(msg(server_message::Msg::RegisterAck(ack)));
-    for (id, attempt) in &reconciled.cancels {
-        let _ = tx.try_send(cancel_message(*id, *attempt, "cancelled by user"));
-    }
-    jobs.bus().publish(Event::WorkerConnected(worker.clone()));
-    jobs.scheduler().wake();
+    });
+    let reconciled = jobs
+        .agent_connected(info, link.clone(), &confirmed, &abandon, register.draining)
+        .await;
+    tracing::info!(
+        %worker, %peer, name = %register.name, slots = register.slots,
+        reattached = confirmed.len(), abandoned = abandon.len(),
+        lost = reconciled.lost.len(), replaced_session = ?reconciled.replaced,
+        "agent registered"
+    );
 
     let (closed_tx, closed_rx) = oneshot::channel();
     let session = Session {
@@ -135,7 +113,7 @@ pub(super) async fn open(
         worker,
         id: reconciled.session,
         peer,
-        tx,
+        link,
         refusals: 0,
     };
     tokio::spawn(async move {
@@ -191,7 +169,7 @@ struct Session {
     worker: WorkerId,
     id: u64,
     peer: String,
-    tx: mpsc::Sender<ServerMessage>,
+    link: AgentLink,
     refusals: u32,
 }
 
@@ -204,11 +182,9 @@ impl Session {
         if let Err(status) = &ended {
             tracing::warn!(%worker, peer = %self.peer, session = self.id, %status, "agent session closed by the host");
         }
-        if jobs.cluster().disconnect(worker, self.id) {
+        if jobs.agent_disconnected(worker, self.id) {
             self.usage.forget(worker);
             tracing::info!(%worker, "agent disconnected; its jobs wait for it within the lease");
-            jobs.bus()
-                .publish(Event::WorkerDisconnected(worker.clone()));
         }
         ended
     }
@@ -225,7 +201,7 @@ impl Session {
                     next = inbound.message() => next,
                     _ = keepalive.tick() => {
                         self.still_current()?;
-                        let _ = self.tx.try_send(msg(server_message::Msg::KeepAlive(KeepAlive {})));
+                        self.link.try_keepalive();
                         continue;
                     }
                 },
@@ -309,12 +285,11 @@ impl Session {
     /// Tells the agent about a refusal or a limit; dropped when its queue is
     /// full (informative only).
     fn notify(&self, job_id: &str, attempt: u32, reason: &str) {
-        let refused = Refused {
+        self.link.try_refused(Refused {
             job_id: job_id.to_owned(),
             attempt,
             reason: reason.to_owned(),
-        };
-        let _ = self.tx.try_send(msg(server_message::Msg::Refused(refused)));
+        });
     }
 
     async fn handle(&mut self, message: agent_message::Msg) -> Result<(), Status> {
@@ -441,13 +416,15 @@ impl Session {
     }
 
     async fn ack(&self, job_id: &str, attempt: u32, log_sequence: u64) -> Result<(), Status> {
-        let ack = Ack {
-            job_id: job_id.to_owned(),
-            attempt,
-            log_sequence,
-            result_stored: false,
-        };
-        let _ = self.tx.send(msg(server_message::Msg::Ack(ack))).await;
+        let _ = self
+            .link
+            .ack(Ack {
+                job_id: job_id.to_owned(),
+                attempt,
+                log_sequence,
+                result_stored: false,
+            })
+            .await;
         Ok(())
     }
 
@@ -456,13 +433,15 @@ impl Session {
             Ok(id) => self.jobs.store().log_head(id).await.unwrap_or(0),
             Err(_) => 0,
         };
-        let ack = Ack {
-            job_id: result.job_id.clone(),
-            attempt: result.attempt,
-            log_sequence: head,
-            result_stored: true,
-        };
-        let _ = self.tx.send(msg(server_message::Msg::Ack(ack))).await;
+        let _ = self
+            .link
+            .ack(Ack {
+                job_id: result.job_id.clone(),
+                attempt: result.attempt,
+                log_sequence: head,
+                result_stored: true,
+            })
+            .await;
         Ok(())
     }
 }

@@ -20,15 +20,11 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hodei_proto::v1::ServerMessage;
 use serde::Serialize;
-use tokio::sync::mpsc;
 
 use super::policy::Candidate;
+use crate::agents::AgentLink;
 use crate::domain::{JobId, Resources, Timestamp, WorkerId, WorkerInfo, WorkerMetrics};
-
-/// The channel down an agent's stream.
-pub type AgentTx = mpsc::Sender<ServerMessage>;
 
 /// A job held by a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +44,7 @@ pub struct Assignment {
 #[derive(Debug)]
 struct Session {
     id: u64,
-    tx: AgentTx,
+    link: AgentLink,
 }
 
 #[derive(Debug)]
@@ -126,6 +122,19 @@ pub struct Reconciled {
     pub lost: Vec<(JobId, u32)>,
     /// Reattached jobs whose cancel must be sent again.
     pub cancels: Vec<(JobId, u32)>,
+}
+
+/// When [`Cluster::cancel`] hands back the link to send a cancel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelSend {
+    /// Mark, and send whether or not it was marked before (a user's cancel).
+    Always,
+    /// Mark, and send only when the mark is new (a cancel learnt from the
+    /// store on every lease renewal is sent once).
+    IfNew,
+    /// Do not mark; send when already marked (an assignment just sent may
+    /// have overtaken a cancel that raced it).
+    IfMarked,
 }
 
 /// Why a reservation failed.
@@ -219,7 +228,7 @@ impl Cluster {
     pub fn connect(
         &self,
         info: WorkerInfo,
-        tx: AgentTx,
+        link: AgentLink,
         confirmed: &[(JobId, Assignment)],
         abandoned: &[(JobId, u32)],
     ) -> Reconciled {
@@ -252,7 +261,7 @@ impl Cluster {
             })
             .map(|(job, a)| (*job, a.attempt))
             .collect();
-        let mut entry = WorkerEntry::new(info, Some(Session { id: session, tx }));
+        let mut entry = WorkerEntry::new(info, Some(Session { id: session, link }));
         entry.assignments = assignments;
         entry.released = released;
         entry.refused = refused;
@@ -358,21 +367,21 @@ impl Cluster {
     }
 
     /// Atomically checks room and records the assignment; returns the
-    /// channel to the agent.
+    /// link to the agent.
     pub fn reserve(
         &self,
         worker: &WorkerId,
         job: JobId,
         assignment: Assignment,
-    ) -> Result<AgentTx, ReserveError> {
+    ) -> Result<AgentLink, ReserveError> {
         let mut workers = self.lock();
         let entry = workers
             .get_mut(worker)
             .ok_or_else(|| ReserveError::Unavailable(worker.clone()))?;
-        let tx = entry
+        let link = entry
             .session
             .as_ref()
-            .map(|s| s.tx.clone())
+            .map(|s| s.link.clone())
             .ok_or_else(|| ReserveError::Unavailable(worker.clone()))?;
         let free = entry.info.capacity.minus(entry.reserved());
         if entry.free_slots() == 0
@@ -382,7 +391,7 @@ impl Cluster {
             return Err(ReserveError::NoRoom(worker.clone()));
         }
         entry.assignments.insert(job, assignment);
-        Ok(tx)
+        Ok(link)
     }
 
     /// Frees what `job`'s `attempt` held on `worker`. False when it held
@@ -405,31 +414,34 @@ impl Cluster {
         }
     }
 
-    /// Marks a held job as being cancelled; returns the channel to its agent
-    /// when connected.
-    pub fn request_cancel(&self, worker: &WorkerId, job: JobId) -> Option<AgentTx> {
+    /// The cancel of `job`'s `attempt` on `worker`: marks it (so a
+    /// reconnecting agent is told again) unless `when` only resends, and
+    /// returns the link to the agent when the cancel should be sent now.
+    pub fn cancel(
+        &self,
+        worker: &WorkerId,
+        job: JobId,
+        attempt: u32,
+        when: CancelSend,
+    ) -> Option<AgentLink> {
         let mut workers = self.lock();
         let entry = workers.get_mut(worker)?;
-        entry.assignments.get_mut(&job)?.cancel_requested = true;
-        entry.session.as_ref().map(|s| s.tx.clone())
-    }
-
-    /// The channel to the agent holding `job`, when a cancel was asked for
-    /// it (the placement re-sends cancels that raced the assignment).
-    pub fn request_cancel_if_marked(&self, worker: &WorkerId, job: JobId) -> Option<AgentTx> {
-        let workers = self.lock();
-        let entry = workers.get(worker)?;
-        if !entry.assignments.get(&job)?.cancel_requested {
+        let held = entry
+            .assignments
+            .get_mut(&job)
+            .filter(|a| a.attempt == attempt)?;
+        let send = match when {
+            CancelSend::Always => true,
+            CancelSend::IfNew => !held.cancel_requested,
+            CancelSend::IfMarked => held.cancel_requested,
+        };
+        if when != CancelSend::IfMarked {
+            held.cancel_requested = true;
+        }
+        if !send {
             return None;
         }
-        entry.session.as_ref().map(|s| s.tx.clone())
-    }
-
-    /// The channel to a connected worker.
-    pub fn sender(&self, worker: &WorkerId) -> Option<AgentTx> {
-        self.lock()
-            .get(worker)
-            .and_then(|w| w.session.as_ref().map(|s| s.tx.clone()))
+        entry.session.as_ref().map(|s| s.link.clone())
     }
 
     /// Forgets workers silent for longer than `lease` (heartbeats stopped,
@@ -486,23 +498,9 @@ impl Cluster {
             .collect()
     }
 
-    /// Marks a held job as being cancelled; returns the channel to its agent
-    /// only when the mark is new and the agent is connected (so a cancel
-    /// learnt on every renewal is sent once).
-    pub fn mark_cancel(&self, worker: &WorkerId, job: JobId, attempt: u32) -> Option<AgentTx> {
-        let mut workers = self.lock();
-        let entry = workers.get_mut(worker)?;
-        let a = entry
-            .assignments
-            .get_mut(&job)
-            .filter(|a| a.attempt == attempt && !a.cancel_requested)?;
-        a.cancel_requested = true;
-        entry.session.as_ref().map(|s| s.tx.clone())
-    }
-
     /// Frees `job`'s `attempt` on whichever worker holds it; returns that
-    /// worker's channel when it is connected.
-    pub fn release_anywhere(&self, job: JobId, attempt: u32) -> Option<Option<AgentTx>> {
+    /// worker's link when it is connected.
+    pub fn release_anywhere(&self, job: JobId, attempt: u32) -> Option<Option<AgentLink>> {
         let mut workers = self.lock();
         let entry = workers.values_mut().find(|w| {
             w.assignments
@@ -511,7 +509,7 @@ impl Cluster {
         })?;
         entry.assignments.remove(&job);
         entry.remember_released(job, attempt);
-        Some(entry.session.as_ref().map(|s| s.tx.clone()))
+        Some(entry.session.as_ref().map(|s| s.link.clone()))
     }
 
     /// Every worker, for the API, sorted by name.

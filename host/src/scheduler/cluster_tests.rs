@@ -33,7 +33,7 @@ fn assignment(attempt: u32, memory_mb: u64) -> Assignment {
 #[test]
 fn reservation_never_overcommits() {
     let cluster = Cluster::default();
-    let (tx, _rx) = mpsc::channel(1);
+    let (tx, _rx) = AgentLink::channel(1);
     let w = WorkerId("w".into());
     cluster.connect(info("w", 2), tx, &[], &[]);
     assert!(
@@ -61,7 +61,7 @@ fn reconnect_reattaches_confirmed_jobs_and_loses_the_rest() {
     let cluster = Cluster::default();
     let w = WorkerId("w".into());
     let (kept, gone, adopted) = (JobId::new(), JobId::new(), JobId::new());
-    let (tx, _rx) = mpsc::channel(1);
+    let (tx, _rx) = AgentLink::channel(1);
     let first = cluster.connect(info("w", 4), tx, &[], &[]);
     cluster.reserve(&w, kept, assignment(1, 0)).unwrap();
     cluster.reserve(&w, gone, assignment(2, 0)).unwrap();
@@ -71,7 +71,7 @@ fn reconnect_reattaches_confirmed_jobs_and_loses_the_rest() {
         "disconnected workers get no jobs"
     );
 
-    let (tx, _rx) = mpsc::channel(1);
+    let (tx, _rx) = AgentLink::channel(1);
     let mut cancelled = assignment(5, 0);
     cancelled.cancel_requested = true;
     let second = cluster.connect(
@@ -114,11 +114,15 @@ fn a_cancel_is_marked_once_and_release_finds_the_worker() {
     let cluster = Cluster::default();
     let w = WorkerId("w".into());
     let job = JobId::new();
-    let (tx, _rx) = mpsc::channel(1);
+    let (tx, _rx) = AgentLink::channel(1);
     cluster.connect(info("w", 1), tx, &[(job, assignment(2, 0))], &[]);
-    assert!(cluster.mark_cancel(&w, job, 1).is_none(), "wrong attempt");
-    assert!(cluster.mark_cancel(&w, job, 2).is_some());
-    assert!(cluster.mark_cancel(&w, job, 2).is_none(), "already marked");
+    let cancel = |attempt, when| cluster.cancel(&w, job, attempt, when).is_some();
+    assert!(!cancel(1, CancelSend::Always), "wrong attempt");
+    assert!(!cancel(2, CancelSend::IfMarked), "not marked yet");
+    assert!(cancel(2, CancelSend::IfNew));
+    assert!(!cancel(2, CancelSend::IfNew), "already marked");
+    assert!(cancel(2, CancelSend::IfMarked), "marked: resent");
+    assert!(cancel(2, CancelSend::Always));
     assert!(matches!(cluster.release_anywhere(job, 2), Some(Some(_))));
     assert!(cluster.release_anywhere(job, 2).is_none());
 }
@@ -128,9 +132,9 @@ fn only_the_current_session_of_the_holding_worker_owns_an_attempt() {
     let cluster = Cluster::default();
     let (a, b) = (WorkerId("a".into()), WorkerId("b".into()));
     let (job, dropped, abandoned) = (JobId::new(), JobId::new(), JobId::new());
-    let (tx, _rx) = mpsc::channel(1);
+    let (tx, _rx) = AgentLink::channel(1);
     let sa = cluster.connect(info("a", 2), tx, &[], &[]).session;
-    let (tx, _rx) = mpsc::channel(1);
+    let (tx, _rx) = AgentLink::channel(1);
     let sb = cluster
         .connect(info("b", 2), tx, &[], &[(abandoned, 1)])
         .session;
@@ -155,7 +159,7 @@ fn only_the_current_session_of_the_holding_worker_owns_an_attempt() {
     assert_eq!(cluster.ownership(&a, sa, job, 3), Ownership::Settled);
 
     // A newer session of `a` replaces the open one, which loses everything.
-    let (tx, _rx) = mpsc::channel(1);
+    let (tx, _rx) = AgentLink::channel(1);
     let newer = cluster.connect(info("a", 2), tx, &[], &[]);
     assert_eq!(newer.replaced, Some(sa));
     assert!(!cluster.is_current(&a, sa));

@@ -16,9 +16,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::Notify;
 
-use self::cluster::{AgentTx, Assignment, Cluster};
+use self::cluster::{Assignment, Cluster};
 use self::policy::{Decision, Demand, PolicySource, decide};
 use self::queue::{PendingQueue, QueuedJob};
+use crate::agents::AgentLink;
 use crate::domain::{JobId, Resources, Timestamp, WorkerId};
 
 /// A decision the round made and reserved capacity for.
@@ -30,8 +31,8 @@ pub struct Placement {
     pub worker: WorkerId,
     /// The attempt it starts (the job's attempt + 1).
     pub attempt: u32,
-    /// The agent's channel.
-    pub tx: AgentTx,
+    /// The link to its agent.
+    pub link: AgentLink,
 }
 
 /// Queue and wake-up signal around one cluster and policy.
@@ -151,7 +152,7 @@ impl Scheduler {
             };
             // The cluster re-checks under its own lock: an agent may have
             // gone since the snapshot was taken.
-            if let Ok(tx) = self.cluster.reserve(&worker, job.id, assignment) {
+            if let Ok(link) = self.cluster.reserve(&worker, job.id, assignment) {
                 if let Some(c) = candidates.iter_mut().find(|c| c.worker == worker) {
                     c.free_slots -= 1;
                     c.free = c.free.minus(job.resources);
@@ -160,7 +161,7 @@ impl Scheduler {
                     job: job.id,
                     worker,
                     attempt: assignment.attempt,
-                    tx,
+                    link,
                 });
             }
         }

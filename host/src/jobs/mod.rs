@@ -1,7 +1,8 @@
 //! The job use cases: the one place that changes jobs.
 //!
-//! The API (submit, cancel), the agent gateway (started, logs, result, lost)
-//! and the scheduler loop (place) all come through [`JobService`], which
+//! The API (submit, cancel), the agent gateway (`agents`: registration,
+//! started, logs, result, lost), the lease monitor (`leases`) and the
+//! scheduler loop (place) all come through [`JobService`], which
 //! applies the domain's transitions inside the store, keeps the queue and
 //! the cluster's reservations in step with what the store says, and
 //! publishes on the bus. Rule of thumb: the store is written first, then
@@ -11,19 +12,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use hodei_proto::v1::{CancelJob, ServerMessage, server_message};
+mod agents;
+mod leases;
 
-use crate::agents::wire;
+use crate::agents::CANCELLED_BY_USER;
 use crate::bus::{Bus, Event};
-use crate::domain::{
-    DomainError, Job, JobId, JobSpec, JobState, LogRecord, Outcome, Timestamp, WorkerId,
-};
+use crate::domain::{DomainError, Job, JobId, JobSpec, JobState, Timestamp, WorkerId};
 use crate::plugins::blocking_allowed;
-use crate::scheduler::cluster::{Assignment, Cluster};
+use crate::scheduler::cluster::{Assignment, CancelSend, Cluster};
 use crate::scheduler::policy::Demand;
 use crate::scheduler::queue::QueuedJob;
 use crate::scheduler::{Placement, Scheduler};
-use crate::store::{Appended, JobStore, ListQuery, StoreError};
+use crate::store::{JobStore, ListQuery, StoreError};
 
 /// A job together with what only memory knows about it.
 #[derive(Debug, Clone)]
@@ -183,11 +183,11 @@ impl JobService {
             self.scheduler.dequeue(id);
             self.publish_state(&job);
         } else if let Some(worker) = &job.worker_id
-            && let Some(tx) = self.cluster().request_cancel(worker, id)
+            && let Some(link) = self
+                .cluster()
+                .cancel(worker, id, job.attempt, CancelSend::Always)
         {
-            let _ = tx
-                .send(cancel_message(id, job.attempt, "cancelled by user"))
-                .await;
+            let _ = link.cancel(id, job.attempt, CANCELLED_BY_USER).await;
         }
         Ok(job)
     }
@@ -198,7 +198,7 @@ impl JobService {
             job: id,
             worker,
             attempt,
-            tx,
+            link,
         } = placement;
         let first_sequence = if attempt == 1 {
             1
@@ -243,18 +243,18 @@ impl JobService {
             }
         };
         self.cluster().confirm(&worker, id, attempt);
-        let message = wire::assign_job(&job, first_sequence);
-        if tx.send(message).await.is_err() {
+        if link.assign(&job, first_sequence).await.is_err() {
             tracing::info!(job = %id, %worker, "agent went away before its assignment was sent");
             return;
         }
         self.bus.publish(Event::JobScheduled(id, worker.clone()));
         // A cancel that raced the assignment may have reached the agent
         // before the job did; send it again now that the job is there.
-        if let Some(tx) = self.cluster().request_cancel_if_marked(&worker, id) {
-            let _ = tx
-                .send(cancel_message(id, attempt, "cancelled by user"))
-                .await;
+        if let Some(link) = self
+            .cluster()
+            .cancel(&worker, id, attempt, CancelSend::IfMarked)
+        {
+            let _ = link.cancel(id, attempt, CANCELLED_BY_USER).await;
         }
     }
 
@@ -269,151 +269,6 @@ impl JobService {
         // another host claimed the job first, and the next queued job may
         // well be free. Waiting for the next refresh would idle the agent.
         self.scheduler.wake();
-    }
-
-    /// The agent started the process.
-    pub async fn started(&self, id: JobId, attempt: u32) {
-        let now = Timestamp::now();
-        match self
-            .store
-            .update(id, Box::new(move |job| job.start(attempt, now)))
-            .await
-        {
-            Ok(job) => self.publish_state(&job),
-            Err(err) => tracing::debug!(job = %id, attempt, %err, "start ignored"),
-        }
-    }
-
-    /// Stores log lines within the job's log `quota` (see
-    /// [`JobStore::append_logs`]).
-    pub async fn append_logs(
-        &self,
-        id: JobId,
-        attempt: u32,
-        lines: Vec<LogRecord>,
-        quota: u64,
-    ) -> Result<Appended, StoreError> {
-        let appended = self.store.append_logs(id, attempt, lines, quota).await?;
-        self.bus.publish(Event::LogAppended(id, appended.head));
-        Ok(appended)
-    }
-
-    /// How the agent says an attempt ended.
-    pub async fn finished(
-        &self,
-        worker: &WorkerId,
-        id: JobId,
-        attempt: u32,
-        outcome: Outcome,
-        error: Option<String>,
-    ) -> ResultTaken {
-        let now = Timestamp::now();
-        let result = self
-            .store
-            .update(
-                id,
-                Box::new(move |job| job.finish(attempt, outcome, error.as_deref(), now)),
-            )
-            .await;
-        let taken = match result {
-            Ok(job) => {
-                self.publish_state(&job);
-                ResultTaken::Done
-            }
-            // Already recorded (a resend after a reconnect), or fenced off.
-            Err(StoreError::Domain(_) | StoreError::NotFound(_)) => ResultTaken::Done,
-            Err(err) => {
-                tracing::error!(job = %id, %err, "cannot store result");
-                return ResultTaken::Retry;
-            }
-        };
-        if self.cluster().release(worker, id, attempt) {
-            self.scheduler.wake();
-        }
-        taken
-    }
-
-    /// An attempt's worker is gone: requeue or fail the job.
-    pub async fn attempt_lost(&self, id: JobId, attempt: u32, why: &str) {
-        let now = Timestamp::now();
-        let why_owned = why.to_owned();
-        let result = self
-            .store
-            .update(
-                id,
-                Box::new(move |job| job.lose_attempt(attempt, &why_owned, now).map(|_| ())),
-            )
-            .await;
-        match result {
-            Ok(job) => {
-                tracing::warn!(job = %id, attempt, why, state = %job.state, "attempt lost");
-                if job.state == JobState::Pending {
-                    self.scheduler.enqueue(QueuedJob::of(&job));
-                }
-                self.publish_state(&job);
-            }
-            Err(err) => tracing::debug!(job = %id, attempt, %err, "lost attempt already settled"),
-        }
-        self.drop_attempt(id, attempt, why).await;
-    }
-
-    /// Frees what a settled attempt held here and, should its agent still
-    /// be connected, tells it to stop (fencing at the agent, not only in
-    /// the store).
-    async fn drop_attempt(&self, id: JobId, attempt: u32, why: &str) {
-        if let Some(tx) = self.cluster().release_anywhere(id, attempt) {
-            if let Some(tx) = tx {
-                let _ = tx.send(cancel_message(id, attempt, why)).await;
-            }
-            self.scheduler.wake();
-        }
-    }
-
-    /// Which of the jobs a registering agent reports the store says it
-    /// holds (with what they reserve), and which it must abandon. The store
-    /// decides, so an agent that moved from another host keeps its jobs and
-    /// one whose attempt was lost meanwhile drops it.
-    pub async fn reconcile(
-        &self,
-        worker: &WorkerId,
-        running: &[(JobId, u32)],
-    ) -> (Vec<(JobId, Assignment)>, Vec<(JobId, u32)>) {
-        let (mut keep, mut abandon) = (Vec::new(), Vec::new());
-        for &(id, attempt) in running {
-            match self.store.get(id).await {
-                Ok(Some(job))
-                    if job.attempt == attempt
-                        && job.worker_id.as_ref() == Some(worker)
-                        && matches!(job.state, JobState::Scheduled | JobState::Running) =>
-                {
-                    keep.push((
-                        id,
-                        Assignment {
-                            attempt,
-                            resources: job.spec.resources,
-                            cancel_requested: job.cancel_requested,
-                            placed: true,
-                        },
-                    ));
-                }
-                Ok(_) => abandon.push((id, attempt)),
-                Err(err) => {
-                    // Never kill work because the store hiccupped: keep it;
-                    // its lease settles it later.
-                    tracing::warn!(job = %id, %err, "cannot check a reattached job; keeping it");
-                    keep.push((
-                        id,
-                        Assignment {
-                            attempt,
-                            resources: crate::domain::Resources::default(),
-                            cancel_requested: false,
-                            placed: true,
-                        },
-                    ));
-                }
-            }
-        }
-        (keep, abandon)
     }
 
     /// The decision loop: a round whenever woken (and at least every
@@ -449,78 +304,9 @@ impl JobService {
             }
         }
     }
-
-    /// Leases: renews those of the attempts on this host's agents, learns
-    /// of cancels and settled attempts from the store, and loses attempts
-    /// whose lease ran out, whichever host they were on. A host that just
-    /// started waits one lease before losing anything, so agents have time
-    /// to come back.
-    pub async fn run_monitor(self: Arc<Self>) {
-        let started = tokio::time::Instant::now();
-        let mut tick = tokio::time::interval(MONITOR_TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            for worker in self.cluster().expire(self.lease) {
-                tracing::warn!(%worker, "worker forgotten (silent past the lease)");
-                self.bus.publish(Event::WorkerDisconnected(worker));
-            }
-            self.renew_leases().await;
-            if started.elapsed() < self.lease {
-                continue;
-            }
-            let lease_us = i64::try_from(self.lease.as_micros()).unwrap_or(i64::MAX);
-            let cutoff = Timestamp(Timestamp::now().0.saturating_sub(lease_us));
-            match self.store.expired_leases(cutoff).await {
-                Ok(expired) => {
-                    for (id, attempt) in expired {
-                        self.attempt_lost(id, attempt, "agent lost").await;
-                    }
-                }
-                Err(err) => tracing::warn!(%err, "cannot look for expired leases"),
-            }
-        }
-    }
-
-    async fn renew_leases(&self) {
-        for held in self.cluster().held() {
-            let renewal = match self.store.renew_leases(held.attempts, held.seen).await {
-                Ok(renewal) => renewal,
-                Err(err) => {
-                    tracing::warn!(worker = %held.worker, %err, "cannot renew leases");
-                    continue;
-                }
-            };
-            for (id, attempt) in renewal.cancel_requested {
-                if let Some(tx) = self.cluster().mark_cancel(&held.worker, id, attempt) {
-                    let _ = tx
-                        .send(cancel_message(id, attempt, "cancelled by user"))
-                        .await;
-                }
-            }
-            for (id, attempt) in renewal.gone {
-                tracing::info!(job = %id, attempt, worker = %held.worker, "attempt settled elsewhere; dropping it");
-                self.drop_attempt(id, attempt, "attempt no longer current")
-                    .await;
-            }
-        }
-    }
 }
 
 /// How often a host on a shared store re-reads the pending jobs.
 const QUEUE_REFRESH: Duration = Duration::from_millis(500);
 /// Most pending jobs one refresh reads.
 const QUEUE_REFRESH_LIMIT: usize = 10_000;
-/// How often leases are renewed and checked.
-const MONITOR_TICK: Duration = Duration::from_millis(500);
-
-/// A `CancelJob` message.
-pub fn cancel_message(id: JobId, attempt: u32, reason: &str) -> ServerMessage {
-    ServerMessage {
-        msg: Some(server_message::Msg::CancelJob(CancelJob {
-            job_id: id.to_string(),
-            attempt,
-            reason: reason.to_owned(),
-        })),
-    }
-}

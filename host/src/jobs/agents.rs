@@ -1,0 +1,209 @@
+//! The use cases an agent's session drives: registration and its end,
+//! a job's start, log lines, results, and attempts lost with their agent.
+//! The session (`agents::session`) parses and checks messages; what they
+//! change happens here, like every other change to a job.
+
+use super::{JobService, ResultTaken};
+use crate::agents::{AgentLink, CANCELLED_BY_USER};
+use crate::bus::Event;
+use crate::domain::{
+    JobId, JobState, LogRecord, Outcome, Resources, Timestamp, WorkerId, WorkerInfo, WorkerMetrics,
+};
+use crate::scheduler::cluster::{Assignment, Reconciled};
+use crate::scheduler::queue::QueuedJob;
+use crate::store::{Appended, StoreError};
+
+impl JobService {
+    /// The agent started the process.
+    pub async fn started(&self, id: JobId, attempt: u32) {
+        let now = Timestamp::now();
+        match self
+            .store
+            .update(id, Box::new(move |job| job.start(attempt, now)))
+            .await
+        {
+            Ok(job) => self.publish_state(&job),
+            Err(err) => tracing::debug!(job = %id, attempt, %err, "start ignored"),
+        }
+    }
+
+    /// A registered agent's session begins: the cluster takes it (replacing
+    /// an older session of the same agent), jobs memory thought it held but
+    /// it no longer runs lose their attempt, and the scheduler is woken.
+    /// `confirmed` and `abandoned` come from [`JobService::reconcile`]; the
+    /// agent has already been told what to abandon.
+    pub async fn agent_connected(
+        &self,
+        info: WorkerInfo,
+        link: AgentLink,
+        confirmed: &[(JobId, Assignment)],
+        abandoned: &[(JobId, u32)],
+        draining: bool,
+    ) -> Reconciled {
+        let worker = info.id.clone();
+        let reconciled = self
+            .cluster()
+            .connect(info, link.clone(), confirmed, abandoned);
+        if draining {
+            self.cluster().heartbeat(
+                &worker,
+                WorkerMetrics {
+                    draining: true,
+                    ..WorkerMetrics::default()
+                },
+            );
+        }
+        for (id, attempt) in &reconciled.lost {
+            self.attempt_lost(*id, *attempt, "agent no longer runs it")
+                .await;
+        }
+        for (id, attempt) in &reconciled.cancels {
+            let _ = link.cancel(*id, *attempt, CANCELLED_BY_USER).await;
+        }
+        self.bus.publish(Event::WorkerConnected(worker));
+        self.scheduler.wake();
+        reconciled
+    }
+
+    /// An agent's session ended. Its worker stays, disconnected, within the
+    /// lease; false when a newer session had replaced this one.
+    pub fn agent_disconnected(&self, worker: &WorkerId, session: u64) -> bool {
+        let gone = self.cluster().disconnect(worker, session);
+        if gone {
+            self.bus.publish(Event::WorkerDisconnected(worker.clone()));
+        }
+        gone
+    }
+
+    /// Stores log lines within the job's log `quota` (see
+    /// [`JobStore::append_logs`]).
+    pub async fn append_logs(
+        &self,
+        id: JobId,
+        attempt: u32,
+        lines: Vec<LogRecord>,
+        quota: u64,
+    ) -> Result<Appended, StoreError> {
+        let appended = self.store.append_logs(id, attempt, lines, quota).await?;
+        self.bus.publish(Event::LogAppended(id, appended.head));
+        Ok(appended)
+    }
+
+    /// How the agent says an attempt ended.
+    pub async fn finished(
+        &self,
+        worker: &WorkerId,
+        id: JobId,
+        attempt: u32,
+        outcome: Outcome,
+        error: Option<String>,
+    ) -> ResultTaken {
+        let now = Timestamp::now();
+        let result = self
+            .store
+            .update(
+                id,
+                Box::new(move |job| job.finish(attempt, outcome, error.as_deref(), now)),
+            )
+            .await;
+        let taken = match result {
+            Ok(job) => {
+                self.publish_state(&job);
+                ResultTaken::Done
+            }
+            // Already recorded (a resend after a reconnect), or fenced off.
+            Err(StoreError::Domain(_) | StoreError::NotFound(_)) => ResultTaken::Done,
+            Err(err) => {
+                tracing::error!(job = %id, %err, "cannot store result");
+                return ResultTaken::Retry;
+            }
+        };
+        if self.cluster().release(worker, id, attempt) {
+            self.scheduler.wake();
+        }
+        taken
+    }
+
+    /// An attempt's worker is gone: requeue or fail the job.
+    pub async fn attempt_lost(&self, id: JobId, attempt: u32, why: &str) {
+        let now = Timestamp::now();
+        let why_owned = why.to_owned();
+        let result = self
+            .store
+            .update(
+                id,
+                Box::new(move |job| job.lose_attempt(attempt, &why_owned, now).map(|_| ())),
+            )
+            .await;
+        match result {
+            Ok(job) => {
+                tracing::warn!(job = %id, attempt, why, state = %job.state, "attempt lost");
+                if job.state == JobState::Pending {
+                    self.scheduler.enqueue(QueuedJob::of(&job));
+                }
+                self.publish_state(&job);
+            }
+            Err(err) => tracing::debug!(job = %id, attempt, %err, "lost attempt already settled"),
+        }
+        self.drop_attempt(id, attempt, why).await;
+    }
+
+    /// Frees what a settled attempt held here and, should its agent still
+    /// be connected, tells it to stop (fencing at the agent, not only in
+    /// the store).
+    pub(super) async fn drop_attempt(&self, id: JobId, attempt: u32, why: &str) {
+        if let Some(link) = self.cluster().release_anywhere(id, attempt) {
+            if let Some(link) = link {
+                let _ = link.cancel(id, attempt, why).await;
+            }
+            self.scheduler.wake();
+        }
+    }
+
+    /// Which of the jobs a registering agent reports the store says it
+    /// holds (with what they reserve), and which it must abandon. The store
+    /// decides, so an agent that moved from another host keeps its jobs and
+    /// one whose attempt was lost meanwhile drops it.
+    pub async fn reconcile(
+        &self,
+        worker: &WorkerId,
+        running: &[(JobId, u32)],
+    ) -> (Vec<(JobId, Assignment)>, Vec<(JobId, u32)>) {
+        let (mut keep, mut abandon) = (Vec::new(), Vec::new());
+        for &(id, attempt) in running {
+            match self.store.get(id).await {
+                Ok(Some(job))
+                    if job.attempt == attempt
+                        && job.worker_id.as_ref() == Some(worker)
+                        && matches!(job.state, JobState::Scheduled | JobState::Running) =>
+                {
+                    keep.push((
+                        id,
+                        Assignment {
+                            attempt,
+                            resources: job.spec.resources,
+                            cancel_requested: job.cancel_requested,
+                            placed: true,
+                        },
+                    ));
+                }
+                Ok(_) => abandon.push((id, attempt)),
+                Err(err) => {
+                    // Never kill work because the store hiccupped: keep it;
+                    // its lease settles it later.
+                    tracing::warn!(job = %id, %err, "cannot check a reattached job; keeping it");
+                    keep.push((
+                        id,
+                        Assignment {
+                            attempt,
+                            resources: Resources::default(),
+                            cancel_requested: false,
+                            placed: true,
+                        },
+                    ));
+                }
+            }
+        }
+        (keep, abandon)
+    }
+}
