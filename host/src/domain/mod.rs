@@ -6,6 +6,7 @@
 
 mod job;
 mod log;
+mod provisioned;
 mod worker;
 
 use std::fmt;
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub use job::{Command, Job, JobId, JobSpec, JobState, Outcome};
 pub use log::{Admission, LogRecord, LogStream, admit, quota_marker};
+pub use provisioned::{ProvisionedWorker, TokenRefusal, WorkerPhase};
 pub use worker::{Resources, WorkerId, WorkerInfo, WorkerMetrics};
 
 /// A rule of the model was broken.

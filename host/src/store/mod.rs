@@ -18,6 +18,7 @@
 mod codec;
 #[cfg(test)]
 pub(crate) mod contract;
+mod ledger;
 mod postgres;
 mod redb;
 
@@ -26,6 +27,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use self::ledger::WorkerLedger;
 pub use self::postgres::{PgOptions, PgStore};
 pub use self::redb::RedbStore;
 use crate::domain::{DomainError, Job, JobId, JobState, LogRecord, Timestamp};
@@ -173,6 +175,9 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// A host setting.
     async fn setting(&self, key: &str) -> Result<Option<String>, StoreError>;
+
+    /// The ledger of provisioned workers, in the same database.
+    fn ledger(&self) -> Arc<dyn WorkerLedger>;
 }
 
 /// Adapters hold engine handles that say nothing useful when printed.

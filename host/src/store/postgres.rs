@@ -21,6 +21,7 @@
 
 use std::collections::HashSet;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -30,7 +31,10 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::codec::{decode_job, encode_job};
-use super::{Appended, AttemptRef, JobStore, ListQuery, Renewal, StoreError, Transition};
+use super::ledger::PgLedger;
+use super::{
+    Appended, AttemptRef, JobStore, ListQuery, Renewal, StoreError, Transition, WorkerLedger,
+};
 use crate::domain::{DomainError, Job, JobId, JobState, LogRecord, LogStream, Timestamp, admit};
 
 /// Most submits one multi-row insert takes.
@@ -554,6 +558,10 @@ impl JobStore for PgStore {
         Ok(())
     }
 
+    fn ledger(&self) -> Arc<dyn WorkerLedger> {
+        Arc::new(PgLedger::new(self.pool.clone()))
+    }
+
     async fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
         sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
             .bind(key)
@@ -608,6 +616,7 @@ mod tests {
         })
         .await
         .unwrap();
+        super::super::ledger::contract(store.ledger().as_ref()).await;
         super::super::contract::run_all(Arc::new(store)).await;
         PgStore::drop_database(&admin, &url).await.unwrap();
     }

@@ -29,7 +29,10 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
 use super::codec::{decode_chunk, decode_job, decode_line_v1, encode_chunk, encode_job};
-use super::{Appended, AttemptRef, JobStore, ListQuery, Renewal, StoreError, Transition};
+use super::ledger::RedbLedger;
+use super::{
+    Appended, AttemptRef, JobStore, ListQuery, Renewal, StoreError, Transition, WorkerLedger,
+};
 use crate::domain::{DomainError, Job, JobId, JobState, LogRecord, Timestamp, admit};
 
 const JOBS: TableDefinition<'_, u128, &[u8]> = TableDefinition::new("jobs");
@@ -632,6 +635,10 @@ impl JobStore for RedbStore {
             .await
     }
 
+    fn ledger(&self) -> Arc<dyn WorkerLedger> {
+        Arc::new(RedbLedger::new(Arc::clone(&self.db)))
+    }
+
     async fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
         let key = key.to_owned();
         self.read(move |db| {
@@ -654,6 +661,7 @@ mod tests {
     async fn redb_honours_the_store_contract() {
         let dir = tempfile::tempdir().unwrap();
         let store = RedbStore::open(&dir.path().join("contract.redb")).unwrap();
+        super::super::ledger::contract(store.ledger().as_ref()).await;
         super::super::contract::run_all(Arc::new(store)).await;
     }
 
