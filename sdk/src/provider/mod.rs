@@ -77,6 +77,7 @@
 //! assert!(fake.running().is_empty());
 //! ```
 
+mod agent;
 #[doc(hidden)]
 pub mod bindings;
 mod capabilities;
@@ -92,6 +93,7 @@ pub use bindings::hodei::provider::types::{
     CapabilityError, EnvVar, Label, OwnedWorker, PoolIdentity, ProviderError, WorkerOffer,
     WorkerSpec, WorkerStatus,
 };
+pub use agent::{TOKEN_ENV, agent_command};
 pub use capabilities::{
     Docker, Imported, ImportedDocker, ImportedKubernetes, ImportedProcess, Kubernetes, Process,
 };
