@@ -286,7 +286,9 @@ mod tests {
     #[test]
     fn create_runs_the_agent_on_the_host_network_with_our_labels() {
         let docker = FakeDocker::default().with_image(IMAGE);
-        let id = docker_provider(&docker, "p").create("w-1", &spec()).unwrap();
+        let id = docker_provider(&docker, "p")
+            .create("w-1", &spec())
+            .unwrap();
         assert_eq!(id, "c1");
         let created = docker.containers();
         assert_eq!(created.len(), 1);
@@ -295,9 +297,15 @@ mod tests {
         assert_eq!(c.image, IMAGE);
         assert!(c.host_network);
         assert_eq!(c.cmd[0], "/hodei-agent");
-        assert_eq!(&c.cmd[1..5], ["--server-url", "http://127.0.0.1:50051", "--name", "w-1"]);
+        assert_eq!(
+            &c.cmd[1..5],
+            ["--server-url", "http://127.0.0.1:50051", "--name", "w-1"]
+        );
         assert!(!c.cmd.iter().any(|a| a.contains("one-time-token")));
-        assert!(c.env.contains(&("HODEI_TOKEN".into(), "one-time-token".into())));
+        assert!(
+            c.env
+                .contains(&("HODEI_TOKEN".into(), "one-time-token".into()))
+        );
         let labels = provider::labels_of(&c.labels);
         assert_eq!(labels.get("hodei.install"), Some(&"install-1"));
         assert_eq!(labels.get("hodei.pool"), Some(&"p"));
@@ -336,7 +344,9 @@ mod tests {
     #[test]
     fn foreign_containers_are_never_touched() {
         let docker = FakeDocker::default().with_image(IMAGE);
-        docker_provider(&docker, "other").create("w-1", &spec()).unwrap();
+        docker_provider(&docker, "other")
+            .create("w-1", &spec())
+            .unwrap();
         let provider = docker_provider(&docker, "p");
         for result in [
             provider.create("w-1", &spec()).map(drop),

@@ -36,11 +36,7 @@ pub struct Local<P> {
 impl<P: Process + 'static> Provider for Local<P> {
     type Capability = P;
 
-    fn configure(
-        process: P,
-        identity: &PoolIdentity,
-        config: &str,
-    ) -> Result<Self, ProviderError> {
+    fn configure(process: P, identity: &PoolIdentity, config: &str) -> Result<Self, ProviderError> {
         let mut offer = WorkerOffer {
             labels: Vec::new(),
             cpu_millis: 1000,
@@ -283,7 +279,8 @@ mod tests {
     fn bad_requests_are_terminal_and_spawn_errors_keep_their_kind() {
         let fake = FakeProcess::default();
         let local = local(&fake, "p");
-        let terminal = |r: Result<String, ProviderError>| matches!(r, Err(ProviderError::Terminal(_)));
+        let terminal =
+            |r: Result<String, ProviderError>| matches!(r, Err(ProviderError::Terminal(_)));
         assert!(terminal(local.create("W_1", &spec())));
         let mut no_token = spec();
         no_token.token.clear();

@@ -86,6 +86,7 @@ pub mod testing;
 
 use std::collections::BTreeMap;
 
+pub use agent::{TOKEN_ENV, agent_command};
 pub use bindings::hodei::provider::docker::{Container, ContainerSpec, ContainerState};
 pub use bindings::hodei::provider::kubernetes::{Pod, PodPhase, PodSpec};
 pub use bindings::hodei::provider::process::{ProcessInfo, ProcessState, SpawnRequest};
@@ -93,7 +94,6 @@ pub use bindings::hodei::provider::types::{
     CapabilityError, EnvVar, Label, OwnedWorker, PoolIdentity, ProviderError, WorkerOffer,
     WorkerSpec, WorkerStatus,
 };
-pub use agent::{TOKEN_ENV, agent_command};
 pub use capabilities::{
     Docker, Imported, ImportedDocker, ImportedKubernetes, ImportedProcess, Kubernetes, Process,
 };
