@@ -86,7 +86,7 @@ impl Process for FakeProcess {
 
     fn stop(&self, pid: u32) -> Result<(), CapabilityError> {
         let mut p = self.0.borrow_mut();
-        match p.table.get(&pid).map(|(_, state)| state.clone()) {
+        match p.table.get(&pid).map(|(_, state)| *state) {
             None => Err(CapabilityError::NotFound(format!("no process {pid}"))),
             // An exited process is reaped at once.
             Some(ProcessState::Exited(_)) => {
@@ -107,7 +107,7 @@ impl Process for FakeProcess {
             .borrow()
             .table
             .get(&pid)
-            .map(|(_, state)| state.clone())
+            .map(|(_, state)| *state)
             .ok_or_else(|| CapabilityError::NotFound(format!("no process {pid}")))
     }
 
@@ -120,7 +120,7 @@ impl Process for FakeProcess {
             .map(|(&pid, (request, state))| ProcessInfo {
                 pid,
                 labels: request.labels.clone(),
-                state: state.clone(),
+                state: *state,
             })
             .collect()
     }
