@@ -98,8 +98,8 @@ fn provider_docker_runs_a_worker_container_that_runs_a_job_and_leaves_nothing() 
     let install = format!("test-{}", std::process::id());
     let _cleanup = Cleanup(install.clone());
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let docker =
-        DockerCapability::connect(runtime.handle().clone(), Duration::from_secs(30)).expect("docker");
+    let docker = DockerCapability::connect(runtime.handle().clone(), Duration::from_secs(30))
+        .expect("docker");
     let engine = PluginEngine::new(
         Limits {
             deadline: Duration::from_secs(1),
@@ -140,7 +140,9 @@ fn provider_docker_runs_a_worker_container_that_runs_a_job_and_leaves_nothing() 
             "image=hodei-worker:does-not-exist",
         )
         .expect("instantiate");
-    let err = missing.create(&worker_id, &spec).expect_err("no such image");
+    let err = missing
+        .create(&worker_id, &spec)
+        .expect_err("no such image");
     assert!(err.is_terminal(), "{err}");
     assert!(
         matches!(&err, ProviderCallError::Refused { error: ProviderError::Terminal(m), .. }
@@ -150,21 +152,33 @@ fn provider_docker_runs_a_worker_container_that_runs_a_job_and_leaves_nothing() 
     assert!(containers_of(&install).is_empty());
 
     let mut provider = compiled
-        .instantiate(&engine, grants, &identity, &format!("image={IMAGE} stop-timeout=5"))
+        .instantiate(
+            &engine,
+            grants,
+            &identity,
+            &format!("image={IMAGE} stop-timeout=5"),
+        )
         .expect("instantiate");
     let started = Instant::now();
     let id = provider.create(&worker_id, &spec).expect("create");
     assert_eq!(containers_of(&install).len(), 1);
     assert!(id.starts_with(&containers_of(&install)[0]), "{id}");
-    wait_until(Duration::from_secs(30), "the container's agent connects", || {
-        let (_, body) = host.get("/api/v1/workers");
-        body["workers"].as_array().is_some_and(|ws| {
-            ws.iter()
-                .any(|w| w["name"] == json!(worker_id) && w["connected"] == json!(true))
-        })
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "the container's agent connects",
+        || {
+            let (_, body) = host.get("/api/v1/workers");
+            body["workers"].as_array().is_some_and(|ws| {
+                ws.iter()
+                    .any(|w| w["name"] == json!(worker_id) && w["connected"] == json!(true))
+            })
+        },
+    );
     eprintln!("create → agent connected: {:?}", started.elapsed());
-    assert_eq!(provider.status(&worker_id).expect("status"), WorkerStatus::Running);
+    assert_eq!(
+        provider.status(&worker_id).expect("status"),
+        WorkerStatus::Running
+    );
     let owned = provider.list().expect("list");
     assert_eq!(owned.len(), 1);
     assert_eq!(owned[0].worker_id, worker_id);
@@ -176,12 +190,20 @@ fn provider_docker_runs_a_worker_container_that_runs_a_job_and_leaves_nothing() 
     assert_eq!(done["state"], json!("SUCCEEDED"), "{done}");
     let lines = common::lines(&host.sse(&job_id, ""));
     assert!(
-        lines.iter().any(|l| l.contains("in a container: /hodei-agent")),
+        lines
+            .iter()
+            .any(|l| l.contains("in a container: /hodei-agent")),
         "{lines:?}"
     );
 
     provider.destroy(&worker_id).expect("destroy");
-    assert!(containers_of(&install).is_empty(), "docker ps -a still shows ours");
-    assert_eq!(provider.status(&worker_id).expect("status"), WorkerStatus::Unknown);
+    assert!(
+        containers_of(&install).is_empty(),
+        "docker ps -a still shows ours"
+    );
+    assert_eq!(
+        provider.status(&worker_id).expect("status"),
+        WorkerStatus::Unknown
+    );
     provider.destroy(&worker_id).expect("destroy again");
 }
