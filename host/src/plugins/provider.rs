@@ -150,6 +150,9 @@ pub enum FaultKind {
     Trap,
     /// The instance trapped earlier and cannot be entered again.
     Unusable,
+    /// The component could not be linked against the granted
+    /// capabilities (an interface of another version, say).
+    Link,
 }
 
 /// What a provider's store holds: its sandbox, the granted capabilities,
@@ -269,7 +272,7 @@ impl CompiledProvider {
         }
         let link_error = |e: &dyn std::fmt::Display| ProviderCallError::Fault {
             function: "instantiate",
-            kind: FaultKind::Trap,
+            kind: FaultKind::Link,
             message: format!("cannot link the provider: {e}"),
         };
         let mut linker = engine
@@ -440,4 +443,56 @@ impl ProviderInstance {
 
 fn refused(function: &'static str, error: ProviderError) -> ProviderCallError {
     ProviderCallError::Refused { function, error }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capability_imports_are_recognised_by_interface_and_version() {
+        let import = Capability::from_import;
+        assert_eq!(
+            import("hodei:provider/process@0.1.0"),
+            Some(Some(Capability::Process))
+        );
+        assert_eq!(
+            import("hodei:provider/docker@0.1.0"),
+            Some(Some(Capability::Docker))
+        );
+        assert_eq!(
+            import("hodei:provider/kubernetes@0.1.0"),
+            Some(Some(Capability::Kubernetes))
+        );
+        assert_eq!(import("hodei:provider/types@0.1.0"), Some(None));
+        assert_eq!(import("hodei:provider/process@0.2.0"), None);
+        assert_eq!(import("hodei:provider/ssh@0.1.0"), None);
+        assert_eq!(import("acme:evil/net@0.1.0"), None);
+    }
+
+    #[test]
+    fn terminal_means_retrying_cannot_help() {
+        let refused = |error| ProviderCallError::Refused {
+            function: "create",
+            error,
+        };
+        assert!(refused(ProviderError::Terminal("quota".into())).is_terminal());
+        assert!(!refused(ProviderError::Transient("down".into())).is_terminal());
+        let not_granted = ProviderCallError::NotGranted {
+            provider: "p".into(),
+            capability: Capability::Docker,
+            granted: "none".into(),
+        };
+        assert!(not_granted.is_terminal());
+        let fault = ProviderCallError::Fault {
+            function: "create",
+            kind: FaultKind::Timeout,
+            message: String::new(),
+        };
+        assert!(!fault.is_terminal());
+        assert_eq!(
+            refused(ProviderError::Terminal("no such image".into())).to_string(),
+            "create: terminal: no such image"
+        );
+    }
 }
