@@ -4,6 +4,9 @@
 //! container on the host network whose agent connects to a real host and
 //! runs a job, then destroy leaves nothing behind (`docker ps -a` shows
 //! none of ours). A missing image is a terminal error naming the image.
+//! The plugin deadline is far shorter than the engine's calls (a destroy
+//! drains a running job): time spent in the `docker` capability is not
+//! charged to the plugin.
 //!
 //! Needs a Docker engine: without one the test says so and passes, except
 //! under `CI=true`, where it fails.
@@ -24,6 +27,9 @@ use serde_json::json;
 
 /// The image the test builds (a dev-profile agent: faster to build).
 const IMAGE: &str = "hodei-worker:test";
+/// The plugin deadline: ample for the provider's own work, shorter than
+/// what a container start or stop takes the engine.
+const DEADLINE: Duration = Duration::from_millis(100);
 
 fn docker_available() -> bool {
     let available = Command::new("docker")
@@ -102,7 +108,7 @@ fn provider_docker_runs_a_worker_container_that_runs_a_job_and_leaves_nothing() 
         .expect("docker");
     let engine = PluginEngine::new(
         Limits {
-            deadline: Duration::from_secs(1),
+            deadline: DEADLINE,
             memory_bytes: 32 << 20,
         },
         None,
@@ -161,6 +167,7 @@ fn provider_docker_runs_a_worker_container_that_runs_a_job_and_leaves_nothing() 
         .expect("instantiate");
     let started = Instant::now();
     let id = provider.create(&worker_id, &spec).expect("create");
+    let create_took = started.elapsed();
     assert_eq!(containers_of(&install).len(), 1);
     assert!(id.starts_with(&containers_of(&install)[0]), "{id}");
     wait_until(
@@ -196,7 +203,24 @@ fn provider_docker_runs_a_worker_container_that_runs_a_job_and_leaves_nothing() 
         "{lines:?}"
     );
 
+    // Destroy while a job runs: `docker stop` sends SIGTERM, the agent
+    // drains (the job finishes and its result is stored), then the
+    // container is removed. That takes the engine seconds, far past the
+    // plugin deadline, and is not interrupted: the engine's time is the
+    // host's, not the plugin's.
+    let mut job = script("sleep 2; echo drained");
+    job["labels"] = json!({"pool": "docker"});
+    let running = host.submit_ok(&job);
+    host.wait_state(&running, &["RUNNING"], Duration::from_secs(30));
+    let destroying = Instant::now();
     provider.destroy(&worker_id).expect("destroy");
+    let destroy_took = destroying.elapsed();
+    eprintln!(
+        "create call: {create_took:?}, destroy call: {destroy_took:?}, deadline {DEADLINE:?}"
+    );
+    assert!(destroy_took > 10 * DEADLINE, "{destroy_took:?}");
+    let drained = host.wait_state(&running, &["SUCCEEDED", "FAILED"], Duration::from_secs(30));
+    assert_eq!(drained["state"], json!("SUCCEEDED"), "{drained}");
     assert!(
         containers_of(&install).is_empty(),
         "docker ps -a still shows ours"
