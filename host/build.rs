@@ -13,6 +13,9 @@ const PLUGINS: &[&str] = &[
     "hodei-policy-binpack",
     "hodei-policy-least-loaded",
     "hodei-policy-fault-fixture",
+    "hodei-provider-local",
+    "hodei-provider-docker",
+    "hodei-provider-fault-fixture",
 ];
 
 fn main() {

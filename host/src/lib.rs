@@ -9,7 +9,10 @@
 //! - [`scheduler`]: queue order, cluster state and atomic reservations,
 //!   the placement policy (built-in default) and the decision round.
 //! - [`plugins`]: WebAssembly plugins: the wasmtime engine and limits, the
-//!   scheduling-policy world, the hot-swap registry.
+//!   scheduling-policy world, the hot-swap registry, the worker-provider
+//!   world.
+//! - [`providers`]: the native capabilities provider plugins import
+//!   (`process`, `docker`) and what a pool grants.
 //! - [`jobs`]: the use cases; the one place jobs change state.
 //! - [`agents`]: the tonic gateway agents dial into: auth, sessions,
 //!   reconciliation on reconnect, log ingest, results.
@@ -39,6 +42,7 @@ pub mod jobs;
 pub mod local_agents;
 pub mod logs;
 pub mod plugins;
+pub mod providers;
 pub mod scheduler;
 pub mod serve;
 pub mod store;

@@ -13,8 +13,13 @@
 //!   trait, the [`Job`] / [`Worker`] views, [`export_policy!`], and
 //!   [`policy::testing`] builders that run a policy the way the host does.
 //!
-//! Secret maskers (`masker`) and worker providers (`provider`) get sibling
-//! modules shaped the same way.
+//! - [`provider`] — worker providers (`hodei:provider`): the [`Provider`]
+//!   trait, the capability traits it is written against ([`Process`],
+//!   [`Docker`], [`Kubernetes`]) with their imported implementations,
+//!   [`export_provider!`], and [`provider::testing`] fakes of the
+//!   capabilities for native unit tests.
+//!
+//! Secret maskers (`masker`) get a sibling module shaped the same way.
 //!
 //! # A minimal policy
 //! ```
@@ -62,8 +67,10 @@
 extern crate self as hodei_plugin_sdk;
 
 pub mod policy;
+pub mod provider;
 
 pub use policy::{Job, Policy, Reject, Worker};
+pub use provider::{Docker, Kubernetes, Process, Provider};
 
 /// Re-exports used by the macros; not part of the public API.
 #[doc(hidden)]

@@ -176,6 +176,14 @@ impl PluginEngine {
     /// A fresh store for one plugin instance, with its limits and its
     /// output routed to the log under `plugin`.
     pub fn store(&self, plugin: &str) -> Store<PluginState> {
+        self.store_with(self.sandbox(plugin), |state| state)
+    }
+
+    /// The sandbox of one plugin instance: empty WASI with its output
+    /// routed to the log under `plugin`, and the memory cap. Worlds whose
+    /// store holds more than this (a provider's granted capabilities) keep
+    /// it inside their own state; see [`PluginEngine::store_with`].
+    pub fn sandbox(&self, plugin: &str) -> PluginState {
         let name: Arc<str> = Arc::from(plugin);
         let recent_stderr = Arc::new(Mutex::new(VecDeque::new()));
         let wasi = WasiCtxBuilder::new()
@@ -199,25 +207,51 @@ impl PluginEngine {
             .memories(4)
             .trap_on_grow_failure(true)
             .build();
-        let mut store = Store::new(
-            &self.engine,
-            PluginState {
-                wasi,
-                table: ResourceTable::new(),
-                limits,
-                recent_stderr,
-            },
-        );
-        store.limiter(|state| &mut state.limits);
+        PluginState {
+            wasi,
+            table: ResourceTable::new(),
+            limits,
+            recent_stderr,
+        }
+    }
+
+    /// A store for `data`, whose sandbox (from [`PluginEngine::sandbox`])
+    /// `sandbox` reaches: its memory cap applies, and calls trap at the
+    /// deadline set by [`PluginEngine::arm`].
+    pub fn store_with<T: 'static>(
+        &self,
+        data: T,
+        sandbox: fn(&mut T) -> &mut PluginState,
+    ) -> Store<T> {
+        let mut store = Store::new(&self.engine, data);
+        store.limiter(move |state| &mut sandbox(state).limits);
         store.epoch_deadline_trap();
         store
     }
 
-    /// Arms the deadline for the next call on `store`.
-    pub fn arm(&self, store: &mut Store<PluginState>) {
-        let ticks = (self.limits.deadline.as_micros() / EPOCH_TICK.as_micros()).max(1);
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+    /// A linker with WASI p2 (sandboxed by each store's context) and
+    /// nothing else, for a world whose imports differ per instance.
+    pub fn wasi_linker<T: WasiView + 'static>(&self) -> Result<Linker<T>, PluginError> {
+        let mut linker = Linker::new(&self.engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(PluginError::engine)?;
+        Ok(linker)
     }
+
+    /// The deadline, in epoch ticks.
+    pub fn deadline_ticks(&self) -> u64 {
+        ticks(self.limits.deadline)
+    }
+
+    /// Arms the deadline for the next call on `store`.
+    pub fn arm<T>(&self, store: &mut Store<T>) {
+        store.set_epoch_deadline(self.deadline_ticks());
+    }
+}
+
+/// `duration` in epoch ticks, at least one.
+pub fn ticks(duration: Duration) -> u64 {
+    let ticks = (duration.as_micros() / EPOCH_TICK.as_micros()).max(1);
+    u64::try_from(ticks).unwrap_or(u64::MAX)
 }
 
 /// A plugin's stdout or stderr: every line goes to the log, tagged. Output

@@ -1,4 +1,4 @@
-//! Policies shipped inside the `hodei` binary.
+//! Policies and worker providers shipped inside the `hodei` binary.
 //!
 //! `host/build.rs` builds the crates under plugins/ for wasm32-wasip2 (in
 //! its own target dir, `target/plugins`) and this module embeds the
@@ -18,6 +18,24 @@ pub const POLICIES: &[(&str, &[u8])] = &[
         include_bytes!(concat!(
             env!("HODEI_PLUGIN_DIR"),
             "/hodei_policy_least_loaded.wasm"
+        )),
+    ),
+];
+
+/// `(name, component bytes)` of every in-tree worker provider.
+pub const PROVIDERS: &[(&str, &[u8])] = &[
+    (
+        "local",
+        include_bytes!(concat!(
+            env!("HODEI_PLUGIN_DIR"),
+            "/hodei_provider_local.wasm"
+        )),
+    ),
+    (
+        "docker",
+        include_bytes!(concat!(
+            env!("HODEI_PLUGIN_DIR"),
+            "/hodei_provider_docker.wasm"
         )),
     ),
 ];

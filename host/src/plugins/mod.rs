@@ -4,16 +4,21 @@
 //! - [`engine`]: the shared engine, compile cache, epoch deadlines, memory
 //!   caps, the sandboxed WASI context and plugin output routed to the log.
 //! - [`policy`]: the `hodei:scheduler` world (wit/scheduler.wit), host side.
+//! - [`provider`]: the `hodei:provider` world (wit/provider.wit), host
+//!   side: capability checks, linking what a pool grants, lifecycle calls
+//!   under the deadline (plugin time only; host I/O excluded).
 //! - [`registry`]: loaded policies, the active one behind an `ArcSwap`,
 //!   fallback to the built-in policy, failure counting and backoff.
 //! - [`catalog`]: persistence of uploads and of the active choice.
 //! - [`in_tree`]: the policies shipped inside this binary (plugins/),
-//!   built for wasm32-wasip2 by this crate's build script.
+//!   and the in-tree providers, built for wasm32-wasip2 by this crate's
+//!   build script.
 
 pub mod catalog;
 pub mod engine;
 pub mod in_tree;
 pub mod policy;
+pub mod provider;
 pub mod registry;
 
 pub use catalog::{ActiveChoice, CatalogError, PolicyCatalog};

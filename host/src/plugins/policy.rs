@@ -18,7 +18,7 @@ use crate::scheduler::policy::{Candidate, Demand, Verdict};
 mod bindings {
     wasmtime::component::bindgen!({
         world: "scheduling-policy",
-        path: "../wit",
+        path: "../wit/scheduler.wit",
     });
 }
 

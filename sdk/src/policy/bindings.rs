@@ -7,7 +7,7 @@
 
 wit_bindgen::generate!({
     world: "scheduling-policy",
-    path: "../wit",
+    path: "../wit/scheduler.wit",
     pub_export_macro: true,
     export_macro_name: "export",
     default_bindings_module: "hodei_plugin_sdk::policy::bindings",
