@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::agents::{AgentLimits, LimitArgs};
 use crate::plugins::{ActiveChoice, Limits};
+use crate::providers::PoolSpec;
 use crate::store::{PgOptions, StorageKind};
 
 /// Flags of `hodei serve` (each also read from its environment variable).
@@ -105,6 +106,8 @@ struct FileConfig {
     plugin_memory_mb: Option<usize>,
     plugin_cache_dir: Option<PathBuf>,
     limits: Option<LimitArgs>,
+    #[serde(default)]
+    pools: Vec<PoolSpec>,
 }
 
 /// Resolved settings.
@@ -122,10 +125,8 @@ pub struct ServeConfig {
     pub postgres: PgOptions,
     /// Explicit agent token, if any.
     pub agent_token: Option<String>,
-    /// Local agents to start.
+    /// Local agents to keep (the `local` pool's size).
     pub local_agents: u32,
-    /// Slots per local agent.
-    pub local_agent_slots: Option<u32>,
     /// Lost-agent lease.
     pub lease: Duration,
     /// Request body limit.
@@ -138,6 +139,9 @@ pub struct ServeConfig {
     pub plugin_cache_dir: PathBuf,
     /// What one agent may send.
     pub agent_limits: AgentLimits,
+    /// Pools declared in the config file (`[[pools]]`), plus the local
+    /// pool of `--local-agents`.
+    pub pools: Vec<PoolSpec>,
 }
 
 impl ServeArgs {
@@ -185,7 +189,22 @@ impl ServeArgs {
                 .or(file.plugin_memory_mb)
                 .map_or(defaults.memory_bytes, |mb| mb << 20),
         };
+        let local_agents = self.local_agents.or(file.local_agents).unwrap_or(0);
+        let local_agent_slots = self.local_agent_slots.or(file.local_agent_slots);
+        let mut pools = file.pools;
+        if local_agents > 0 {
+            anyhow::ensure!(
+                pools.iter().all(|p| p.name != "local"),
+                "a pool named \"local\" is declared and --local-agents asks for one too"
+            );
+            pools.push(PoolSpec::local(local_agents, local_agent_slots));
+        }
+        let known = crate::providers::provisioner::known_providers();
+        for pool in &pools {
+            pool.validate(&known)?;
+        }
         Ok(ServeConfig {
+            pools,
             agent_limits: self.limits.resolve(file.limits)?,
             plugin_cache_dir: self
                 .plugin_cache_dir
@@ -205,8 +224,7 @@ impl ServeArgs {
             storage: self.storage.or(file.storage).unwrap_or(StorageKind::Redb),
             postgres,
             agent_token: self.agent_token.or(file.agent_token),
-            local_agents: self.local_agents.or(file.local_agents).unwrap_or(0),
-            local_agent_slots: self.local_agent_slots.or(file.local_agent_slots),
+            local_agents,
             lease: Duration::from_secs(self.lease_secs.or(file.lease_secs).unwrap_or(10).max(1)),
             max_body_bytes: self
                 .max_body_bytes
@@ -244,6 +262,7 @@ mod tests {
         assert_eq!(config.http_addr.port(), 9999);
         assert_eq!(config.lease, Duration::from_secs(3));
         assert_eq!(config.local_agents, 4);
+        assert_eq!(config.pools, vec![PoolSpec::local(4, None)]);
         assert_eq!(config.grpc_addr.port(), 50051);
         assert_eq!(config.data_dir, PathBuf::from("hodei-data"));
         assert_eq!(config.agent_limits.log_quota_bytes, 1000);
@@ -274,6 +293,44 @@ mod tests {
         assert_eq!(config.postgres.max_connections, 4);
         assert_eq!(config.postgres.acquire_timeout, Duration::from_secs(3));
         assert_eq!(config.postgres.statement_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn pools_come_from_the_file_and_bad_ones_are_refused_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hodei.toml");
+        let pool = "[[pools]]\nname = \"small\"\nprovider = \"docker\"\nconfig = \"image=hodei-worker:0.1.0\"\ngrants = [\"docker\"]\nmax = 3\n";
+        std::fs::write(&path, pool).unwrap();
+        let config = ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(config.pools.len(), 1);
+        assert_eq!(
+            (config.pools[0].name.as_str(), config.pools[0].max),
+            ("small", 3)
+        );
+        for (bad, says) in [
+            (
+                pool.replace("max = 3", "max = 3\nmin = 5"),
+                "min (5) is greater than max (3)",
+            ),
+            (
+                pool.replace("\"docker\"\nconfig", "\"nomad\"\nconfig"),
+                "unknown provider",
+            ),
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let err = ServeArgs {
+                config: Some(path.clone()),
+                ..ServeArgs::default()
+            }
+            .resolve()
+            .unwrap_err();
+            assert!(format!("{err:#}").contains(says), "{err:#}");
+        }
     }
 
     #[test]

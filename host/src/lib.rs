@@ -39,7 +39,6 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod jobs;
-pub mod local_agents;
 pub mod logs;
 pub mod plugins;
 pub mod providers;

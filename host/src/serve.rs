@@ -21,13 +21,17 @@ use crate::api::{AppState, router};
 use crate::bus::Bus;
 use crate::config::ServeConfig;
 use crate::jobs::JobService;
-use crate::local_agents::LocalAgents;
 use crate::plugins::{PluginEngine, PolicyCatalog, PolicyRegistry};
+use crate::providers::Provisioner;
+use crate::providers::pool_loop::HostSide;
 use crate::scheduler::Scheduler;
 use crate::scheduler::cluster::Cluster;
 use crate::store::{self, StorageKind};
 use crate::usage::UsageBoard;
 
+/// The settings key of this installation's id (shared by the hosts of one
+/// store; labels every container and pod it creates).
+const INSTALL_SETTING: &str = "install_id";
 /// How long agents are asked to wait between heartbeats.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
 /// HTTP/2 receive window of each agent's stream, bytes.
@@ -47,7 +51,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         })?;
     let engine = PluginEngine::new(config.plugin_limits, Some(&config.plugin_cache_dir))
         .context("cannot start the WebAssembly engine")?;
-    let registry = Arc::new(PolicyRegistry::new(engine));
+    let registry = Arc::new(PolicyRegistry::new(engine.clone()));
     let policies = PolicyCatalog::new(Arc::clone(&registry), Arc::clone(&store));
     policies
         .restore(config.policy.clone())
@@ -90,11 +94,13 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let usage = Arc::new(UsageBoard::default());
+    let provisioner = provisioner(&config, &jobs, engine, format!("http://{grpc_addr}")).await?;
     let app = router(
         AppState {
             jobs: Arc::clone(&jobs),
             policies,
             usage: Arc::clone(&usage),
+            provisioner: Arc::clone(&provisioner),
         },
         config.max_body_bytes,
     );
@@ -110,6 +116,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             heartbeat_interval: HEARTBEAT_INTERVAL,
             usage,
             limits: Arc::new(config.agent_limits.clone()),
+            ledger: jobs.store().ledger(),
         },
     );
     let agents_server = tokio::spawn(
@@ -123,29 +130,71 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(stop_rx)),
     );
 
-    let local = if config.local_agents > 0 {
-        let url = format!("http://{grpc_addr}");
-        Some(LocalAgents::start(
-            config.local_agents,
-            config.local_agent_slots,
-            &url,
-            &token,
-        )?)
-    } else {
-        None
-    };
+    start_pools(&config, &provisioner).await?;
 
     shutdown_signal().await;
     tracing::info!("shutting down");
-    if let Some(local) = local {
-        local.stop().await;
-    }
+    provisioner.shutdown().await;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
         let _ = api.await;
         let _ = agents_server.await;
     })
     .await;
+    Ok(())
+}
+
+/// The pools of this host, none started yet.
+async fn provisioner(
+    config: &ServeConfig,
+    jobs: &Arc<JobService>,
+    engine: PluginEngine,
+    server_url: String,
+) -> anyhow::Result<Arc<Provisioner>> {
+    let store = jobs.store();
+    let install = match store.setting(INSTALL_SETTING).await? {
+        Some(id) => id,
+        None => {
+            let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+            store.put_setting(INSTALL_SETTING, id.clone()).await?;
+            id
+        }
+    };
+    let host = HostSide {
+        jobs: Arc::clone(jobs),
+        ledger: store.ledger(),
+        board: Arc::clone(jobs.pool_board()),
+        server_url,
+        host_id: uuid::Uuid::new_v4().to_string(),
+        lease: config.lease,
+    };
+    Ok(Arc::new(Provisioner::new(
+        host,
+        engine,
+        install,
+        crate::providers::provisioner::agent_binary(),
+    )))
+}
+
+/// Starts the configured pools, then those posted over REST before. A bad
+/// configured pool stops the start; a stored one that no longer starts is
+/// logged and skipped.
+async fn start_pools(config: &ServeConfig, provisioner: &Provisioner) -> anyhow::Result<()> {
+    for pool in &config.pools {
+        provisioner
+            .add(pool.clone())
+            .await
+            .with_context(|| format!("cannot start pool {:?}", pool.name))?;
+    }
+    for pool in provisioner.kept().await {
+        if config.pools.iter().any(|p| p.name == pool.name) {
+            tracing::warn!(pool = %pool.name, "a stored pool has the name of a configured one; the configured one wins");
+            continue;
+        }
+        if let Err(err) = provisioner.add(pool).await {
+            tracing::error!(%err, "a stored pool no longer starts; skipped");
+        }
+    }
     Ok(())
 }
 

@@ -30,6 +30,8 @@ use hodei_proto::v1::{AgentMessage, ServerMessage};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::jobs::JobService;
+use crate::providers::tokens::{TOKEN_PREFIX, token_hash};
+use crate::store::WorkerLedger;
 use crate::usage::UsageBoard;
 
 /// Settings of the gateway.
@@ -43,6 +45,18 @@ pub struct GatewayConfig {
     pub usage: Arc<UsageBoard>,
     /// What one agent may send.
     pub limits: Arc<AgentLimits>,
+    /// Provisioned workers, whose one-time tokens are checked here.
+    pub ledger: Arc<dyn WorkerLedger>,
+}
+
+/// What an agent authenticated with.
+#[derive(Debug, Clone)]
+pub(crate) enum Credential {
+    /// The shared agent token: any worker.
+    Shared,
+    /// A provisioned worker's registration token, by its hash: that
+    /// worker only (checked against the ledger at `Register`).
+    Worker(String),
 }
 
 /// The `AgentService` implementation.
@@ -68,23 +82,31 @@ impl AgentGateway {
         AgentServiceServer::new(self).max_decoding_message_size(limit)
     }
 
-    fn authenticate<T>(&self, request: &Request<T>) -> Result<(), Status> {
+    fn authenticate<T>(&self, request: &Request<T>) -> Result<Credential, Status> {
         let presented = request
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        let ok = presented.is_some_and(|token| {
-            constant_time_eq::constant_time_eq(token.as_bytes(), self.config.token.as_bytes())
-        });
-        if ok {
-            Ok(())
-        } else {
-            let peer = request
-                .remote_addr()
-                .map_or_else(|| "unknown".to_owned(), |a: SocketAddr| a.to_string());
-            tracing::warn!(%peer, presented = presented.is_some(), "agent rejected: bad or missing token");
-            Err(Status::unauthenticated("invalid agent token"))
+        match presented {
+            Some(token)
+                if constant_time_eq::constant_time_eq(
+                    token.as_bytes(),
+                    self.config.token.as_bytes(),
+                ) =>
+            {
+                Ok(Credential::Shared)
+            }
+            Some(token) if token.starts_with(TOKEN_PREFIX) => {
+                Ok(Credential::Worker(token_hash(token)))
+            }
+            _ => {
+                let peer = request
+                    .remote_addr()
+                    .map_or_else(|| "unknown".to_owned(), |a: SocketAddr| a.to_string());
+                tracing::warn!(%peer, presented = presented.is_some(), "agent rejected: bad or missing token");
+                Err(Status::unauthenticated("invalid agent token"))
+            }
         }
     }
 }
@@ -99,12 +121,19 @@ impl AgentService for AgentGateway {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
-        self.authenticate(&request)?;
+        let credential = self.authenticate(&request)?;
         let peer = request
             .remote_addr()
             .map_or_else(|| "unknown".to_owned(), |a: SocketAddr| a.to_string());
         let inbound = request.into_inner();
-        let outbound = session::open(Arc::clone(&self.jobs), &self.config, peer, inbound).await?;
+        let outbound = session::open(
+            Arc::clone(&self.jobs),
+            &self.config,
+            credential,
+            peer,
+            inbound,
+        )
+        .await?;
         Ok(Response::new(outbound))
     }
 }

@@ -22,8 +22,8 @@ use tonic::{Code, Status, Streaming};
 
 use super::limits::AgentLimits;
 use super::link::AgentLink;
-use super::{GatewayConfig, ServerStream, coalesce, wire};
-use crate::domain::{DomainError, JobId, WorkerId, WorkerInfo, WorkerMetrics};
+use super::{Credential, GatewayConfig, ServerStream, coalesce, wire};
+use crate::domain::{DomainError, JobId, Timestamp, WorkerId, WorkerInfo, WorkerMetrics};
 use crate::jobs::{JobService, ResultTaken};
 use crate::scheduler::cluster::Ownership;
 use crate::store::StoreError;
@@ -42,6 +42,7 @@ const KEEPALIVE_EVERY: Duration = Duration::from_secs(5);
 pub(super) async fn open(
     jobs: Arc<JobService>,
     config: &GatewayConfig,
+    credential: Credential,
     peer: String,
     mut inbound: Streaming<AgentMessage>,
 ) -> Result<ServerStream, Status> {
@@ -62,7 +63,35 @@ pub(super) async fn open(
         return Err(status);
     }
 
-    let worker = WorkerId(register.agent_id.clone());
+    // A provisioned worker is known by the id its pool gave it, and only
+    // the agent that first redeemed its token may register as it.
+    let provisioned = match credential {
+        Credential::Shared => None,
+        Credential::Worker(hash) => {
+            match config
+                .ledger
+                .redeem(&hash, &register.agent_id, Timestamp::now())
+                .await
+            {
+                Ok(Ok(row)) => Some(row),
+                Ok(Err(refusal)) => {
+                    tracing::warn!(%peer, agent_id = %register.agent_id, %refusal, "agent rejected: registration token refused");
+                    return Err(Status::unauthenticated(refusal.to_string()));
+                }
+                Err(err) => {
+                    tracing::error!(%err, "cannot check a registration token");
+                    return Err(Status::unavailable(
+                        "cannot check the registration token now",
+                    ));
+                }
+            }
+        }
+    };
+    let worker = WorkerId(
+        provisioned
+            .as_ref()
+            .map_or_else(|| register.agent_id.clone(), |row| row.id.clone()),
+    );
     let running: Vec<(JobId, u32)> = register
         .running
         .iter()
@@ -77,6 +106,8 @@ pub(super) async fn open(
         labels: register.labels.clone().into_iter().collect(),
         slots: register.slots,
         capacity: wire::capacity(&register),
+        pool: provisioned.as_ref().map(|row| row.pool.clone()),
+        ephemeral: provisioned.as_ref().is_some_and(|row| row.ephemeral),
     };
     let (link, rx) = AgentLink::channel(OUTBOUND_CAPACITY);
     let (confirmed, abandon) = jobs.reconcile(&worker, &running).await;

@@ -1,13 +1,15 @@
 //! The REST API: routes, shared state, and the extractors that turn bad
 //! input into the one JSON error shape.
 //!
-//! One file per resource: `jobs`, `logs` (SSE), `workers`, `policies`;
+//! One file per resource: `jobs`, `logs` (SSE), `workers`, `policies`,
+//! `pools`;
 //! `error` owns the error shape.
 
 pub mod error;
 mod jobs;
 mod logs;
 mod policies;
+mod pools;
 mod workers;
 
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use self::error::ApiError;
 use crate::jobs::JobService;
 use crate::plugins::PolicyCatalog;
+use crate::providers::Provisioner;
 use crate::usage::UsageBoard;
 
 pub use self::jobs::{JobView, MIN_SECRET_LEN};
@@ -33,6 +36,8 @@ pub struct AppState {
     pub policies: PolicyCatalog,
     /// Per-job CPU and memory from the heartbeats.
     pub usage: Arc<UsageBoard>,
+    /// The worker pools.
+    pub provisioner: Arc<Provisioner>,
 }
 
 /// `axum::Json` whose rejections are [`ApiError`]s.
@@ -54,6 +59,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/api/v1/jobs/{id}/logs", get(logs::stream))
         .route("/api/v1/workers", get(workers::list))
+        .route("/api/v1/pools", get(pools::list).post(pools::add))
+        .route("/api/v1/pools/{name}", get(pools::get))
         .route("/api/v1/policies/active", put(policies::activate))
         .route("/api/v1/policies/{name}", delete(policies::remove))
         // A body announced as too large is refused from its Content-Length

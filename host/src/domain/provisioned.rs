@@ -140,10 +140,17 @@ mod tests {
         assert_eq!(w.redeem("a", Timestamp(500)), Ok(()));
         assert_eq!(w.phase, WorkerPhase::Connected);
         assert_eq!(w.start_latency_ms(), Some(0));
-        assert_eq!(w.redeem("a", Timestamp(5_000)), Ok(()), "the same agent reconnects");
+        assert_eq!(
+            w.redeem("a", Timestamp(5_000)),
+            Ok(()),
+            "the same agent reconnects"
+        );
         assert_eq!(w.redeem("b", Timestamp(600)), Err(TokenRefusal::Replayed));
         let mut late = worker();
-        assert_eq!(late.redeem("a", Timestamp(1_001)), Err(TokenRefusal::Expired));
+        assert_eq!(
+            late.redeem("a", Timestamp(1_001)),
+            Err(TokenRefusal::Expired)
+        );
         assert_eq!(late.agent_id, None);
     }
 }

@@ -67,6 +67,12 @@ pub struct WorkerInfo {
     pub slots: u32,
     /// Total capacity (cpu_count × 1000, memory in MiB).
     pub capacity: Resources,
+    /// The pool that provisioned it (absent for agents started by hand).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// It runs one job and is then destroyed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ephemeral: bool,
 }
 
 /// Latest figures from a heartbeat.

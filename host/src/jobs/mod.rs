@@ -19,6 +19,7 @@ use crate::agents::CANCELLED_BY_USER;
 use crate::bus::{Bus, Event};
 use crate::domain::{DomainError, Job, JobId, JobSpec, JobState, Timestamp, WorkerId};
 use crate::plugins::blocking_allowed;
+use crate::providers::PoolBoard;
 use crate::scheduler::cluster::{Assignment, CancelSend, Cluster};
 use crate::scheduler::policy::Demand;
 use crate::scheduler::queue::QueuedJob;
@@ -52,6 +53,7 @@ pub struct JobService {
     bus: Bus,
     lease: Duration,
     finished_total: AtomicU64,
+    pools: Arc<PoolBoard>,
 }
 
 impl JobService {
@@ -69,6 +71,7 @@ impl JobService {
             bus,
             lease,
             finished_total: AtomicU64::new(0),
+            pools: Arc::new(PoolBoard::default()),
         }
     }
 
@@ -97,6 +100,12 @@ impl JobService {
     /// The cluster state.
     pub fn cluster(&self) -> &Arc<Cluster> {
         self.scheduler.cluster()
+    }
+
+    /// What the pools are doing (their loops publish here; pending
+    /// reasons read it).
+    pub fn pool_board(&self) -> &Arc<PoolBoard> {
+        &self.pools
     }
 
     /// The scheduler.
@@ -158,12 +167,16 @@ impl JobService {
             if let Some(at) = job.not_before.filter(|t| *t > Timestamp::now()) {
                 return format!("retry backoff until {at}");
             }
-            blocking_allowed(|| {
+            let policy = blocking_allowed(|| {
                 self.scheduler.explain(&Demand {
                     labels: &job.spec.labels,
                     resources: job.spec.resources,
                 })
-            })
+            });
+            match self.pools.explain(&job.spec.labels) {
+                Some(pool) => format!("{policy}; {pool}"),
+                None => policy,
+            }
         });
         JobDetails {
             job,

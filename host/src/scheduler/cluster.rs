@@ -60,6 +60,9 @@ struct WorkerEntry {
     released: VecDeque<(JobId, u32)>,
     /// Messages of this worker's sessions the host refused.
     refused: u64,
+    /// Being retired by its pool (idle past its timeout, or an ephemeral
+    /// worker that took its job): no new job is placed on it.
+    retiring: bool,
 }
 
 /// How many let-go attempts a worker entry remembers.
@@ -75,6 +78,7 @@ impl WorkerEntry {
             last_seen: Instant::now(),
             released: VecDeque::new(),
             refused: 0,
+            retiring: false,
         }
     }
 
@@ -181,6 +185,8 @@ pub struct WorkerView {
     /// Messages of its agent the host refused (not its own jobs, gaps,
     /// broken limits).
     pub refused_messages: u64,
+    /// Its pool is retiring it: it takes no new job.
+    pub retiring: bool,
 }
 
 /// The cluster state (see the module docs).
@@ -213,6 +219,8 @@ impl Cluster {
                 labels: BTreeMap::new(),
                 slots: 0,
                 capacity: Resources::default(),
+                pool: None,
+                ephemeral: false,
             };
             WorkerEntry::new(info, None)
         });
@@ -245,8 +253,8 @@ impl Cluster {
         out.replaced = previous
             .as_ref()
             .and_then(|old| old.session.as_ref().map(|s| s.id));
-        let (old, released, refused) = previous.map_or_else(Default::default, |old| {
-            (old.assignments, old.released, old.refused)
+        let (old, released, refused, retiring) = previous.map_or_else(Default::default, |old| {
+            (old.assignments, old.released, old.refused, old.retiring)
         });
         let assignments: HashMap<JobId, Assignment> = confirmed.iter().copied().collect();
         out.lost = old
@@ -265,11 +273,27 @@ impl Cluster {
         entry.assignments = assignments;
         entry.released = released;
         entry.refused = refused;
+        entry.retiring = retiring;
         for &(job, attempt) in out.lost.iter().chain(abandoned) {
             entry.remember_released(job, attempt);
         }
         workers.insert(id, entry);
         out
+    }
+
+    /// Retires `worker` for its pool if it holds no job: from then on
+    /// nothing is placed on it. Atomic with reservations, so a worker is
+    /// never retired with a job on its way to it. True when it is retired
+    /// (now or before) and idle.
+    pub fn retire_if_idle(&self, worker: &WorkerId) -> bool {
+        let mut workers = self.lock();
+        let Some(entry) = workers.get_mut(worker) else {
+            return false;
+        };
+        if entry.assignments.is_empty() {
+            entry.retiring = true;
+        }
+        entry.retiring && entry.assignments.is_empty()
     }
 
     /// Whether a message of `session` about `job`'s `attempt` is the
@@ -351,7 +375,7 @@ impl Cluster {
         let workers = self.lock();
         let mut out: Vec<Candidate> = workers
             .values()
-            .filter(|w| w.session.is_some() && !w.metrics.draining)
+            .filter(|w| w.session.is_some() && !w.metrics.draining && !w.retiring)
             .map(|w| Candidate {
                 worker: w.info.id.clone(),
                 labels: w.info.labels.clone(),
@@ -384,13 +408,16 @@ impl Cluster {
             .map(|s| s.link.clone())
             .ok_or_else(|| ReserveError::Unavailable(worker.clone()))?;
         let free = entry.info.capacity.minus(entry.reserved());
-        if entry.free_slots() == 0
+        if entry.retiring
+            || entry.free_slots() == 0
             || free.cpu_millis < assignment.resources.cpu_millis
             || free.memory_mb < assignment.resources.memory_mb
         {
             return Err(ReserveError::NoRoom(worker.clone()));
         }
         entry.assignments.insert(job, assignment);
+        // An ephemeral worker takes one job in its life.
+        entry.retiring |= entry.info.ephemeral;
         Ok(link)
     }
 
@@ -527,6 +554,7 @@ impl Cluster {
                 metrics: w.metrics,
                 last_seen_ms: now.duration_since(w.last_seen).as_millis(),
                 refused_messages: w.refused,
+                retiring: w.retiring,
             })
             .collect();
         out.sort_by(|a, b| {

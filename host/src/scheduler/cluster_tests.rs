@@ -15,6 +15,8 @@ fn info(id: &str, slots: u32) -> WorkerInfo {
             cpu_millis: 2000,
             memory_mb: 1024,
         },
+        pool: None,
+        ephemeral: false,
     }
 }
 
@@ -174,4 +176,49 @@ fn only_the_current_session_of_the_holding_worker_owns_an_attempt() {
     let views = cluster.views();
     let refused: Vec<u64> = views.iter().map(|v| v.refused_messages).collect();
     assert_eq!(refused, vec![0, 1]);
+}
+
+#[test]
+fn a_pool_retires_only_idle_workers_and_ephemeral_ones_after_one_job() {
+    let cluster = Cluster::default();
+    let (busy, eph) = (WorkerId("busy".into()), WorkerId("eph".into()));
+    let (tx, _rx) = AgentLink::channel(1);
+    cluster.connect(info("busy", 2), tx, &[], &[]);
+    let (tx, _rx) = AgentLink::channel(1);
+    let mut one_job = info("eph", 1);
+    one_job.ephemeral = true;
+    cluster.connect(one_job, tx, &[], &[]);
+
+    let job = JobId::new();
+    cluster.reserve(&busy, job, assignment(1, 0)).unwrap();
+    assert!(
+        !cluster.retire_if_idle(&busy),
+        "a busy worker is not retired"
+    );
+    assert!(
+        cluster
+            .reserve(&busy, JobId::new(), assignment(1, 0))
+            .is_ok()
+    );
+    assert!(cluster.release(&busy, job, 1));
+
+    let first = JobId::new();
+    cluster.reserve(&eph, first, assignment(1, 0)).unwrap();
+    assert!(
+        cluster
+            .views()
+            .iter()
+            .any(|v| v.info.id == eph && v.retiring)
+    );
+    assert!(
+        matches!(
+            cluster.reserve(&eph, JobId::new(), assignment(1, 0)),
+            Err(ReserveError::NoRoom(_))
+        ),
+        "an ephemeral worker takes one job"
+    );
+    assert!(!cluster.retire_if_idle(&eph), "still running its job");
+    assert!(cluster.release(&eph, first, 1));
+    assert!(cluster.retire_if_idle(&eph));
+    assert!(cluster.candidates().iter().all(|c| c.worker != eph));
 }

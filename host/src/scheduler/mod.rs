@@ -78,6 +78,17 @@ impl Scheduler {
         lock(&self.queue).remove(id);
     }
 
+    /// The queued jobs that may be placed now (not in a retry backoff), in
+    /// queue order: what the pools provision for.
+    pub fn pending_demands(&self) -> Vec<QueuedJob> {
+        let now = Timestamp::now();
+        lock(&self.queue)
+            .iter()
+            .filter(|j| j.not_before.is_none_or(|t| t <= now))
+            .cloned()
+            .collect()
+    }
+
     /// Asks for a round soon (capacity changed).
     pub fn wake(&self) {
         self.wake.notify_one();

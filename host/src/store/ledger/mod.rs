@@ -118,10 +118,44 @@ pub(crate) async fn contract(ledger: &dyn WorkerLedger) {
     ledger.remove("w-a").await.unwrap();
     assert_eq!(ledger.get("w-a").await.unwrap(), None);
 
-    assert!(ledger.lead("p1", "h1", Timestamp(0), Timestamp(100)).await.unwrap());
-    assert!(ledger.lead("p1", "h1", Timestamp(50), Timestamp(150)).await.unwrap(), "renewed");
-    assert!(!ledger.lead("p1", "h2", Timestamp(100), Timestamp(200)).await.unwrap(), "held");
-    assert!(ledger.lead("p2", "h2", Timestamp(100), Timestamp(200)).await.unwrap(), "per pool");
-    assert!(ledger.lead("p1", "h2", Timestamp(151), Timestamp(300)).await.unwrap(), "ran out");
-    assert!(!ledger.lead("p1", "h1", Timestamp(152), Timestamp(300)).await.unwrap());
+    assert!(
+        ledger
+            .lead("p1", "h1", Timestamp(0), Timestamp(100))
+            .await
+            .unwrap()
+    );
+    assert!(
+        ledger
+            .lead("p1", "h1", Timestamp(50), Timestamp(150))
+            .await
+            .unwrap(),
+        "renewed"
+    );
+    assert!(
+        !ledger
+            .lead("p1", "h2", Timestamp(100), Timestamp(200))
+            .await
+            .unwrap(),
+        "held"
+    );
+    assert!(
+        ledger
+            .lead("p2", "h2", Timestamp(100), Timestamp(200))
+            .await
+            .unwrap(),
+        "per pool"
+    );
+    assert!(
+        ledger
+            .lead("p1", "h2", Timestamp(151), Timestamp(300))
+            .await
+            .unwrap(),
+        "ran out"
+    );
+    assert!(
+        !ledger
+            .lead("p1", "h1", Timestamp(152), Timestamp(300))
+            .await
+            .unwrap()
+    );
 }

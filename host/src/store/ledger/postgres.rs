@@ -64,14 +64,16 @@ impl WorkerLedger for PgLedger {
     }
 
     async fn list(&self, pool: Option<&str>) -> Result<Vec<ProvisionedWorker>, StoreError> {
-        sqlx::query("SELECT doc::text AS doc FROM workers WHERE $1::text IS NULL OR pool = $1 ORDER BY id")
-            .bind(pool)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(backend)?
-            .iter()
-            .map(row_doc)
-            .collect()
+        sqlx::query(
+            "SELECT doc::text AS doc FROM workers WHERE $1::text IS NULL OR pool = $1 ORDER BY id",
+        )
+        .bind(pool)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?
+        .iter()
+        .map(row_doc)
+        .collect()
     }
 
     async fn remove(&self, id: &str) -> Result<(), StoreError> {
@@ -90,11 +92,12 @@ impl WorkerLedger for PgLedger {
         now: Timestamp,
     ) -> Result<Result<ProvisionedWorker, TokenRefusal>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
-        let row = sqlx::query("SELECT doc::text AS doc FROM workers WHERE token_hash = $1 FOR UPDATE")
-            .bind(token_hash)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?;
+        let row =
+            sqlx::query("SELECT doc::text AS doc FROM workers WHERE token_hash = $1 FOR UPDATE")
+                .bind(token_hash)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
         let Some(row) = row else {
             return Ok(Err(TokenRefusal::Unknown));
         };
