@@ -5,6 +5,7 @@
 //! is optional in the first three layers so the layers can be told apart;
 //! [`ServeArgs::resolve`] is the one place defaults live.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -78,6 +79,10 @@ pub struct ServeArgs {
     /// Where compiled plugins are cached [default: DATA_DIR/plugin-cache].
     #[arg(long, env = "HODEI_PLUGIN_CACHE_DIR")]
     pub plugin_cache_dir: Option<PathBuf>,
+    /// A directory of worker provider components: each `NAME.wasm` is the
+    /// provider `NAME`, beside the in-tree `local` and `docker`.
+    #[arg(long, env = "HODEI_PROVIDER_DIR")]
+    pub provider_dir: Option<PathBuf>,
     /// What one agent may send (the file's `[limits]` table).
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -105,6 +110,7 @@ struct FileConfig {
     plugin_deadline_ms: Option<u64>,
     plugin_memory_mb: Option<usize>,
     plugin_cache_dir: Option<PathBuf>,
+    provider_dir: Option<PathBuf>,
     limits: Option<LimitArgs>,
     #[serde(default)]
     pools: Vec<PoolSpec>,
@@ -142,6 +148,8 @@ pub struct ServeConfig {
     /// Pools declared in the config file (`[[pools]]`), plus the local
     /// pool of `--local-agents`.
     pub pools: Vec<PoolSpec>,
+    /// Provider components beyond the in-tree ones, by name.
+    pub provider_files: BTreeMap<String, PathBuf>,
 }
 
 impl ServeArgs {
@@ -199,12 +207,18 @@ impl ServeArgs {
             );
             pools.push(PoolSpec::local(local_agents, local_agent_slots));
         }
-        let known = crate::providers::provisioner::known_providers();
+        let provider_files = match self.provider_dir.or(file.provider_dir) {
+            Some(dir) => provider_files(&dir)?,
+            None => BTreeMap::new(),
+        };
+        let mut known = crate::providers::provisioner::known_providers();
+        known.extend(provider_files.keys().map(String::as_str));
         for pool in &pools {
             pool.validate(&known)?;
         }
         Ok(ServeConfig {
             pools,
+            provider_files,
             agent_limits: self.limits.resolve(file.limits)?,
             plugin_cache_dir: self
                 .plugin_cache_dir
@@ -232,6 +246,22 @@ impl ServeArgs {
                 .unwrap_or(1024 * 1024),
         })
     }
+}
+
+/// The provider components in `dir`: `NAME.wasm` is provider `NAME`.
+fn provider_files(dir: &Path) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read the provider directory {}", dir.display()))?;
+    let mut out = BTreeMap::new();
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "wasm")
+            && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+        {
+            out.insert(stem.to_owned(), path);
+        }
+    }
+    Ok(out)
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {

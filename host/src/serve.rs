@@ -173,6 +173,7 @@ async fn provisioner(
         engine,
         install,
         crate::providers::provisioner::agent_binary(),
+        config.provider_files.clone(),
     )))
 }
 

@@ -77,9 +77,9 @@ pub struct PoolView {
     pub spec: PoolSpec,
     /// What each worker offers, once the provider answered.
     pub offer: OfferView,
-    /// `running`, `backoff` (creates fail; retrying), `stopped` (a terminal
-    /// error; fix the pool and post it again) or `standby` (another host
-    /// drives it).
+    /// `starting` (its provider is being checked), `running`, `backoff`
+    /// (creates fail; retrying), `stopped` (a terminal error; fix the pool
+    /// and post it again) or `standby` (another host drives it).
     pub state: &'static str,
     /// Workers by phase.
     pub counts: BTreeMap<&'static str, usize>,
@@ -89,6 +89,8 @@ pub struct PoolView {
     pub demand: usize,
     /// The latest failure (create, destroy, list), if any.
     pub last_error: Option<String>,
+    /// The latest failed create, if any (what a backoff or stop is about).
+    pub last_create_error: Option<String>,
     /// Failed creates in a row.
     pub consecutive_failures: u32,
     /// No create before this time (RFC 3339), while backing off.
@@ -151,6 +153,24 @@ impl PoolBoard {
 }
 
 impl PoolView {
+    /// A pool that has nothing yet: `starting`, no offer, no worker.
+    pub fn empty(spec: PoolSpec) -> Self {
+        Self {
+            spec,
+            offer: OfferView::default(),
+            state: "starting",
+            counts: BTreeMap::new(),
+            workers: Vec::new(),
+            demand: 0,
+            last_error: None,
+            last_create_error: None,
+            consecutive_failures: 0,
+            retry_at: None,
+            create_latency: None,
+            activity: None,
+        }
+    }
+
     /// Whether this pool provisions for a job asking for `labels`.
     pub fn serves(&self, labels: &BTreeMap<String, String>) -> bool {
         let offered: Vec<(String, String)> = self

@@ -84,6 +84,7 @@ pub struct PoolLoop {
     idle_since: HashMap<String, Instant>,
     stopped: Option<String>,
     last_error: Option<String>,
+    last_create_error: Option<String>,
     failures: u32,
     retry_at: Option<Instant>,
     /// Create-to-registration latencies, oldest first.
@@ -115,6 +116,7 @@ impl PoolLoop {
             idle_since: HashMap::new(),
             stopped: None,
             last_error: None,
+            last_create_error: None,
             failures: 0,
             retry_at: None,
             latencies: Vec::new(),
@@ -366,7 +368,7 @@ impl PoolLoop {
         let token = new_token();
         let now = Timestamp::now();
         let registration = Duration::from_secs(self.spec.registration_timeout_secs);
-        let mut row = ProvisionedWorker {
+        let row = ProvisionedWorker {
             id: id.clone(),
             pool: self.spec.name.clone(),
             phase: WorkerPhase::Requested,
@@ -402,15 +404,21 @@ impl PoolLoop {
         let worker = id.clone();
         match self.provider.call(move |p| p.create(&worker, &spec)).await {
             Ok(handle) => {
-                // The agent may have registered already: keep its phase.
-                if let Ok(Some(current)) = self.host.ledger.get(&id).await {
-                    row = current;
-                }
-                if row.phase == WorkerPhase::Requested {
-                    row.phase = WorkerPhase::Starting;
-                }
-                row.handle = Some(handle);
-                if let Err(err) = self.host.ledger.put(&row).await {
+                // Atomically: the agent may be registering this very moment.
+                let started = self
+                    .host
+                    .ledger
+                    .update(
+                        &id,
+                        Box::new(move |row| {
+                            if row.phase == WorkerPhase::Requested {
+                                row.phase = WorkerPhase::Starting;
+                            }
+                            row.handle = Some(handle);
+                        }),
+                    )
+                    .await;
+                if let Err(err) = started {
                     self.note_error(format!("cannot write the worker ledger: {err}"));
                 }
                 tracing::info!(pool = %self.spec.name, worker = %id, "worker created");
@@ -429,7 +437,9 @@ impl PoolLoop {
         let message = format!("create {id}: {err}");
         tracing::warn!(pool = %self.spec.name, "{message}");
         self.destroy(id).await;
+        // The create's error says more than the cleanup's.
         self.note_error(message.clone());
+        self.last_create_error = Some(message.clone());
         if err.is_terminal() {
             self.stopped = Some(message);
             return;
@@ -477,9 +487,12 @@ impl PoolLoop {
             {
                 serving -= 1;
                 self.idle_since.remove(&row.id);
-                let mut draining = row.clone();
-                draining.phase = WorkerPhase::Draining;
-                if let Err(err) = self.host.ledger.put(&draining).await {
+                let draining = self
+                    .host
+                    .ledger
+                    .update(&row.id, Box::new(|row| row.phase = WorkerPhase::Draining))
+                    .await;
+                if let Err(err) = draining {
                     self.note_error(format!("cannot write the worker ledger: {err}"));
                 }
                 tracing::info!(pool = %self.spec.name, worker = %row.id, "worker retired");
@@ -487,20 +500,20 @@ impl PoolLoop {
         }
     }
 
-    /// Destroys a worker and removes its row; a failure is noted and the
-    /// row kept, so the next pass tries again.
+    /// Destroys a worker and removes its row. The row goes even when the
+    /// provider fails: a failed worker never holds a place in the pool,
+    /// and whatever is left of it has no row, so reconciliation destroys
+    /// it once the provider answers again.
     async fn destroy(&mut self, id: &str) {
         let worker = id.to_owned();
         match self.provider.call(move |p| p.destroy(&worker)).await {
-            Ok(()) => {
-                if let Err(err) = self.host.ledger.remove(id).await {
-                    self.note_error(format!("cannot write the worker ledger: {err}"));
-                }
-                self.idle_since.remove(id);
-                tracing::info!(pool = %self.spec.name, worker = %id, "worker destroyed");
-            }
+            Ok(()) => tracing::info!(pool = %self.spec.name, worker = %id, "worker destroyed"),
             Err(err) => self.note_error(format!("destroy {id}: {err}")),
         }
+        if let Err(err) = self.host.ledger.remove(id).await {
+            self.note_error(format!("cannot write the worker ledger: {err}"));
+        }
+        self.idle_since.remove(id);
     }
 
     fn note_error(&mut self, error: String) {
@@ -559,6 +572,7 @@ impl PoolLoop {
             workers,
             demand: self.demand,
             last_error: self.last_error.clone(),
+            last_create_error: self.last_create_error.clone(),
             consecutive_failures: self.failures,
             retry_at: retry_at.map(|at| {
                 let wait = at.saturating_duration_since(Instant::now());
@@ -583,7 +597,7 @@ impl PoolLoop {
         }
         if let Some(at) = retry_at {
             let wait = at.saturating_duration_since(Instant::now()).as_secs_f64();
-            let error = self.last_error.as_deref().unwrap_or("create failed");
+            let error = self.last_create_error.as_deref().unwrap_or("create failed");
             return Some(format!("{error}; retry in {wait:.0} s"));
         }
         if let Some(starting) = workers

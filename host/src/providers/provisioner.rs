@@ -37,6 +37,8 @@ pub struct Provisioner {
     engine: PluginEngine,
     install: String,
     agent_binary: PathBuf,
+    /// Provider components beyond the in-tree ones, by name.
+    files: BTreeMap<String, PathBuf>,
     /// One supervisor of local agent processes for every local pool.
     process: Mutex<Option<ProcessCapability>>,
     /// Each running pool's stop switch.
@@ -76,17 +78,20 @@ pub fn known_providers() -> Vec<&'static str> {
 impl Provisioner {
     /// Pools of the installation `install` (shared by every host on one
     /// store), creating agents from `agent_binary`.
+    /// `files` are provider components beyond the in-tree ones, by name.
     pub fn new(
         host: HostSide,
         engine: PluginEngine,
         install: String,
         agent_binary: PathBuf,
+        files: BTreeMap<String, PathBuf>,
     ) -> Self {
         Self {
             host,
             engine,
             install,
             agent_binary,
+            files,
             process: Mutex::new(None),
             loops: Mutex::new(BTreeMap::new()),
         }
@@ -99,19 +104,40 @@ impl Provisioner {
 
     /// Checks `spec` whole and starts (or replaces) its pool.
     pub async fn add(&self, spec: PoolSpec) -> Result<PoolView, PoolError> {
-        spec.validate(&known_providers())?;
+        let mut known = known_providers();
+        known.extend(self.files.keys().map(String::as_str));
+        spec.validate(&known)?;
+        // A new pool is listed at once, as starting, while its provider is
+        // compiled and asked; a replaced one stays listed as it is.
+        let name = spec.name.clone();
+        let fresh = self.host.board.view(&name).is_none();
+        if fresh {
+            self.host.board.publish(PoolView::empty(spec.clone()));
+        }
+        let started = self.start(spec).await;
+        if started.is_err() && fresh {
+            self.host.board.remove(&name);
+        }
+        started
+    }
+
+    async fn start(&self, spec: PoolSpec) -> Result<PoolView, PoolError> {
         let problem = |problem: String| PoolError {
             pool: spec.name.clone(),
             problem,
         };
-        let bytes = PROVIDERS
-            .iter()
-            .find(|(name, _)| *name == spec.provider)
-            .map(|(_, bytes)| *bytes)
-            .ok_or_else(|| problem(format!("provider: unknown provider {:?}", spec.provider)))?;
+        let bytes = match PROVIDERS.iter().find(|(name, _)| *name == spec.provider) {
+            Some((_, bytes)) => bytes.to_vec(),
+            None => {
+                let path = &self.files[&spec.provider];
+                std::fs::read(path).map_err(|e| {
+                    problem(format!("provider: cannot read {}: {e}", path.display()))
+                })?
+            }
+        };
         let (engine, name) = (self.engine.clone(), spec.provider.clone());
         let compiled =
-            tokio::task::spawn_blocking(move || CompiledProvider::new(&engine, &name, bytes))
+            tokio::task::spawn_blocking(move || CompiledProvider::new(&engine, &name, &bytes))
                 .await
                 .map_err(|e| problem(e.to_string()))?
                 .map_err(|e| problem(format!("provider: {e}")))?;
@@ -140,17 +166,9 @@ impl Provisioner {
             startup_estimate_ms: offer.startup_estimate_ms,
         };
         let view = PoolView {
-            spec: spec.clone(),
             offer: offer.clone(),
             state: "running",
-            counts: BTreeMap::new(),
-            workers: Vec::new(),
-            demand: 0,
-            last_error: None,
-            consecutive_failures: 0,
-            retry_at: None,
-            create_latency: None,
-            activity: None,
+            ..PoolView::empty(spec.clone())
         };
         self.host.board.publish(view.clone());
         let (stop, stopped) = watch::channel(false);

@@ -473,6 +473,11 @@ fn ureq_post(url: &str, body: &Value) -> Result<ureq::http::Response<ureq::Body>
     http_agent().post(url).send_json(body)
 }
 
+/// POSTs `body` as JSON; (status, JSON answer or Null).
+pub fn post_json(url: &str, body: &Value) -> (u16, Value) {
+    request(ureq_post(url, body))
+}
+
 /// (status, JSON body or Null).
 pub fn request(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, Value) {
     let mut response = result.expect("http request");

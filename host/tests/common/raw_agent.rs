@@ -50,6 +50,15 @@ pub fn register(name: &str, labels: &[(&str, &str)], slots: u32) -> Register {
 
 /// Opens a session with `register`; the status when the host refuses it.
 pub async fn connect(host: &Host, register: Register) -> Result<(RawAgent, RegisterAck), Status> {
+    connect_with_token(host, register, TOKEN).await
+}
+
+/// The same, presenting `token` rather than the shared agent token.
+pub async fn connect_with_token(
+    host: &Host,
+    register: Register,
+    token: &str,
+) -> Result<(RawAgent, RegisterAck), Status> {
     let channel = tonic::transport::Endpoint::from_shared(host.grpc.clone())
         .map_err(|e| Status::internal(e.to_string()))?
         .connect()
@@ -65,7 +74,7 @@ pub async fn connect(host: &Host, register: Register) -> Result<(RawAgent, Regis
     let mut request = tonic::Request::new(UnboundedReceiverStream::new(rx));
     request.metadata_mut().insert(
         "authorization",
-        format!("Bearer {TOKEN}").parse().expect("ascii"),
+        format!("Bearer {token}").parse().expect("ascii"),
     );
     let mut inbound = client.connect(request).await?.into_inner();
     let first = tokio::time::timeout(ANSWER, inbound.message())

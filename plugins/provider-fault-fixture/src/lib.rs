@@ -11,6 +11,7 @@
 //! | `loop:create`  | `create` spins forever                          |
 //! | `trap:list`    | `list` executes `unreachable`                   |
 //! | `terminal`     | `configure` refuses with a terminal error       |
+//! | `terminal:create` | `create` answers a terminal error (quota)    |
 
 use hodei_plugin_sdk::provider::{
     ImportedProcess, OwnedWorker, PoolIdentity, Provider, ProviderError, WorkerOffer, WorkerSpec,
@@ -26,6 +27,8 @@ pub enum Fault {
     LoopCreate,
     /// Trap in `list`.
     TrapList,
+    /// Refuse `create` for good.
+    TerminalCreate,
 }
 
 /// The misbehaving provider.
@@ -47,6 +50,7 @@ impl<P: 'static> Provider for FaultFixture<P> {
             "" => Fault::Transient,
             "loop:create" => Fault::LoopCreate,
             "trap:list" => Fault::TrapList,
+            "terminal:create" => Fault::TerminalCreate,
             "terminal" => {
                 return Err(ProviderError::Terminal(
                     "fault-fixture refuses this pool".into(),
@@ -76,12 +80,15 @@ impl<P: 'static> Provider for FaultFixture<P> {
     }
 
     fn create(&self, _worker_id: &str, _spec: &WorkerSpec) -> Result<String, ProviderError> {
-        if self.fault == Fault::LoopCreate {
-            loop {
+        match self.fault {
+            Fault::LoopCreate => loop {
                 std::hint::spin_loop();
-            }
+            },
+            Fault::TerminalCreate => Err(ProviderError::Terminal(
+                "fault-fixture: quota exceeded".into(),
+            )),
+            _ => Err(unavailable()),
         }
-        Err(unavailable())
     }
 
     fn destroy(&self, _worker_id: &str) -> Result<(), ProviderError> {
@@ -122,6 +129,7 @@ mod tests {
         let configure = |c: &str| FaultFixture::configure((), &identity, c).map(|f| f.fault);
         assert_eq!(configure(""), Ok(Fault::Transient));
         assert_eq!(configure("loop:create"), Ok(Fault::LoopCreate));
+        assert_eq!(configure("terminal:create"), Ok(Fault::TerminalCreate));
         assert!(matches!(
             configure("terminal"),
             Err(ProviderError::Terminal(_))
@@ -129,5 +137,18 @@ mod tests {
         assert!(configure("explode").is_err());
         let fixture = FaultFixture::configure((), &identity, "").unwrap();
         assert!(matches!(fixture.list(), Err(ProviderError::Transient(_))));
+        let quota = FaultFixture::configure((), &identity, "terminal:create").unwrap();
+        let spec = WorkerSpec {
+            server_url: String::new(),
+            token: String::new(),
+            labels: Vec::new(),
+            slots: 1,
+            ephemeral: false,
+            env: Vec::new(),
+        };
+        assert!(matches!(
+            quota.create("w-1", &spec),
+            Err(ProviderError::Terminal(_))
+        ));
     }
 }

@@ -17,11 +17,24 @@ pub(crate) use self::redb::RedbLedger;
 use super::StoreError;
 use crate::domain::{ProvisionedWorker, Timestamp, TokenRefusal};
 
+/// A change to one ledger row, applied inside the adapter's transaction.
+pub type RowChange = Box<dyn FnOnce(&mut ProvisionedWorker) + Send>;
+
 /// The ledger of provisioned workers (see the module docs).
 #[async_trait]
 pub trait WorkerLedger: Send + Sync {
     /// Writes (inserts or replaces) a worker's row.
     async fn put(&self, worker: &ProvisionedWorker) -> Result<(), StoreError>;
+
+    /// Applies `change` to a worker's row atomically (read, change, write
+    /// in one transaction, so a registration redeeming the token at the
+    /// same moment is not overwritten); the row afterwards, or `None` when
+    /// there is none.
+    async fn update(
+        &self,
+        id: &str,
+        change: RowChange,
+    ) -> Result<Option<ProvisionedWorker>, StoreError>;
 
     /// One worker's row.
     async fn get(&self, id: &str) -> Result<Option<ProvisionedWorker>, StoreError>;
@@ -95,7 +108,15 @@ pub(crate) async fn contract(ledger: &dyn WorkerLedger) {
     started.phase = WorkerPhase::Starting;
     started.handle = Some("container-1".into());
     ledger.put(&started).await.unwrap();
-    assert_eq!(ledger.get("w-a").await.unwrap(), Some(started));
+    assert_eq!(ledger.get("w-a").await.unwrap(), Some(started.clone()));
+    let changed = ledger
+        .update("w-c", Box::new(|w| w.handle = Some("pod-c".into())))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(changed.handle.as_deref(), Some("pod-c"));
+    assert_eq!(ledger.get("w-c").await.unwrap(), Some(changed));
+    assert_eq!(ledger.update("w-zz", Box::new(|_| {})).await.unwrap(), None);
 
     let redeemed = ledger
         .redeem("hash-w-a", "agent-1", Timestamp(2_000))

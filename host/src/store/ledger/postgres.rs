@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use sqlx::{PgPool, Row};
 
-use super::{WorkerLedger, decode, encode};
+use super::{RowChange, WorkerLedger, decode, encode};
 use crate::domain::{ProvisionedWorker, Timestamp, TokenRefusal};
 use crate::store::StoreError;
 
@@ -50,6 +50,32 @@ impl WorkerLedger for PgLedger {
         .await
         .map_err(backend)?;
         Ok(())
+    }
+
+    async fn update(
+        &self,
+        id: &str,
+        change: RowChange,
+    ) -> Result<Option<ProvisionedWorker>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let row = sqlx::query("SELECT doc::text AS doc FROM workers WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut worker = row_doc(&row)?;
+        change(&mut worker);
+        sqlx::query("UPDATE workers SET doc = $2::jsonb WHERE id = $1")
+            .bind(id)
+            .bind(doc(&worker)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(Some(worker))
     }
 
     async fn get(&self, id: &str) -> Result<Option<ProvisionedWorker>, StoreError> {

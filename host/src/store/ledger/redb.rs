@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use redb::{Database, ReadableTable, TableDefinition};
 
-use super::{WorkerLedger, decode, encode};
+use super::{RowChange, WorkerLedger, decode, encode};
 use crate::domain::{ProvisionedWorker, Timestamp, TokenRefusal};
 use crate::store::StoreError;
 
@@ -62,6 +62,32 @@ impl WorkerLedger for RedbLedger {
                 .insert(id.as_str(), bytes.as_slice())
                 .map_err(StoreError::backend)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn update(
+        &self,
+        id: &str,
+        change: RowChange,
+    ) -> Result<Option<ProvisionedWorker>, StoreError> {
+        let id = id.to_owned();
+        self.write(move |txn| {
+            let mut table = txn.open_table(WORKERS).map_err(StoreError::backend)?;
+            let current = table
+                .get(id.as_str())
+                .map_err(StoreError::backend)?
+                .map(|v| decode(v.value()))
+                .transpose()?;
+            let Some(mut worker) = current else {
+                return Ok(None);
+            };
+            change(&mut worker);
+            let bytes = encode(&worker)?;
+            table
+                .insert(id.as_str(), bytes.as_slice())
+                .map_err(StoreError::backend)?;
+            Ok(Some(worker))
         })
         .await
     }
