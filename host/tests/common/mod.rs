@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+pub mod docker;
 pub mod raw_agent;
 pub mod rss;
 
