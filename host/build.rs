@@ -16,6 +16,7 @@ const PLUGINS: &[&str] = &[
     "hodei-provider-local",
     "hodei-provider-docker",
     "hodei-provider-fault-fixture",
+    "hodei-provider-kubernetes",
 ];
 
 fn main() {

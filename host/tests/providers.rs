@@ -172,6 +172,11 @@ fn a_capability_the_pool_did_not_grant_is_refused_with_a_clear_error() {
     assert_eq!(local.capabilities(), [Capability::Process]);
     assert_eq!(docker.capabilities(), [Capability::Docker]);
     assert_eq!(fault_fixture(&engine).capabilities(), []);
+    let kubernetes = std::fs::read(format!("{PLUGIN_DIR}/hodei_provider_kubernetes.wasm"))
+        .expect("provider-kubernetes");
+    let kubernetes =
+        CompiledProvider::new(&engine, "kubernetes", &kubernetes).expect("compile kubernetes");
+    assert_eq!(kubernetes.capabilities(), [Capability::Kubernetes]);
 
     let err = local
         .instantiate(&engine, Grants::none(), &identity(), "")
@@ -208,6 +213,27 @@ fn a_capability_the_pool_did_not_grant_is_refused_with_a_clear_error() {
             "imports the `docker` capability, which this pool does not grant (granted: process)"
         ),
         "{err}"
+    );
+
+    // This host has no kubernetes capability to grant at all.
+    let processes = ProcessCapability::new(agent_bin(), Duration::from_secs(1)).expect("spawner");
+    let err = kubernetes
+        .instantiate(
+            &engine,
+            Grants::none().with_process(processes),
+            &identity(),
+            "image=x",
+        )
+        .expect_err("kubernetes cannot be granted");
+    assert!(
+        matches!(
+            &err,
+            ProviderCallError::NotGranted {
+                capability: Capability::Kubernetes,
+                ..
+            }
+        ),
+        "{err:?}"
     );
 
     // A non-provider component is refused at compile time.

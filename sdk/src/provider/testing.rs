@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use super::{
-    CapabilityError, Container, ContainerSpec, ContainerState, Docker, Label, Process, ProcessInfo,
-    ProcessState, SpawnRequest,
+    CapabilityError, Container, ContainerSpec, ContainerState, Docker, Kubernetes, Label, Pod,
+    PodPhase, PodSpec, Process, ProcessInfo, ProcessState, SpawnRequest,
 };
 
 /// Whether `labels` carries every label of `selector`.
@@ -247,6 +247,122 @@ impl Docker for FakeDocker {
             .iter()
             .filter(|(_, c)| matches(&c.labels, selector))
             .map(|(_, c)| c.clone())
+            .collect())
+    }
+}
+
+/// A fake `kubernetes` capability: an API server with no scheduler and
+/// no kubelet. A created pod is `pending` until [`FakeKubernetes::set_phase`]
+/// moves it; a delete removes it at once (a real one terminates first).
+#[derive(Debug, Clone, Default)]
+pub struct FakeKubernetes(Rc<RefCell<Cluster>>);
+
+#[derive(Debug, Default)]
+struct Cluster {
+    pods: Vec<(PodSpec, PodPhase)>,
+    deny: Option<String>,
+    down: bool,
+}
+
+impl FakeKubernetes {
+    /// Specs of the pods that exist, in creation order.
+    pub fn pods(&self) -> Vec<PodSpec> {
+        self.0
+            .borrow()
+            .pods
+            .iter()
+            .map(|(spec, _)| spec.clone())
+            .collect()
+    }
+
+    /// Pod `name` (any namespace) moves to `phase`.
+    pub fn set_phase(&self, name: &str, phase: PodPhase) {
+        for (spec, current) in &mut self.0.borrow_mut().pods {
+            if spec.name == name {
+                *current = phase;
+            }
+        }
+    }
+
+    /// Creates are refused with `denied` (a quota), or allowed again.
+    pub fn deny_creates(&self, reason: Option<&str>) {
+        self.0.borrow_mut().deny = reason.map(str::to_owned);
+    }
+
+    /// The API server stops (or starts again) answering.
+    pub fn set_down(&self, down: bool) {
+        self.0.borrow_mut().down = down;
+    }
+
+    fn up(&self) -> Result<std::cell::RefMut<'_, Cluster>, CapabilityError> {
+        let cluster = self.0.borrow_mut();
+        if cluster.down {
+            Err(CapabilityError::Unavailable("connection refused".into()))
+        } else {
+            Ok(cluster)
+        }
+    }
+}
+
+fn pod_of(spec: &PodSpec, phase: PodPhase) -> Pod {
+    Pod {
+        name: spec.name.clone(),
+        labels: spec.labels.clone(),
+        phase,
+    }
+}
+
+impl Kubernetes for FakeKubernetes {
+    fn create_pod(&self, spec: &PodSpec) -> Result<(), CapabilityError> {
+        let mut cluster = self.up()?;
+        if let Some(reason) = &cluster.deny {
+            return Err(CapabilityError::Denied(reason.clone()));
+        }
+        if cluster
+            .pods
+            .iter()
+            .any(|(p, _)| p.namespace == spec.namespace && p.name == spec.name)
+        {
+            return Err(CapabilityError::Conflict(format!(
+                "pods {:?} already exists",
+                spec.name
+            )));
+        }
+        cluster.pods.push((spec.clone(), PodPhase::Pending));
+        Ok(())
+    }
+
+    fn delete_pod(&self, namespace: &str, name: &str) -> Result<(), CapabilityError> {
+        let mut cluster = self.up()?;
+        let before = cluster.pods.len();
+        cluster
+            .pods
+            .retain(|(p, _)| !(p.namespace == namespace && p.name == name));
+        if cluster.pods.len() == before {
+            return Err(CapabilityError::NotFound(format!(
+                "pods {name:?} not found"
+            )));
+        }
+        Ok(())
+    }
+
+    fn get_pod(&self, namespace: &str, name: &str) -> Result<Pod, CapabilityError> {
+        let cluster = self.up()?;
+        cluster
+            .pods
+            .iter()
+            .find(|(p, _)| p.namespace == namespace && p.name == name)
+            .map(|(p, phase)| pod_of(p, *phase))
+            .ok_or_else(|| CapabilityError::NotFound(format!("pods {name:?} not found")))
+    }
+
+    fn list_pods(&self, namespace: &str, selector: &[Label]) -> Result<Vec<Pod>, CapabilityError> {
+        let cluster = self.up()?;
+        Ok(cluster
+            .pods
+            .iter()
+            .filter(|(p, _)| p.namespace == namespace && matches(&p.labels, selector))
+            .map(|(p, phase)| pod_of(p, *phase))
             .collect())
     }
 }

@@ -451,17 +451,19 @@ mod tests {
 
     #[test]
     fn sigkill_after_the_grace_period() {
-        // A shell that ignores SIGINT.
+        // A process that ignores SIGINT (the ignored disposition survives
+        // exec); it says when it is ready.
+        let dir = tempfile::tempdir().unwrap();
+        let ready = dir.path().join("ready");
         let processes =
             ProcessCapability::new(PathBuf::from("/bin/sh"), Duration::from_millis(300)).unwrap();
-        let pid = processes
-            .spawn(request(&["-c", "trap '' INT; sleep 30"], &[]))
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(100));
+        let script = format!("trap '' INT; touch {}; exec sleep 30", ready.display());
+        let pid = processes.spawn(request(&["-c", &script], &[])).unwrap();
+        wait_for("the shell to be ready", || ready.exists());
         let started = Instant::now();
         processes.stop(pid).unwrap();
         assert_eq!(processes.state(pid).unwrap(), ProcessState::Stopping);
-        wait_for("the shell to be killed", || processes.state(pid).is_err());
+        wait_for("the process to be killed", || processes.state(pid).is_err());
         assert!(started.elapsed() >= Duration::from_millis(300));
     }
 
