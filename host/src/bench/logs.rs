@@ -209,11 +209,21 @@ async fn follow(
     http: &reqwest::Client,
     base: &str,
     script: &str,
+    each: impl FnMut(&str, f64),
+) -> anyhow::Result<String> {
+    follow_job(http, base, &json!({ "command": script }), each).await
+}
+
+/// Submits the job `body` and follows its log to the end (see [`follow`]).
+pub(super) async fn follow_job(
+    http: &reqwest::Client,
+    base: &str,
+    body: &Value,
     mut each: impl FnMut(&str, f64),
 ) -> anyhow::Result<String> {
     let job: Value = http
         .post(format!("{base}/api/v1/jobs"))
-        .json(&json!({ "command": script }))
+        .json(body)
         .send()
         .await?
         .error_for_status()?
@@ -262,7 +272,7 @@ fn parse_epoch(text: &str) -> Option<f64> {
     text.trim().parse().ok()
 }
 
-fn now() -> f64 {
+pub(super) fn now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)

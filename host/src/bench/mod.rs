@@ -10,9 +10,12 @@
 //!   PostgreSQL (see [`store`]).
 //! - `logs`: a job's output to an SSE reader: latency and throughput (see
 //!   [`logs`]).
+//! - `providers`: submit → first log line on a cold and a warm worker of
+//!   local and Docker pools (see [`providers`]).
 
 pub mod logs;
 pub mod policies;
+pub mod providers;
 pub mod spine;
 pub mod store;
 
@@ -27,6 +30,9 @@ pub enum BenchCommand {
     Store(store::StoreArgs),
     /// Log latency (write → SSE reader) and throughput with real processes.
     Logs(logs::LogsArgs),
+    /// Submit → first log line on cold and warm workers of local and
+    /// Docker pools.
+    Providers(providers::ProvidersArgs),
 }
 
 /// Runs a benchmark.
@@ -41,5 +47,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Policies(args) => policies::run(&args).await,
         BenchCommand::Store(args) => store::run(&args).await,
         BenchCommand::Logs(args) => logs::run(&args).await,
+        BenchCommand::Providers(args) => providers::run(&args).await,
     }
 }

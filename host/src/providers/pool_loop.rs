@@ -30,6 +30,7 @@ use super::board::{LatencyView, OfferView, PoolBoard, PoolView, PoolWorkerView};
 use super::instance::PoolProvider;
 use super::pools::PoolSpec;
 use super::tokens::{new_token, token_hash};
+use crate::bus::Event;
 use crate::domain::{ProvisionedWorker, Timestamp, WorkerId, WorkerPhase};
 use crate::jobs::JobService;
 use crate::plugins::provider::{ProviderCallError, WorkerSpec, WorkerStatus};
@@ -125,17 +126,28 @@ impl PoolLoop {
         }
     }
 
-    /// Runs passes until `stop` turns true.
+    /// Runs passes until `stop` turns true: every [`PASS`], and at once
+    /// when a job is submitted or a worker comes or goes, so a cold start
+    /// does not wait for the next tick.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut events = self.host.jobs.bus().subscribe();
         loop {
             let leads = self.lead().await;
             if leads {
                 self.pass().await;
             }
             self.publish(leads).await;
-            tokio::select! {
-                _ = tokio::time::sleep(PASS) => {}
-                _ = stop.wait_for(|s| *s) => return,
+            let tick = tokio::time::sleep(PASS);
+            tokio::pin!(tick);
+            loop {
+                tokio::select! {
+                    () = &mut tick => break,
+                    _ = stop.wait_for(|s| *s) => return,
+                    event = events.recv() => match event.as_deref() {
+                        Ok(Event::JobCreated(_) | Event::WorkerConnected(_)) | Err(_) => break,
+                        Ok(_) => {}
+                    },
+                }
             }
         }
     }
