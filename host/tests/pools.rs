@@ -24,19 +24,30 @@ fn host_with_pools(pools: &str, extra: &[&str]) -> (Host, tempfile::TempDir) {
     (Host::start_with(&args), dir)
 }
 
-/// The pool's view, once the host has started it.
+/// The pool's view, once its loop has published one (the host lists a
+/// pool as soon as it starts checking it, with no counts yet).
 fn pool(host: &Host, name: &str) -> Value {
     let mut found = Value::Null;
     wait_until(
         &format!("pool {name} listed"),
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || {
             let (status, body) = host.get(&format!("/api/v1/pools/{name}"));
             found = body;
-            status == 200 && found["state"] != json!("starting")
+            status == 200 && found["counts"].as_object().is_some_and(|c| !c.is_empty())
         },
     );
     found
+}
+
+/// Waits until the pool's view satisfies `done`; returns it.
+fn pool_until(host: &Host, name: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let mut view = Value::Null;
+    wait_until(what, Duration::from_secs(60), || {
+        view = pool(host, name);
+        done(&view)
+    });
+    view
 }
 
 fn alive(pid: u64) -> bool {
@@ -211,20 +222,24 @@ max = 1
     let flaky = host.submit_ok(&script_for("flaky", "true"));
     let quota = host.submit_ok(&script_for("quota", "true"));
     let spins = host.submit_ok(&script_for("spins", "true"));
-    std::thread::sleep(Duration::from_secs(6));
 
-    // Transient: backs off 1 s, 2 s, 4 s: at most 3 or 4 creates in 6 s.
+    // Transient: it backs off 1 s, 2 s, 4 s…: once two creates failed, the
+    // next waits at least 2 s, so 3 s later at most two more have failed,
+    // however slow or fast the machine is.
+    let failures = |v: &Value| v["consecutive_failures"].as_u64().unwrap();
+    let view = pool_until(&host, "flaky", "two failed creates", |v| {
+        v["state"] == json!("backoff") && failures(v) >= 2
+    });
+    let before = failures(&view);
+    std::thread::sleep(Duration::from_secs(3));
     let view = pool(&host, "flaky");
-    assert_eq!(view["state"], json!("backoff"), "{view}");
-    let failures = view["consecutive_failures"].as_u64().unwrap();
     assert!(
-        (2..=4).contains(&failures),
-        "no faster than its backoff: {failures} in 6 s"
+        failures(&view) <= before + 2,
+        "no faster than its backoff: {before} then {} within 3 s",
+        failures(&view)
     );
-    assert!(
-        view["last_error"].as_str().unwrap().contains("transient"),
-        "{view}"
-    );
+    let error = view["last_create_error"].as_str().unwrap();
+    assert!(error.contains("transient"), "{view}");
     assert_eq!(view["workers"], json!([]), "a failed worker holds no place");
     let reason = host.job(&flaky)["pending_reason"]
         .as_str()
@@ -236,8 +251,9 @@ max = 1
     );
 
     // Terminal: the pool stops, and says so.
-    let view = pool(&host, "quota");
-    assert_eq!(view["state"], json!("stopped"), "{view}");
+    let view = pool_until(&host, "quota", "the quota pool stopped", |v| {
+        v["state"] == json!("stopped")
+    });
     assert_eq!(view["consecutive_failures"], json!(0));
     let reason = host.job(&quota)["pending_reason"]
         .as_str()
@@ -249,14 +265,25 @@ max = 1
     );
 
     // A provider that loops is stopped by the deadline, as a fault.
-    let view = pool(&host, "spins");
-    assert!(
-        view["last_error"].as_str().unwrap().contains("deadline"),
-        "{view}"
-    );
+    pool_until(&host, "spins", "the looping create interrupted", |v| {
+        v["last_create_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("ran past its deadline"))
+    });
     assert_eq!(host.job(&spins)["state"], json!("PENDING"));
     let (status, _) = host.get("/healthz");
     assert_eq!(status, 200, "the host keeps serving");
+
+    // `hodei pools` says the same.
+    let out = host.cli(&["pools"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("quota") && text.contains("stopped"), "{text}");
+    assert!(text.contains("quota: stopped: create"), "{text}");
+    assert!(
+        text.contains("flaky: ") && text.contains("retry in"),
+        "{text}"
+    );
 }
 
 #[test]

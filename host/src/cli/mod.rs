@@ -6,6 +6,7 @@ mod jobs;
 mod logs;
 mod plugin;
 mod policy;
+mod pools;
 pub mod run;
 mod workers;
 
@@ -45,6 +46,8 @@ enum Command {
     Logs(logs::LogsArgs),
     /// List workers.
     Workers,
+    /// Worker pools: state, workers by phase, create latency, last error.
+    Pools,
     /// Manage scheduling policies (WebAssembly plugins).
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -96,6 +99,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Jobs(command) => jobs::run(&client, command).await.map(|()| 0),
         Command::Logs(args) => logs::run(&client, args).await.map(|()| 0),
         Command::Workers => workers::run(&client).await.map(|()| 0),
+        Command::Pools => pools::run(&client).await.map(|()| 0),
         Command::Policy(command) => policy::run(&client, command).await.map(|()| 0),
         Command::Plugin(command) => plugin::run(command).await.map(|()| 0),
         Command::Bench(command) => crate::bench::run(command).await.map(|()| 0),
