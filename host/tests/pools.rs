@@ -276,7 +276,11 @@ max = 1
 
     // `hodei pools` says the same.
     let out = host.cli(&["pools"]);
-    assert!(out.status.success());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("quota") && text.contains("stopped"), "{text}");
     assert!(text.contains("quota: stopped: create"), "{text}");

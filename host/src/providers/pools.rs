@@ -136,6 +136,14 @@ impl PoolSpec {
         if self.ephemeral && self.slots > 1 {
             return Err(self.error("slots: an ephemeral pool runs one job per worker (slots 1)"));
         }
+        // Labels reach the agent as `--labels k=v,k2=v2`.
+        if let Some((k, v)) = self.labels.iter().find(|(k, v)| {
+            k.is_empty() || k.contains([',', '=']) || v.contains(',') || k.len() + v.len() > 256
+        }) {
+            return Err(self.error(format!(
+                "labels: {k:?} = {v:?}: keys must be non-empty without ',' or '=', values without ','"
+            )));
+        }
         if self.registration_timeout_secs == 0 {
             return Err(self.error("registration_timeout_secs must be at least 1"));
         }
