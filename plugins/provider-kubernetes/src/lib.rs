@@ -8,9 +8,11 @@
 //! pod spec cannot reuse it), and the offer's cpu and memory as requests.
 //! A pod is only deleted when its labels say it is this pool's.
 //!
-//! The host has no `kubernetes` capability yet (issue 10): this component
-//! is unit-tested natively on the SDK's fake API server, and a host refuses
-//! to instantiate it, naming the capability.
+//! The host implements the `kubernetes` capability on kube
+//! (host/src/providers/capabilities/kubernetes.rs). This component is
+//! unit-tested natively on the SDK's `FakeKubernetes`, and end to end by
+//! host/tests/pools_kubernetes.rs against a fake API server whose
+//! "kubelet" runs each pod's `hodei-agent` as a local process.
 //!
 //! Configuration (whitespace-separated words): `image=<ref>` (required),
 //! `namespace=<ns>` (default `default`), `agent=<path>` (default
