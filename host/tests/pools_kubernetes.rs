@@ -1,0 +1,149 @@
+//! Kubernetes pools against a fake API server (common/fake_kube.rs): the
+//! host's real kube client, configured from a real kubeconfig named by
+//! `KUBECONFIG`, creates pods over real HTTP, and the fake's "kubelet"
+//! runs each pod's `hodei-agent` as a local process from the pod spec's
+//! command and env, so a job goes end to end: a job creates a pod whose
+//! agent registers and runs it, the idle pod is deleted, a pod deleted
+//! behind the host's back mid-job is detected and the job retried; and a
+//! kubernetes pool without the grant, or without a reachable API server,
+//! is refused naming the capability.
+//!
+//! What the fake does not cover: scheduling and nodes, images (recorded,
+//! never pulled: the agent is the workspace's binary), resource limits,
+//! container restarts, watches, resource versions, pods lingering in
+//! `Terminating`, RBAC (one bearer token), namespaces as objects, TLS.
+#![allow(clippy::unwrap_used)] // test helpers are assertions
+
+mod common;
+
+use std::time::Duration;
+
+use common::fake_kube::{self, FakeKube};
+use common::{Host, lines, script_for, wait_until};
+use serde_json::{Value, json};
+
+/// The namespace the pools use (the kubeconfig's default is another, so
+/// the provider's `namespace=` is what counts).
+const NAMESPACE: &str = "hodei-ci";
+
+fn kube_pool(name: &str) -> String {
+    format!(
+        "[[pools]]\nname = \"{name}\"\nprovider = \"kubernetes\"\n\
+         config = \"image=hodei-worker:test namespace={NAMESPACE} cpu-millis=250 memory-mb=128\"\n\
+         grants = [\"kubernetes\"]\nlabels = {{ role = \"{name}\" }}\nmin = 0\nmax = 2\n\
+         idle_timeout_secs = 2\n"
+    )
+}
+
+/// A host with `config` as its config file, `--lease-secs 3`, and
+/// `KUBECONFIG` pointing at `kube`.
+fn host_on(kube: &FakeKube, config: &str) -> (Host, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hodei.toml");
+    std::fs::write(&path, config).unwrap();
+    let kubeconfig = kube.kubeconfig();
+    let host = Host::start_with_env(
+        &["--config", path.to_str().unwrap(), "--lease-secs", "3"],
+        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+    );
+    (host, dir)
+}
+
+fn pool_view(host: &Host, name: &str) -> Value {
+    host.get(&format!("/api/v1/pools/{name}")).1
+}
+
+#[test]
+fn a_job_creates_a_pod_whose_agent_runs_it_and_the_idle_pod_is_deleted() {
+    let kube = FakeKube::start("default");
+    let (host, _dir) = host_on(&kube, &kube_pool("k8s"));
+    assert!(kube.pods().is_empty(), "min 0");
+
+    let id = host.submit_ok(&script_for("k8s", "echo from-a-pod"));
+    let done = host.wait_state(&id, &["SUCCEEDED", "FAILED"], Duration::from_secs(60));
+    assert_eq!(done["state"], json!("SUCCEEDED"), "{done}\n{}", host.logs());
+    assert_eq!(lines(&host.sse(&id, "")), vec!["from-a-pod".to_owned()]);
+
+    let pods = kube.pods();
+    assert_eq!(pods.len(), 1, "one pod ran it: {pods:?}");
+    let pod = &pods[0];
+    assert_eq!(pod.namespace, NAMESPACE);
+    assert_eq!(pod.image, "hodei-worker:test");
+    assert_eq!(pod.labels.get("hodei.pool").map(String::as_str), Some("k8s"));
+    let worker = pod.labels.get("hodei.worker").unwrap();
+    assert_eq!(pod.name, format!("hodei-{worker}"));
+    assert_eq!(done["worker_id"].as_str(), Some(worker.as_str()), "{done}");
+    assert!(pod.env.contains_key("HODEI_TOKEN"), "{pod:?}");
+
+    wait_until("the idle pod deleted", Duration::from_secs(60), || {
+        kube.pods().is_empty()
+    });
+    assert_eq!(kube.created(), 1);
+    wait_until("the pool shows no worker", Duration::from_secs(30), || {
+        pool_view(&host, "k8s")["workers"] == json!([])
+    });
+}
+
+#[test]
+fn a_pod_deleted_behind_the_hosts_back_mid_job_is_detected_and_the_job_retried() {
+    let kube = FakeKube::start("default");
+    let (host, _dir) = host_on(&kube, &kube_pool("k8s-lost"));
+    let id = host.submit_ok(&script_for(
+        "k8s-lost",
+        "echo attempt-$HODEI_ATTEMPT; if [ \"$HODEI_ATTEMPT\" = 1 ]; then sleep 30; fi; echo done",
+    ));
+    host.wait_state(&id, &["RUNNING"], Duration::from_secs(60));
+    let pods = kube.pods();
+    assert_eq!(pods.len(), 1, "{pods:?}");
+    kube.force_delete(&pods[0].namespace, &pods[0].name);
+
+    let done = host.wait_state(&id, &["SUCCEEDED", "FAILED"], Duration::from_secs(90));
+    assert_eq!(done["state"], json!("SUCCEEDED"), "{done}\n{}", host.logs());
+    assert!(done["attempt"].as_u64().unwrap() >= 2, "retried: {done}");
+    assert!(
+        lines(&host.sse(&id, "")).contains(&"done".to_owned()),
+        "the retry ran to the end"
+    );
+    assert!(kube.created() >= 2, "a new pod ran the retry");
+    assert_ne!(
+        done["worker_id"].as_str(),
+        pods[0].labels.get("hodei.worker").map(String::as_str),
+        "{done}"
+    );
+}
+
+#[test]
+fn a_kubernetes_pool_without_the_grant_or_the_api_server_is_refused_naming_kubernetes() {
+    let kube = FakeKube::start("default");
+    let (host, _dir) = host_on(&kube, "");
+    let post = |body: Value| common::post_json(&host.url("/api/v1/pools"), &body);
+
+    let (status, answer) = post(json!({
+        "name": "k", "provider": "kubernetes", "config": "image=x", "grants": [], "max": 1,
+    }));
+    assert_eq!(status, 400, "{answer}");
+    let message = answer["message"].as_str().unwrap();
+    assert!(message.contains("kubernetes"), "{answer}");
+
+    // No API server behind the kubeconfig: refused at once, naming
+    // kubernetes.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kubeconfig");
+    std::fs::write(&path, fake_kube::kubeconfig(&url, "default")).unwrap();
+    let host = Host::start_with_env(&[], &[("KUBECONFIG", path.to_str().unwrap())]);
+    let (status, answer) = common::post_json(
+        &host.url("/api/v1/pools"),
+        &json!({
+            "name": "k", "provider": "kubernetes", "config": "image=x",
+            "grants": ["kubernetes"], "max": 1,
+        }),
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["message"].as_str().unwrap().contains("kubernetes"),
+        "{answer}"
+    );
+}
