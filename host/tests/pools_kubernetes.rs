@@ -69,8 +69,12 @@ fn a_job_creates_a_pod_whose_agent_runs_it_and_the_idle_pod_is_deleted() {
     let pod = &pods[0];
     assert_eq!(pod.namespace, NAMESPACE);
     assert_eq!(pod.image, "hodei-worker:test");
-    assert_eq!(pod.labels.get("hodei.pool").map(String::as_str), Some("k8s"));
+    assert_eq!(
+        pod.labels.get("hodei.pool").map(String::as_str),
+        Some("k8s")
+    );
     let worker = pod.labels.get("hodei.worker").unwrap();
+    let agent = pod.pid.expect("the pod's agent runs");
     assert_eq!(pod.name, format!("hodei-{worker}"));
     assert_eq!(done["worker_id"].as_str(), Some(worker.as_str()), "{done}");
     assert!(pod.env.contains_key("HODEI_TOKEN"), "{pod:?}");
@@ -79,6 +83,9 @@ fn a_job_creates_a_pod_whose_agent_runs_it_and_the_idle_pod_is_deleted() {
         kube.pods().is_empty()
     });
     assert_eq!(kube.created(), 1);
+    wait_until("the pod's agent exited", Duration::from_secs(30), || {
+        !std::path::Path::new(&format!("/proc/{agent}")).exists()
+    });
     wait_until("the pool shows no worker", Duration::from_secs(30), || {
         pool_view(&host, "k8s")["workers"] == json!([])
     });
@@ -123,7 +130,10 @@ fn a_kubernetes_pool_without_the_grant_or_the_api_server_is_refused_naming_kuber
     }));
     assert_eq!(status, 400, "{answer}");
     let message = answer["message"].as_str().unwrap();
-    assert!(message.contains("kubernetes"), "{answer}");
+    assert!(
+        message.contains("imports the `kubernetes` capability, which this pool does not grant"),
+        "{answer}"
+    );
 
     // No API server behind the kubeconfig: refused at once, naming
     // kubernetes.
@@ -142,8 +152,9 @@ fn a_kubernetes_pool_without_the_grant_or_the_api_server_is_refused_naming_kuber
         }),
     );
     assert_eq!(status, 400, "{answer}");
+    let message = answer["message"].as_str().unwrap();
     assert!(
-        answer["message"].as_str().unwrap().contains("kubernetes"),
+        message.contains("grants: kubernetes") && message.contains("Kubernetes API server"),
         "{answer}"
     );
 }

@@ -71,7 +71,9 @@ struct Shared {
 
 impl Shared {
     fn pods(&self) -> MutexGuard<'_, Pods> {
-        self.pods.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.pods
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -511,7 +513,12 @@ fn view_of(pod: &FakePod) -> PodView {
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|v| Some((v["name"].as_str()?.to_owned(), v["value"].as_str()?.to_owned())))
+            .filter_map(|v| {
+                Some((
+                    v["name"].as_str()?.to_owned(),
+                    v["value"].as_str()?.to_owned(),
+                ))
+            })
             .collect(),
         image: container["image"].as_str().unwrap_or_default().to_owned(),
         pid: pod.child.as_ref().map(Child::id),

@@ -251,7 +251,11 @@ fn wit_pod(pod: &KubePod) -> Pod {
     let status = pod.status.as_ref();
     let exit_code = status
         .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|statuses| statuses.iter().find_map(|c| c.state.as_ref()?.terminated.as_ref()))
+        .and_then(|statuses| {
+            statuses
+                .iter()
+                .find_map(|c| c.state.as_ref()?.terminated.as_ref())
+        })
         .map(|terminated| terminated.exit_code);
     Pod {
         name: pod.metadata.name.clone().unwrap_or_default(),

@@ -77,10 +77,10 @@ impl Grants {
             Capability::Docker,
             Capability::Kubernetes,
         ]
-            .into_iter()
-            .filter(|c| self.grants(*c))
-            .map(Capability::name)
-            .collect();
+        .into_iter()
+        .filter(|c| self.grants(*c))
+        .map(Capability::name)
+        .collect();
         if names.is_empty() {
             "none".to_owned()
         } else {
