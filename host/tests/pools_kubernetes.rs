@@ -22,14 +22,17 @@ use common::fake_kube::{self, FakeKube};
 use common::{Host, lines, script_for, wait_until};
 use serde_json::{Value, json};
 
-/// The namespace the pools use (the kubeconfig's default is another, so
-/// the provider's `namespace=` is what counts).
+/// The namespace the first pool names (its kubeconfig's default is
+/// another, so the provider's `namespace=` is what counts).
 const NAMESPACE: &str = "hodei-ci";
 
-fn kube_pool(name: &str) -> String {
+/// A kubernetes pool serving `role=<name>`, in `namespace` if given (else
+/// the kubeconfig's).
+fn kube_pool(name: &str, namespace: Option<&str>) -> String {
+    let namespace = namespace.map_or(String::new(), |ns| format!(" namespace={ns}"));
     format!(
         "[[pools]]\nname = \"{name}\"\nprovider = \"kubernetes\"\n\
-         config = \"image=hodei-worker:test namespace={NAMESPACE} cpu-millis=250 memory-mb=128\"\n\
+         config = \"image=hodei-worker:test{namespace} cpu-millis=250 memory-mb=128\"\n\
          grants = [\"kubernetes\"]\nlabels = {{ role = \"{name}\" }}\nmin = 0\nmax = 2\n\
          idle_timeout_secs = 2\n"
     )
@@ -56,7 +59,7 @@ fn pool_view(host: &Host, name: &str) -> Value {
 #[test]
 fn a_job_creates_a_pod_whose_agent_runs_it_and_the_idle_pod_is_deleted() {
     let kube = FakeKube::start("default");
-    let (host, _dir) = host_on(&kube, &kube_pool("k8s"));
+    let (host, _dir) = host_on(&kube, &kube_pool("k8s", Some(NAMESPACE)));
     assert!(kube.pods().is_empty(), "min 0");
 
     let id = host.submit_ok(&script_for("k8s", "echo from-a-pod"));
@@ -93,8 +96,9 @@ fn a_job_creates_a_pod_whose_agent_runs_it_and_the_idle_pod_is_deleted() {
 
 #[test]
 fn a_pod_deleted_behind_the_hosts_back_mid_job_is_detected_and_the_job_retried() {
-    let kube = FakeKube::start("default");
-    let (host, _dir) = host_on(&kube, &kube_pool("k8s-lost"));
+    // No namespace in the pool: the kubeconfig's.
+    let kube = FakeKube::start("from-kubeconfig");
+    let (host, _dir) = host_on(&kube, &kube_pool("k8s-lost", None));
     let id = host.submit_ok(&script_for(
         "k8s-lost",
         "echo attempt-$HODEI_ATTEMPT; if [ \"$HODEI_ATTEMPT\" = 1 ]; then sleep 30; fi; echo done",
@@ -102,6 +106,7 @@ fn a_pod_deleted_behind_the_hosts_back_mid_job_is_detected_and_the_job_retried()
     host.wait_state(&id, &["RUNNING"], Duration::from_secs(60));
     let pods = kube.pods();
     assert_eq!(pods.len(), 1, "{pods:?}");
+    assert_eq!(pods[0].namespace, "from-kubeconfig");
     kube.force_delete(&pods[0].namespace, &pods[0].name);
 
     let done = host.wait_state(&id, &["SUCCEEDED", "FAILED"], Duration::from_secs(90));

@@ -15,7 +15,8 @@
 //! "kubelet" runs each pod's `hodei-agent` as a local process.
 //!
 //! Configuration (whitespace-separated words): `image=<ref>` (required),
-//! `namespace=<ns>` (default `default`), `agent=<path>` (default
+//! `namespace=<ns>` (default: the host's, i.e. its kubeconfig's),
+//! `agent=<path>` (default
 //! `/hodei-agent`), and what each worker offers: `cpu-millis=<n>`,
 //! `memory-mb=<n>` (both also the pod's requests), `slots=<n>`,
 //! `label=<key>=<value>`.
@@ -56,7 +57,7 @@ impl<K: Kubernetes + 'static> Provider for KubernetesProvider<K> {
         let mut provider = Self {
             kube,
             identity: identity.clone(),
-            namespace: "default".to_owned(),
+            namespace: String::new(),
             image: String::new(),
             agent: "/hodei-agent".to_owned(),
             offer: WorkerOffer {
@@ -176,7 +177,7 @@ impl<K: Kubernetes> KubernetesProvider<K> {
             Ok(Some(pod))
         } else {
             Err(ProviderError::Terminal(format!(
-                "{NAME}: pod {name} exists in namespace {} but is not this pool's",
+                "{NAME}: pod {name} exists in namespace {:?} but is not this pool's",
                 self.namespace
             )))
         }
