@@ -273,7 +273,11 @@ async fn create(
     object["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
     let (child, phase) = match start_container(&shared, &name, &command, &container["env"]) {
         Ok(child) => (Some(child), "Running"),
-        Err(_) => (None, "Failed"),
+        Err(e) => {
+            // What `kubectl logs` would not show but a test needs.
+            let _ = std::fs::write(shared.logs.join(format!("{name}.log")), e.to_string());
+            (None, "Failed")
+        }
     };
     let pod = FakePod {
         object,

@@ -5,7 +5,8 @@
 //! [`kubernetes`] (a pod subset on kube).
 //!
 //! A capability is a cheap-to-clone handle to host state that outlives any
-//! one plugin instance (the process table, the Docker client): a provider
+//! one plugin instance (the process table, the Docker or Kubernetes
+//! client): a provider
 //! re-instantiated after a trap still sees the workers it created. Time a
 //! call spends in a capability is added to the store's host clock, which
 //! keeps it out of the plugin's deadline (see `plugins::provider`).
