@@ -4,8 +4,9 @@
 //! runs each pod's `hodei-agent` as a local process from the pod spec's
 //! command and env, so a job goes end to end: a job creates a pod whose
 //! agent registers and runs it, the idle pod is deleted, a pod deleted
-//! behind the host's back mid-job is detected and the job retried; and a
-//! kubernetes pool without the grant, or without a reachable API server,
+//! behind the host's back mid-job is detected and the job retried, a host
+//! SIGKILLed while pods start and run comes back to no orphan pod and
+//! every job done; and a kubernetes pool without the grant, or without a reachable API server,
 //! is refused naming the capability.
 //!
 //! What the fake does not cover: scheduling and nodes, images (recorded,
@@ -38,17 +39,16 @@ fn kube_pool(name: &str, namespace: Option<&str>) -> String {
     )
 }
 
-/// A host with `config` as its config file, `--lease-secs 3`, and
-/// `KUBECONFIG` pointing at `kube`.
-fn host_on(kube: &FakeKube, config: &str) -> (Host, tempfile::TempDir) {
+/// A host with `config` as its config file, `--lease-secs 3`, `extra`
+/// flags, and `KUBECONFIG` pointing at `kube`.
+fn host_on(kube: &FakeKube, config: &str, extra: &[&str]) -> (Host, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hodei.toml");
     std::fs::write(&path, config).unwrap();
     let kubeconfig = kube.kubeconfig();
-    let host = Host::start_with_env(
-        &["--config", path.to_str().unwrap(), "--lease-secs", "3"],
-        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
-    );
+    let mut args = vec!["--config", path.to_str().unwrap(), "--lease-secs", "3"];
+    args.extend_from_slice(extra);
+    let host = Host::start_with_env(&args, &[("KUBECONFIG", kubeconfig.to_str().unwrap())]);
     (host, dir)
 }
 
@@ -59,7 +59,7 @@ fn pool_view(host: &Host, name: &str) -> Value {
 #[test]
 fn a_job_creates_a_pod_whose_agent_runs_it_and_the_idle_pod_is_deleted() {
     let kube = FakeKube::start("default");
-    let (host, _dir) = host_on(&kube, &kube_pool("k8s", Some(NAMESPACE)));
+    let (host, _dir) = host_on(&kube, &kube_pool("k8s", Some(NAMESPACE)), &[]);
     assert!(kube.pods().is_empty(), "min 0");
 
     let id = host.submit_ok(&script_for("k8s", "echo from-a-pod"));
@@ -98,7 +98,7 @@ fn a_job_creates_a_pod_whose_agent_runs_it_and_the_idle_pod_is_deleted() {
 fn a_pod_deleted_behind_the_hosts_back_mid_job_is_detected_and_the_job_retried() {
     // No namespace in the pool: the kubeconfig's.
     let kube = FakeKube::start("from-kubeconfig");
-    let (host, _dir) = host_on(&kube, &kube_pool("k8s-lost", None));
+    let (host, _dir) = host_on(&kube, &kube_pool("k8s-lost", None), &[]);
     let id = host.submit_ok(&script_for(
         "k8s-lost",
         "echo attempt-$HODEI_ATTEMPT; if [ \"$HODEI_ATTEMPT\" = 1 ]; then sleep 30; fi; echo done",
@@ -125,9 +125,66 @@ fn a_pod_deleted_behind_the_hosts_back_mid_job_is_detected_and_the_job_retried()
 }
 
 #[test]
+fn a_host_killed_while_pods_start_and_run_leaves_no_orphan_pod_and_converges() {
+    let kube = FakeKube::start("default");
+    // Agents dial the gRPC port they were created with: the restarted host
+    // must listen on the same one.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let grpc = format!("127.0.0.1:{port}");
+    let (mut host, _dir) = host_on(
+        &kube,
+        &kube_pool("k8s-crash", None),
+        &["--grpc-addr", &grpc],
+    );
+    let ids: Vec<String> = (0..4)
+        .map(|i| {
+            host.submit_ok(&script_for(
+                "k8s-crash",
+                &format!("sleep 3; echo crash-{i}"),
+            ))
+        })
+        .collect();
+    wait_until("a job running in a pod", Duration::from_secs(60), || {
+        ids.iter()
+            .any(|id| host.job(id)["state"] == json!("RUNNING"))
+    });
+    host.restart(nix::sys::signal::Signal::SIGKILL);
+
+    let mut most = 0;
+    wait_until(
+        "every job finished after the restart",
+        Duration::from_secs(120),
+        || {
+            most = most.max(kube.pods().len());
+            ids.iter()
+                .all(|id| matches!(host.job(id)["state"].as_str(), Some("SUCCEEDED" | "FAILED")))
+        },
+    );
+    for (i, id) in ids.iter().enumerate() {
+        let job = host.job(id);
+        assert_eq!(job["state"], json!("SUCCEEDED"), "{job}");
+        let got = lines(&host.sse(id, ""));
+        assert_eq!(got.last(), Some(&format!("crash-{i}")), "{job}");
+    }
+    assert!(most <= 2, "never more than max, orphans included: {most}");
+    wait_until(
+        "the pool converges to zero pods",
+        Duration::from_secs(60),
+        || kube.pods().is_empty(),
+    );
+    wait_until("the pool shows no worker", Duration::from_secs(30), || {
+        pool_view(&host, "k8s-crash")["workers"] == json!([])
+    });
+}
+
+#[test]
 fn a_kubernetes_pool_without_the_grant_or_the_api_server_is_refused_naming_kubernetes() {
     let kube = FakeKube::start("default");
-    let (host, _dir) = host_on(&kube, "");
+    let (host, _dir) = host_on(&kube, "", &[]);
     let post = |body: Value| common::post_json(&host.url("/api/v1/pools"), &body);
 
     let (status, answer) = post(json!({
