@@ -215,7 +215,7 @@ fn a_capability_the_pool_did_not_grant_is_refused_with_a_clear_error() {
         "{err}"
     );
 
-    // This host has no kubernetes capability to grant at all.
+    // A pool granting process only cannot run the kubernetes provider.
     let processes = ProcessCapability::new(agent_bin(), Duration::from_secs(1)).expect("spawner");
     let err = kubernetes
         .instantiate(

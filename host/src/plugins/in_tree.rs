@@ -38,6 +38,13 @@ pub const PROVIDERS: &[(&str, &[u8])] = &[
             "/hodei_provider_docker.wasm"
         )),
     ),
+    (
+        "kubernetes",
+        include_bytes!(concat!(
+            env!("HODEI_PLUGIN_DIR"),
+            "/hodei_provider_kubernetes.wasm"
+        )),
+    ),
 ];
 
 /// Directory holding every plugin component this build produced, test

@@ -53,7 +53,7 @@ pub enum Capability {
     Process,
     /// `hodei:provider/docker`: containers.
     Docker,
-    /// `hodei:provider/kubernetes`: pods (no host implementation yet).
+    /// `hodei:provider/kubernetes`: pods.
     Kubernetes,
 }
 

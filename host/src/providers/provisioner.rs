@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::board::{OfferView, PoolView};
-use super::capabilities::{DockerCapability, Grants, ProcessCapability};
+use super::capabilities::{DockerCapability, Grants, KubernetesCapability, ProcessCapability};
 use super::instance::PoolProvider;
 use super::pool_loop::{HostSide, PoolLoop};
 use super::pools::{PoolError, PoolSpec};
@@ -28,6 +28,8 @@ use crate::plugins::provider::{Capability, CompiledProvider, PoolIdentity};
 const LOCAL_AGENT_GRACE: Duration = Duration::from_secs(10);
 /// Timeout of one Docker engine request.
 const DOCKER_TIMEOUT: Duration = Duration::from_secs(60);
+/// Timeout of one Kubernetes API request.
+const KUBERNETES_TIMEOUT: Duration = Duration::from_secs(30);
 /// The settings key under which REST pools are kept.
 const POOLS_SETTING: &str = "pools";
 
@@ -265,9 +267,14 @@ impl Provisioner {
                     grants = grants.with_docker(docker);
                 }
                 Capability::Kubernetes => {
-                    return Err(problem(
-                        "grants: kubernetes is not available on this host yet".to_owned(),
-                    ));
+                    let runtime = tokio::runtime::Handle::current();
+                    let kubernetes = tokio::task::spawn_blocking(move || {
+                        KubernetesCapability::connect(runtime, KUBERNETES_TIMEOUT)
+                    })
+                    .await
+                    .map_err(|e| problem(e.to_string()))?
+                    .map_err(|e| problem(format!("grants: kubernetes: {e:?}")))?;
+                    grants = grants.with_kubernetes(kubernetes);
                 }
             }
         }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 pub mod docker;
+pub mod fake_kube;
 pub mod raw_agent;
 pub mod rss;
 
@@ -53,6 +54,7 @@ pub struct Host {
     pub grpc: String,
     pub stderr: Arc<Mutex<String>>,
     extra_args: Vec<String>,
+    extra_env: Vec<(String, String)>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -64,16 +66,26 @@ impl Host {
 
     /// Same, with extra `serve` flags.
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// Same, with extra environment variables (kept across restarts).
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data_dir = tmp.path().join("data");
         let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
-        let mut host = Self::spawn(&data_dir, &extra);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let mut host = Self::spawn(&data_dir, &extra, &env);
         host._tmp = Some(tmp);
         host
     }
 
-    fn spawn(data_dir: &Path, extra: &[String]) -> Self {
+    fn spawn(data_dir: &Path, extra: &[String], env: &[(String, String)]) -> Self {
         let mut command = Command::new(hodei_bin());
+        command.envs(env.iter().map(|(k, v)| (k, v)));
         command.arg("serve");
         // Defaults for test hosts, each overridable by the test. Plugin
         // calls get 1 s rather than 10 ms: a debug build on a loaded CI
@@ -139,6 +151,7 @@ impl Host {
             grpc: grpc.unwrap(),
             stderr,
             extra_args: extra.to_vec(),
+            extra_env: env.to_vec(),
             _tmp: None,
         }
     }
@@ -148,7 +161,7 @@ impl Host {
     pub fn restart(&mut self, signal: nix::sys::signal::Signal) {
         self.signal(signal);
         let _ = self.child.wait();
-        let fresh = Self::spawn(&self.data_dir, &self.extra_args);
+        let fresh = Self::spawn(&self.data_dir, &self.extra_args, &self.extra_env);
         let old = std::mem::replace(self, fresh);
         self._tmp = old.into_tmp();
     }

@@ -8,12 +8,15 @@
 //! pod spec cannot reuse it), and the offer's cpu and memory as requests.
 //! A pod is only deleted when its labels say it is this pool's.
 //!
-//! The host has no `kubernetes` capability yet (issue 10): this component
-//! is unit-tested natively on the SDK's fake API server, and a host refuses
-//! to instantiate it, naming the capability.
+//! The host implements the `kubernetes` capability on kube
+//! (host/src/providers/capabilities/kubernetes.rs). This component is
+//! unit-tested natively on the SDK's `FakeKubernetes`, and end to end by
+//! host/tests/pools_kubernetes.rs against a fake API server whose
+//! "kubelet" runs each pod's `hodei-agent` as a local process.
 //!
 //! Configuration (whitespace-separated words): `image=<ref>` (required),
-//! `namespace=<ns>` (default `default`), `agent=<path>` (default
+//! `namespace=<ns>` (default: the host's, i.e. its kubeconfig's),
+//! `agent=<path>` (default
 //! `/hodei-agent`), and what each worker offers: `cpu-millis=<n>`,
 //! `memory-mb=<n>` (both also the pod's requests), `slots=<n>`,
 //! `label=<key>=<value>`.
@@ -54,7 +57,7 @@ impl<K: Kubernetes + 'static> Provider for KubernetesProvider<K> {
         let mut provider = Self {
             kube,
             identity: identity.clone(),
-            namespace: "default".to_owned(),
+            namespace: String::new(),
             image: String::new(),
             agent: "/hodei-agent".to_owned(),
             offer: WorkerOffer {
@@ -174,7 +177,7 @@ impl<K: Kubernetes> KubernetesProvider<K> {
             Ok(Some(pod))
         } else {
             Err(ProviderError::Terminal(format!(
-                "{NAME}: pod {name} exists in namespace {} but is not this pool's",
+                "{NAME}: pod {name} exists in namespace {:?} but is not this pool's",
                 self.namespace
             )))
         }

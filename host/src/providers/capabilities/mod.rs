@@ -1,17 +1,18 @@
 //! The native capabilities provider plugins import, one module per WIT
 //! interface of wit/provider.wit, each with one `add_to_linker` (as
 //! wasmtime's wasi-config does): [`process`] (local `hodei-agent`
-//! processes) and [`docker`] (a container subset on bollard). `kubernetes`
-//! is declared in the WIT but has no host implementation yet, so a
-//! provider importing it cannot be granted it.
+//! processes), [`docker`] (a container subset on bollard) and
+//! [`kubernetes`] (a pod subset on kube).
 //!
 //! A capability is a cheap-to-clone handle to host state that outlives any
-//! one plugin instance (the process table, the Docker client): a provider
+//! one plugin instance (the process table, the Docker or Kubernetes
+//! client): a provider
 //! re-instantiated after a trap still sees the workers it created. Time a
 //! call spends in a capability is added to the store's host clock, which
 //! keeps it out of the plugin's deadline (see `plugins::provider`).
 
 pub mod docker;
+pub mod kubernetes;
 pub mod process;
 
 use std::time::{Duration, Instant};
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::Linker;
 
 pub use docker::DockerCapability;
+pub use kubernetes::KubernetesCapability;
 pub use process::ProcessCapability;
 
 use crate::plugins::provider::{Capability, ProviderState};
@@ -31,6 +33,8 @@ pub struct Grants {
     pub process: Option<ProcessCapability>,
     /// Docker containers.
     pub docker: Option<DockerCapability>,
+    /// Kubernetes pods.
+    pub kubernetes: Option<KubernetesCapability>,
 }
 
 impl Grants {
@@ -51,23 +55,33 @@ impl Grants {
         self
     }
 
+    /// Grants `kubernetes`.
+    pub fn with_kubernetes(mut self, kubernetes: KubernetesCapability) -> Self {
+        self.kubernetes = Some(kubernetes);
+        self
+    }
+
     /// Whether `capability` is granted.
     pub fn grants(&self, capability: Capability) -> bool {
         match capability {
             Capability::Process => self.process.is_some(),
             Capability::Docker => self.docker.is_some(),
-            Capability::Kubernetes => false,
+            Capability::Kubernetes => self.kubernetes.is_some(),
         }
     }
 
     /// The granted capabilities' names, for messages: `process, docker`
     /// or `none`.
     pub fn describe(&self) -> String {
-        let names: Vec<&str> = [Capability::Process, Capability::Docker]
-            .into_iter()
-            .filter(|c| self.grants(*c))
-            .map(Capability::name)
-            .collect();
+        let names: Vec<&str> = [
+            Capability::Process,
+            Capability::Docker,
+            Capability::Kubernetes,
+        ]
+        .into_iter()
+        .filter(|c| self.grants(*c))
+        .map(Capability::name)
+        .collect();
         if names.is_empty() {
             "none".to_owned()
         } else {
@@ -87,6 +101,9 @@ pub(crate) fn add_granted_to_linker(
     if grants.docker.is_some() {
         docker::add_to_linker(linker, docker_view)?;
     }
+    if grants.kubernetes.is_some() {
+        kubernetes::add_to_linker(linker, kubernetes_view)?;
+    }
     Ok(())
 }
 
@@ -98,6 +115,11 @@ fn process_view(state: &mut ProviderState) -> process::ProcessView<'_> {
 fn docker_view(state: &mut ProviderState) -> docker::DockerView<'_> {
     let (grants, clock) = state.grants_and_clock();
     docker::DockerView::new(grants.docker.as_ref(), clock)
+}
+
+fn kubernetes_view(state: &mut ProviderState) -> kubernetes::KubernetesView<'_> {
+    let (grants, clock) = state.grants_and_clock();
+    kubernetes::KubernetesView::new(grants.kubernetes.as_ref(), clock)
 }
 
 /// Runs `f` and adds its duration to `clock`.
