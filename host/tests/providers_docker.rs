@@ -16,6 +16,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::docker::{self, IMAGE};
 use common::{Host, TOKEN, script};
 use hodei::plugins::in_tree::PROVIDERS;
 use hodei::plugins::provider::{
@@ -25,43 +26,9 @@ use hodei::plugins::{Limits, PluginEngine};
 use hodei::providers::capabilities::{DockerCapability, Grants};
 use serde_json::json;
 
-/// The image the test builds (a dev-profile agent: faster to build).
-const IMAGE: &str = "hodei-worker:test";
 /// The plugin deadline: ample for the provider's own work, shorter than
 /// what a container start or stop takes the engine.
 const DEADLINE: Duration = Duration::from_millis(100);
-
-fn docker_available() -> bool {
-    let available = Command::new("docker")
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !available {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "no Docker engine, and CI=true requires the Docker tests to run"
-        );
-        eprintln!("skipping: no Docker engine reachable");
-    }
-    available
-}
-
-fn build_image() {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let output = common::without_outer_build_env(
-        Command::new(format!("{root}/scripts/worker-image.sh"))
-            .env("HODEI_WORKER_IMAGE", IMAGE)
-            .env("HODEI_AGENT_PROFILE", "dev")
-            .env("CARGO_TARGET_DIR", common::target_dir()),
-    )
-    .output()
-    .expect("run scripts/worker-image.sh");
-    assert!(
-        output.status.success(),
-        "worker-image.sh failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
 
 /// Our containers (by install label), as `docker ps -a` shows them.
 fn containers_of(install: &str) -> Vec<String> {
@@ -97,10 +64,10 @@ fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn provider_docker_runs_a_worker_container_that_runs_a_job_and_leaves_nothing() {
-    if !docker_available() {
+    if !docker::available() {
         return;
     }
-    build_image();
+    docker::build_image();
     let install = format!("test-{}", std::process::id());
     let _cleanup = Cleanup(install.clone());
     let runtime = tokio::runtime::Runtime::new().expect("runtime");

@@ -3,9 +3,9 @@
 //! for local processes and Docker containers, side by side in one run.
 //!
 //! One real `hodei serve` with four pools: `local-cold` and `docker-cold`
-//! are ephemeral with min 0 (every job gets a worker created for it, and
-//! the worker is destroyed after), `local-warm` and `docker-warm` keep one
-//! worker (min 1). Jobs run one at a time; each is timed from just before
+//! are ephemeral with min 0 and max 4 (every job gets a worker created for
+//! it, and the worker is destroyed after), `local-warm` and `docker-warm`
+//! keep one worker (min 1). Jobs run one at a time; each is timed from just before
 //! its submit until its first line reaches an SSE reader. The Docker rows
 //! need the worker image (`scripts/worker-image.sh`); without it, or
 //! without an engine, they are skipped with a note.
@@ -39,7 +39,9 @@ fn pool(name: &str, provider: &str, config: &str, warm: bool) -> String {
     let shape = if warm {
         "min = 1\nmax = 1\nidle_timeout_secs = 3600"
     } else {
-        "min = 0\nmax = 1\nephemeral = true"
+        // Room for the next worker while the previous one is torn down,
+        // so each job's cold start is its own.
+        "min = 0\nmax = 4\nephemeral = true"
     };
     format!(
         "[[pools]]\nname = \"{name}\"\nprovider = \"{provider}\"\nconfig = \"{config}\"\n\
