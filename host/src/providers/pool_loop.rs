@@ -210,7 +210,7 @@ impl PoolLoop {
             rows
         };
         if self.stopped.is_none() {
-            self.scale_up(&rows).await;
+            self.scale_up(&rows, &views).await;
         }
         self.scale_down(&rows, &views).await;
     }
@@ -316,8 +316,16 @@ impl PoolLoop {
     }
 
     /// Step 3: creates workers for demand and for `min`.
-    async fn scale_up(&mut self, rows: &[ProvisionedWorker]) {
+    async fn scale_up(&mut self, rows: &[ProvisionedWorker], views: &HashMap<String, WorkerView>) {
         let slots = usize::try_from(self.spec.slots.max(1)).unwrap_or(1);
+        // Registered workers with room will take waiting jobs on the next
+        // scheduling round: a job still queued between a registration and
+        // its placement is not demand for another worker.
+        let free_slots: usize = views
+            .values()
+            .filter(|v| v.connected && !v.retiring && !v.metrics.draining)
+            .map(|v| usize::try_from(v.info.slots.saturating_sub(v.used_slots)).unwrap_or(0))
+            .sum();
         self.demand = self.my_demand();
         let starting = rows
             .iter()
