@@ -335,7 +335,10 @@ impl PoolLoop {
             .iter()
             .filter(|r| r.phase != WorkerPhase::Draining)
             .count();
-        let for_demand = self.demand.saturating_sub(starting * slots).div_ceil(slots);
+        let for_demand = self
+            .demand
+            .saturating_sub(starting * slots + free_slots)
+            .div_ceil(slots);
         let for_min = usize::try_from(self.spec.min)
             .unwrap_or(0)
             .saturating_sub(serving);
