@@ -32,15 +32,7 @@ const DEADLINE: Duration = Duration::from_millis(100);
 
 /// Our containers (by install label), as `docker ps -a` shows them.
 fn containers_of(install: &str) -> Vec<String> {
-    let output = Command::new("docker")
-        .args(["ps", "-a", "--quiet", "--filter"])
-        .arg(format!("label=hodei.install={install}"))
-        .output()
-        .expect("docker ps");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    docker::containers_labelled("hodei.install", install)
 }
 
 /// Removes whatever a failed test left.

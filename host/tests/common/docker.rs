@@ -48,9 +48,15 @@ pub fn build_image() {
 /// Ids of every container (running or not) labelled `hodei.pool=<pool>`,
 /// as `docker ps -a` shows them.
 pub fn containers_of_pool(pool: &str) -> Vec<String> {
+    containers_labelled("hodei.pool", pool)
+}
+
+/// Ids of every container (running or not) labelled `key=value`, as
+/// `docker ps -a` shows them.
+pub fn containers_labelled(key: &str, value: &str) -> Vec<String> {
     let output = Command::new("docker")
         .args(["ps", "-a", "--quiet", "--filter"])
-        .arg(format!("label=hodei.pool={pool}"))
+        .arg(format!("label={key}={value}"))
         .output()
         .expect("docker ps");
     String::from_utf8_lossy(&output.stdout)
