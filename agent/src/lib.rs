@@ -16,8 +16,8 @@
 //! - `reap` — after a job, SIGKILLs the processes that still carry its
 //!   `HODEI_JOB_ID` (escaped the group by a double fork or `setsid`).
 //! - `output` — reading a job's PTY (stdout) and stderr pipe into lines.
-//! - `mask` — masking the job's secrets (and their base64, URL and JSON
-//!   encodings) in its output, streaming, before it leaves the agent.
+//! - `mask` — masking the job's secrets in its output, streaming, before
+//!   it leaves the agent (the patterns come from the `hodei-mask` crate).
 //! - `lines` — cutting raw output into log entries (16 KiB cap).
 //! - `script` — how a command is launched: argv directly, a script as
 //!   `job.sh` run by bash.
