@@ -19,7 +19,10 @@
 //!   [`export_provider!`], and [`provider::testing`] fakes of the
 //!   capabilities for native unit tests.
 //!
-//! Secret maskers (`masker`) get a sibling module shaped the same way.
+//! - [`masker`] — secret maskers (`hodei:masker`): the [`Masker`] trait
+//!   (configuration, one session per job attempt) and [`MaskSession`] (lines
+//!   in, masked lines out), [`export_masker!`], and [`masker::testing`],
+//!   which drives a session the way the host does.
 //!
 //! # A minimal policy
 //! ```
@@ -66,9 +69,11 @@
 // and from a plugin crate's `export_policy!` expansion.
 extern crate self as hodei_plugin_sdk;
 
+pub mod masker;
 pub mod policy;
 pub mod provider;
 
+pub use masker::{MaskSession, Masker};
 pub use policy::{Job, Policy, Reject, Worker};
 pub use provider::{Docker, Kubernetes, Process, Provider};
 
