@@ -26,7 +26,11 @@ fn line() -> impl Strategy<Value = (String, Option<usize>, String)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(200))]
+    #![proptest_config(ProptestConfig {
+        cases: 200,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn batches_do_not_matter_and_no_secret_survives(
