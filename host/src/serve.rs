@@ -21,6 +21,7 @@ use crate::api::{AppState, router};
 use crate::bus::Bus;
 use crate::config::ServeConfig;
 use crate::jobs::JobService;
+use crate::masking::{MaskerCatalog, MaskerRegistry, Masking};
 use crate::plugins::{PluginEngine, PolicyCatalog, PolicyRegistry};
 use crate::providers::Provisioner;
 use crate::providers::pool_loop::HostSide;
@@ -57,6 +58,18 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .restore(config.policy.clone())
         .await
         .context("cannot load the scheduling policies")?;
+    let maskers = MaskerCatalog::new(
+        Arc::new(MaskerRegistry::new(engine.clone())),
+        Arc::clone(&store),
+    );
+    maskers
+        .restore(config.maskers.clone())
+        .await
+        .context("cannot load the secret maskers")?;
+    let masking = Arc::new(Masking::new(
+        Arc::clone(maskers.registry()),
+        Arc::clone(&store),
+    ));
     let cluster = Arc::new(Cluster::default());
     let scheduler = Arc::new(Scheduler::new(cluster, registry));
     let jobs = Arc::new(JobService::new(
@@ -99,6 +112,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         AppState {
             jobs: Arc::clone(&jobs),
             policies,
+            maskers,
+            masking: Arc::clone(&masking),
             usage: Arc::clone(&usage),
             provisioner: Arc::clone(&provisioner),
         },
@@ -117,6 +132,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             usage,
             limits: Arc::new(config.agent_limits.clone()),
             ledger: jobs.store().ledger(),
+            masking,
         },
     );
     let agents_server = tokio::spawn(

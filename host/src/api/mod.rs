@@ -2,12 +2,13 @@
 //! input into the one JSON error shape.
 //!
 //! One file per resource: `jobs`, `logs` (SSE), `workers`, `policies`,
-//! `pools`;
+//! `maskers`, `pools`;
 //! `error` owns the error shape.
 
 pub mod error;
 mod jobs;
 mod logs;
+mod maskers;
 mod policies;
 mod pools;
 mod workers;
@@ -21,6 +22,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 
 use self::error::ApiError;
 use crate::jobs::JobService;
+use crate::masking::{MaskerCatalog, Masking};
 use crate::plugins::PolicyCatalog;
 use crate::providers::Provisioner;
 use crate::usage::UsageBoard;
@@ -34,6 +36,10 @@ pub struct AppState {
     pub jobs: Arc<JobService>,
     /// Scheduling policies and their persistence.
     pub policies: PolicyCatalog,
+    /// Secret maskers, the active chain, and their persistence.
+    pub maskers: MaskerCatalog,
+    /// The masking choke point (its counters).
+    pub masking: Arc<Masking>,
     /// Per-job CPU and memory from the heartbeats.
     pub usage: Arc<UsageBoard>,
     /// The worker pools.
@@ -63,6 +69,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/pools/{name}", get(pools::get))
         .route("/api/v1/policies/active", put(policies::activate))
         .route("/api/v1/policies/{name}", delete(policies::remove))
+        .route("/api/v1/maskers/chain", put(maskers::set_chain))
+        .route("/api/v1/maskers/{name}", delete(maskers::remove))
         // A body announced as too large is refused from its Content-Length
         // before any of it is read; one that grows too large while streamed
         // (chunked) is refused by the extractor's limit.
@@ -74,6 +82,13 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route(
             "/api/v1/policies",
             get(policies::list).post(policies::upload).layer((
+                RequestBodyLimitLayer::new(policies::MAX_POLICY_BYTES),
+                DefaultBodyLimit::max(policies::MAX_POLICY_BYTES),
+            )),
+        )
+        .route(
+            "/api/v1/maskers",
+            get(maskers::list).post(maskers::upload).layer((
                 RequestBodyLimitLayer::new(policies::MAX_POLICY_BYTES),
                 DefaultBodyLimit::max(policies::MAX_POLICY_BYTES),
             )),

@@ -96,9 +96,19 @@ impl ApiClient {
 
     /// `POST /api/v1/policies?name=N` with a component.
     pub async fn upload_policy(&self, name: &str, bytes: Vec<u8>) -> anyhow::Result<Value> {
+        self.upload_component("/api/v1/policies", name, bytes).await
+    }
+
+    /// Uploads a component (a policy, a masker) to `path` under `name`.
+    pub async fn upload_component(
+        &self,
+        path: &str,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> anyhow::Result<Value> {
         let response = self
             .http
-            .post(self.url("/api/v1/policies"))
+            .post(self.url(path))
             .query(&[("name", name)])
             .header("content-type", "application/wasm")
             .body(bytes)

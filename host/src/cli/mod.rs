@@ -4,6 +4,7 @@
 pub mod client;
 mod jobs;
 mod logs;
+mod masker;
 mod plugin;
 mod policy;
 mod pools;
@@ -51,6 +52,9 @@ enum Command {
     /// Manage scheduling policies (WebAssembly plugins).
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Manage secret maskers (WebAssembly plugins) and the masker chain.
+    #[command(subcommand)]
+    Masker(masker::MaskerCommand),
     /// Write and build scheduling-policy plugins: `new` scaffolds a crate,
     /// `build` compiles it to the component `policy load` takes.
     #[command(subcommand)]
@@ -101,6 +105,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Workers => workers::run(&client).await.map(|()| 0),
         Command::Pools => pools::run(&client).await.map(|()| 0),
         Command::Policy(command) => policy::run(&client, command).await.map(|()| 0),
+        Command::Masker(command) => masker::run(&client, command).await.map(|()| 0),
         Command::Plugin(command) => plugin::run(command).await.map(|()| 0),
         Command::Bench(command) => crate::bench::run(command).await.map(|()| 0),
     }

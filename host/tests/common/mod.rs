@@ -239,6 +239,36 @@ impl Host {
         )
     }
 
+    /// `PUT /api/v1/maskers/chain` with `chain` (a JSON list).
+    pub fn set_maskers(&self, chain: Value) -> (u16, Value) {
+        request(
+            http_agent()
+                .put(&self.url("/api/v1/maskers/chain"))
+                .send_json(json!({ "maskers": chain })),
+        )
+    }
+
+    /// `POST /api/v1/maskers?name=NAME` with raw bytes.
+    pub fn upload_masker(&self, name: &str, bytes: &[u8]) -> (u16, Value) {
+        post_raw(
+            &self.url(&format!("/api/v1/maskers?name={name}")),
+            "application/wasm",
+            bytes.to_vec(),
+        )
+    }
+
+    /// The entry of `name` in `GET /api/v1/maskers`.
+    pub fn masker(&self, name: &str) -> Value {
+        let (_, body) = self.get("/api/v1/maskers");
+        body["maskers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == json!(name))
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
     /// `POST /api/v1/policies?name=NAME` with raw bytes.
     pub fn upload_policy(&self, name: &str, bytes: &[u8]) -> (u16, Value) {
         post_raw(
