@@ -14,6 +14,7 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use crate::agents::{AgentLimits, LimitArgs};
+use crate::auth::AuthMode;
 use crate::masking::ChainEntry;
 use crate::plugins::{ActiveChoice, Limits};
 use crate::providers::PoolSpec;
@@ -89,6 +90,14 @@ pub struct ServeArgs {
     /// provider `NAME`, beside the in-tree `local` and `docker`.
     #[arg(long, env = "HODEI_PROVIDER_DIR")]
     pub provider_dir: Option<PathBuf>,
+    /// Whether REST calls need an API token with the route's scope:
+    /// `tokens` or `off` [default: tokens].
+    #[arg(long, env = "HODEI_API_AUTH", value_enum)]
+    pub api_auth: Option<AuthMode>,
+    /// Allow listening on a non-loopback address without TLS and API
+    /// tokens (anyone who reaches the port can then run anything).
+    #[arg(long, env = "HODEI_INSECURE")]
+    pub insecure: bool,
     /// What one agent may send (the file's `[limits]` table).
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -114,6 +123,8 @@ struct FileConfig {
     policy: Option<String>,
     policy_config: Option<String>,
     maskers: Option<Vec<String>>,
+    api_auth: Option<AuthMode>,
+    insecure: Option<bool>,
     plugin_deadline_ms: Option<u64>,
     plugin_memory_mb: Option<usize>,
     plugin_cache_dir: Option<PathBuf>,
@@ -149,6 +160,10 @@ pub struct ServeConfig {
     /// Masker chain to activate at start-up, if configured (empty: host
     /// masking off).
     pub maskers: Option<Vec<ChainEntry>>,
+    /// REST authentication.
+    pub api_auth: AuthMode,
+    /// Non-loopback without TLS and tokens is allowed.
+    pub insecure: bool,
     /// Limits of every plugin call.
     pub plugin_limits: Limits,
     /// Compiled-plugin cache.
@@ -248,6 +263,8 @@ impl ServeArgs {
             data_dir,
             policy,
             maskers,
+            api_auth: self.api_auth.or(file.api_auth).unwrap_or(AuthMode::Tokens),
+            insecure: self.insecure || file.insecure.unwrap_or(false),
             plugin_limits,
             http_addr: self
                 .http_addr

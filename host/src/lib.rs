@@ -21,6 +21,8 @@
 //! - [`logs`]: reading and following a job's log from the store.
 //! - [`usage`]: per-job CPU and memory from the agents' heartbeats.
 //! - [`api`]: axum REST + SSE; thin handlers, one JSON error shape.
+//! - [`auth`]: API tokens with scopes and the one guard every route is
+//!   declared through.
 //! - [`config`], [`serve`]: `hodei serve` and its settings.
 //! - [`cli`]: the client commands (`run`, `jobs`, `logs`, `workers`).
 //! - [`bench`]: `hodei bench`, the spine's figures against real processes.
@@ -35,6 +37,7 @@
 
 pub mod agents;
 pub mod api;
+pub mod auth;
 pub mod bench;
 pub mod bus;
 pub mod cli;

@@ -76,6 +76,7 @@ impl Host {
             .arg(dir.path())
             .args(["--local-agents", &local_agents.to_string()])
             .args(["--local-agent-slots", &slots.to_string()])
+            .args(["--api-auth", "off"])
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

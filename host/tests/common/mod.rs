@@ -94,6 +94,9 @@ impl Host {
             ("--http-addr", "127.0.0.1:0"),
             ("--grpc-addr", "127.0.0.1:0"),
             ("--plugin-deadline-ms", "1000"),
+            // REST auth is covered by tests/auth.rs; the others call the
+            // API as it was before tokens.
+            ("--api-auth", "off"),
         ] {
             if !extra.iter().any(|a| a == flag) {
                 command.args([flag, value]);
@@ -217,7 +220,14 @@ impl Host {
     }
 
     pub fn get(&self, path: &str) -> (u16, Value) {
-        request(http_agent().get(&self.url(path)).call())
+        // A host with REST auth on left its admin token in the data dir.
+        let token = std::fs::read_to_string(self.data_dir.join("admin.token")).ok();
+        call(
+            "GET",
+            &self.url(path),
+            token.as_deref().map(str::trim),
+            Body::None,
+        )
     }
 
     pub fn job(&self, id: &str) -> Value {
@@ -515,6 +525,56 @@ fn http_agent() -> ureq::Agent {
 
 fn ureq_post(url: &str, body: &Value) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
     http_agent().post(url).send_json(body)
+}
+
+/// Any request, with an optional bearer `token` and body (JSON, or raw
+/// bytes sent as `application/wasm`); (status, JSON answer or Null).
+pub fn call(method: &str, url: &str, token: Option<&str>, body: Body) -> (u16, Value) {
+    let agent = http_agent();
+    let auth = token.map(|t| format!("Bearer {t}"));
+    macro_rules! send {
+        ($builder:expr) => {{
+            let mut builder = $builder;
+            if let Some(auth) = &auth {
+                builder = builder.header("authorization", auth);
+            }
+            match body {
+                Body::None => request(builder.send_empty()),
+                Body::Json(json) => request(builder.send_json(json)),
+                Body::Wasm(bytes) => request(
+                    builder
+                        .header("content-type", "application/wasm")
+                        .send(&bytes[..]),
+                ),
+            }
+        }};
+    }
+    match method {
+        "GET" => {
+            let mut builder = agent.get(url);
+            if let Some(auth) = &auth {
+                builder = builder.header("authorization", auth);
+            }
+            request(builder.call())
+        }
+        "DELETE" => {
+            let mut builder = agent.delete(url);
+            if let Some(auth) = &auth {
+                builder = builder.header("authorization", auth);
+            }
+            request(builder.call())
+        }
+        "POST" => send!(agent.post(url)),
+        "PUT" => send!(agent.put(url)),
+        other => panic!("no helper for {other}"),
+    }
+}
+
+/// A request body for [`call`].
+pub enum Body {
+    None,
+    Json(Value),
+    Wasm(Vec<u8>),
 }
 
 /// POSTs `body` as JSON; (status, JSON answer or Null).
