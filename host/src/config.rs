@@ -98,6 +98,15 @@ pub struct ServeArgs {
     /// tokens (anyone who reaches the port can then run anything).
     #[arg(long, env = "HODEI_INSECURE")]
     pub insecure: bool,
+    /// The key job secrets are sealed with at rest (32 random bytes,
+    /// base64; created 0600 when missing) [default: DATA_DIR/secrets.key].
+    /// Hosts sharing PostgreSQL must share it.
+    #[arg(long, env = "HODEI_SECRETS_KEY_FILE")]
+    pub secrets_key_file: Option<PathBuf>,
+    /// Keys of before a rotation, still opening what they sealed
+    /// (comma-separated files).
+    #[arg(long, env = "HODEI_SECRETS_PREVIOUS_KEY_FILES", value_delimiter = ',')]
+    pub secrets_previous_key_files: Vec<PathBuf>,
     /// What one agent may send (the file's `[limits]` table).
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -125,6 +134,9 @@ struct FileConfig {
     maskers: Option<Vec<String>>,
     api_auth: Option<AuthMode>,
     insecure: Option<bool>,
+    secrets_key_file: Option<PathBuf>,
+    #[serde(default)]
+    secrets_previous_key_files: Vec<PathBuf>,
     plugin_deadline_ms: Option<u64>,
     plugin_memory_mb: Option<usize>,
     plugin_cache_dir: Option<PathBuf>,
@@ -164,6 +176,10 @@ pub struct ServeConfig {
     pub api_auth: AuthMode,
     /// Non-loopback without TLS and tokens is allowed.
     pub insecure: bool,
+    /// The key sealing job secrets at rest.
+    pub secrets_key_file: PathBuf,
+    /// Keys of before a rotation.
+    pub secrets_previous_key_files: Vec<PathBuf>,
     /// Limits of every plugin call.
     pub plugin_limits: Limits,
     /// Compiled-plugin cache.
@@ -206,6 +222,10 @@ impl ServeArgs {
                 })
                 .collect()
         });
+        let secrets_key_file = self
+            .secrets_key_file
+            .or(file.secrets_key_file)
+            .unwrap_or_else(|| data_dir.join("secrets.key"));
         let pg = PgOptions::default();
         let postgres = PgOptions {
             url: self.database_url.or(file.database_url),
@@ -265,6 +285,12 @@ impl ServeArgs {
             maskers,
             api_auth: self.api_auth.or(file.api_auth).unwrap_or(AuthMode::Tokens),
             insecure: self.insecure || file.insecure.unwrap_or(false),
+            secrets_key_file,
+            secrets_previous_key_files: if self.secrets_previous_key_files.is_empty() {
+                file.secrets_previous_key_files
+            } else {
+                self.secrets_previous_key_files
+            },
             plugin_limits,
             http_addr: self
                 .http_addr

@@ -23,6 +23,8 @@
 //! - [`api`]: axum REST + SSE; thin handlers, one JSON error shape.
 //! - [`auth`]: API tokens with scopes and the one guard every route is
 //!   declared through.
+//! - [`sealing`]: job secrets sealed (AEAD) before they reach the store,
+//!   opened only for the agent's assignment and the masker chain.
 //! - [`config`], [`serve`]: `hodei serve` and its settings.
 //! - [`cli`]: the client commands (`run`, `jobs`, `logs`, `workers`).
 //! - [`bench`]: `hodei bench`, the spine's figures against real processes.
@@ -49,6 +51,7 @@ pub mod masking;
 pub mod plugins;
 pub mod providers;
 pub mod scheduler;
+pub mod sealing;
 pub mod serve;
 pub mod store;
 pub mod usage;

@@ -28,6 +28,7 @@ use crate::providers::Provisioner;
 use crate::providers::pool_loop::HostSide;
 use crate::scheduler::Scheduler;
 use crate::scheduler::cluster::Cluster;
+use crate::sealing::Sealer;
 use crate::store::{self, StorageKind};
 use crate::usage::UsageBoard;
 
@@ -74,18 +75,21 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .restore(config.maskers.clone())
         .await
         .context("cannot load the secret maskers")?;
+    let sealer = Arc::new(
+        Sealer::load(&config.secrets_key_file, &config.secrets_previous_key_files)
+            .context("cannot load the secrets key")?,
+    );
     let masking = Arc::new(Masking::new(
         Arc::clone(maskers.registry()),
         Arc::clone(&store),
+        Arc::clone(&sealer),
     ));
     let cluster = Arc::new(Cluster::default());
     let scheduler = Arc::new(Scheduler::new(cluster, registry));
-    let jobs = Arc::new(JobService::new(
-        store,
-        scheduler,
-        Bus::new(4096),
-        config.lease,
-    ));
+    let jobs = Arc::new(
+        JobService::new(store, scheduler, Bus::new(4096), config.lease)
+            .with_sealer(Arc::clone(&sealer)),
+    );
     let (pending, held) = jobs
         .restore()
         .await

@@ -12,66 +12,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::pg::Database;
 use common::{Agent, Host};
-use hodei::store::PgStore;
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
-
-/// A scratch database, dropped at the end of the test.
-struct Database {
-    admin: String,
-    url: String,
-    runtime: tokio::runtime::Runtime,
-}
-
-impl Database {
-    fn create(prefix: &str) -> Option<Self> {
-        let admin = match std::env::var("HODEI_TEST_DATABASE_URL") {
-            Ok(url) if !url.is_empty() => url,
-            _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-                panic!("CI=true but HODEI_TEST_DATABASE_URL is not set: run scripts/postgres.sh")
-            }
-            _ => {
-                eprintln!("skipped: HODEI_TEST_DATABASE_URL is not set (scripts/postgres.sh)");
-                return None;
-            }
-        };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let url = runtime
-            .block_on(PgStore::scratch_database(&admin, prefix))
-            .unwrap();
-        Some(Self {
-            admin,
-            url,
-            runtime,
-        })
-    }
-
-    /// A host on this database.
-    fn host(&self, extra: &[&str]) -> Host {
-        let mut args = vec![
-            "--storage",
-            "postgres",
-            "--database-url",
-            &self.url,
-            "--database-max-connections",
-            "8",
-        ];
-        args.extend_from_slice(extra);
-        Host::start_with(&args)
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let _ = self
-            .runtime
-            .block_on(PgStore::drop_database(&self.admin, &self.url));
-    }
-}
 
 /// Agents of `host` that fail over to `others`, in that order.
 fn agent(name: &str, hosts: &[&Host], slots: u32) -> Agent {

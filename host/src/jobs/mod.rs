@@ -24,6 +24,7 @@ use crate::scheduler::cluster::{Assignment, CancelSend, Cluster};
 use crate::scheduler::policy::Demand;
 use crate::scheduler::queue::QueuedJob;
 use crate::scheduler::{Placement, Scheduler};
+use crate::sealing::Sealer;
 use crate::store::{JobStore, ListQuery, StoreError};
 
 /// A job together with what only memory knows about it.
@@ -54,6 +55,7 @@ pub struct JobService {
     lease: Duration,
     finished_total: AtomicU64,
     pools: Arc<PoolBoard>,
+    sealer: Arc<Sealer>,
 }
 
 impl JobService {
@@ -72,7 +74,21 @@ impl JobService {
             lease,
             finished_total: AtomicU64::new(0),
             pools: Arc::new(PoolBoard::default()),
+            sealer: Arc::new(Sealer::ephemeral()),
         }
+    }
+
+    /// Seals job secrets with `sealer` (the host's key) rather than a key
+    /// of this process's own.
+    #[must_use]
+    pub fn with_sealer(mut self, sealer: Arc<Sealer>) -> Self {
+        self.sealer = sealer;
+        self
+    }
+
+    /// What seals and opens job secrets.
+    pub fn sealer(&self) -> &Arc<Sealer> {
+        &self.sealer
     }
 
     /// Jobs this process saw reach a terminal state.
@@ -143,7 +159,9 @@ impl JobService {
     }
 
     /// Accepts a job: durable first, then queued.
-    pub async fn submit(&self, spec: JobSpec) -> Result<Job, StoreError> {
+    pub async fn submit(&self, mut spec: JobSpec) -> Result<Job, StoreError> {
+        // Secrets never reach the store (or the bus, or a log) in clear.
+        spec.secrets = self.sealer.seal_all(std::mem::take(&mut spec.secrets));
         let job = Job::new(spec, Timestamp::now());
         self.store.insert(job.clone()).await?;
         self.scheduler.enqueue(QueuedJob::of(&job));
@@ -256,6 +274,23 @@ impl JobService {
             }
         };
         self.cluster().confirm(&worker, id, attempt);
+        let mut job = job;
+        match self.sealer.open_all(&job.spec.secrets) {
+            Ok(opened) => job.spec.secrets = opened,
+            Err(err) => {
+                tracing::error!(job = %id, %err, "cannot open the job's secrets");
+                let error = format!("its secrets cannot be opened on this host: {err}");
+                self.finished(
+                    &worker,
+                    id,
+                    attempt,
+                    crate::domain::Outcome::FailedToStart,
+                    Some(error),
+                )
+                .await;
+                return;
+            }
+        }
         if link.assign(&job, first_sequence).await.is_err() {
             tracing::info!(job = %id, %worker, "agent went away before its assignment was sent");
             return;

@@ -42,6 +42,7 @@ pub use session::JobMask;
 
 use crate::domain::{JobId, LogRecord};
 use crate::plugins::masker::Origin;
+use crate::sealing::Sealer;
 use crate::store::JobStore;
 
 /// A session with no batch for this long is dropped (its attempt ended in
@@ -71,6 +72,7 @@ type Key = (JobId, u32);
 pub struct Masking {
     registry: Arc<MaskerRegistry>,
     store: Arc<dyn JobStore>,
+    sealer: Arc<Sealer>,
     sessions: Mutex<HashMap<Key, Arc<Mutex<JobMask>>>>,
     batches: AtomicU64,
     lines: AtomicU64,
@@ -80,11 +82,16 @@ pub struct Masking {
 
 impl Masking {
     /// The service over `registry`'s active chain, reading secrets from
-    /// `store`.
-    pub fn new(registry: Arc<MaskerRegistry>, store: Arc<dyn JobStore>) -> Self {
+    /// `store` and opening them with `sealer`.
+    pub fn new(
+        registry: Arc<MaskerRegistry>,
+        store: Arc<dyn JobStore>,
+        sealer: Arc<Sealer>,
+    ) -> Self {
         Self {
             registry,
             store,
+            sealer,
             sessions: Mutex::default(),
             batches: AtomicU64::new(0),
             lines: AtomicU64::new(0),
@@ -109,7 +116,13 @@ impl Masking {
             return Arc::clone(found);
         }
         let secrets: Vec<String> = match self.store.get(job).await {
-            Ok(Some(stored)) => stored.spec.secrets.values().cloned().collect(),
+            Ok(Some(stored)) => match self.sealer.open_all(&stored.spec.secrets) {
+                Ok(opened) => opened.into_values().collect(),
+                Err(err) => {
+                    tracing::error!(job = %job, %err, "cannot open the job's secrets to mask its output");
+                    return Arc::new(Mutex::new(JobMask::withholding(job, attempt)));
+                }
+            },
             Ok(None) => Vec::new(),
             Err(err) => {
                 // Without the secrets only undeclared patterns could be

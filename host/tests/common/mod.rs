@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 pub mod docker;
 pub mod fake_kube;
+pub mod pg;
 pub mod raw_agent;
 pub mod rss;
 
