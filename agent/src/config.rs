@@ -51,6 +51,20 @@ pub struct Args {
     #[arg(long, env = "HODEI_CANCEL_GRACE_SECS", default_value_t = 10)]
     pub cancel_grace_secs: u64,
 
+    /// CA certificate (PEM) to trust for an `https://` server URL (the
+    /// host's `hodei certs init` writes one).
+    #[arg(long, env = "HODEI_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// Client certificate (PEM) for a host that asks for mutual TLS
+    /// (`hodei certs agent`).
+    #[arg(long, env = "HODEI_CLIENT_CERT", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of `--client-cert`.
+    #[arg(long, env = "HODEI_CLIENT_KEY", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+
     /// Receive SIGINT (cancel and exit) when the parent dies (for agents the host spawns).
     #[arg(long, env = "HODEI_EXIT_WITH_PARENT")]
     pub exit_with_parent: bool,

@@ -9,6 +9,8 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // One crypto provider for every TLS connection (ring, as the host).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

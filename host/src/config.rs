@@ -19,6 +19,7 @@ use crate::masking::ChainEntry;
 use crate::plugins::{ActiveChoice, Limits};
 use crate::providers::PoolSpec;
 use crate::store::{PgOptions, StorageKind};
+use crate::tls::TlsFiles;
 
 /// Flags of `hodei serve` (each also read from its environment variable).
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -107,6 +108,21 @@ pub struct ServeArgs {
     /// (comma-separated files).
     #[arg(long, env = "HODEI_SECRETS_PREVIOUS_KEY_FILES", value_delimiter = ',')]
     pub secrets_previous_key_files: Vec<PathBuf>,
+    /// PEM certificate (chain) of this host: REST and the agent gateway
+    /// speak TLS (see `hodei certs init`).
+    #[arg(long, env = "HODEI_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `--tls-cert`.
+    #[arg(long, env = "HODEI_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The CA that signed `--tls-cert`, handed to the agents this host
+    /// starts [default: `ca.pem` beside the certificate, when present].
+    #[arg(long, env = "HODEI_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Mutual TLS on the agent gateway: agents must present a client
+    /// certificate from this CA (`hodei certs agent`).
+    #[arg(long, env = "HODEI_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
     /// What one agent may send (the file's `[limits]` table).
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -135,6 +151,10 @@ struct FileConfig {
     api_auth: Option<AuthMode>,
     insecure: Option<bool>,
     secrets_key_file: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
     #[serde(default)]
     secrets_previous_key_files: Vec<PathBuf>,
     plugin_deadline_ms: Option<u64>,
@@ -178,6 +198,10 @@ pub struct ServeConfig {
     pub insecure: bool,
     /// The key sealing job secrets at rest.
     pub secrets_key_file: PathBuf,
+    /// TLS of REST and the agent gateway, when configured.
+    pub tls: Option<TlsFiles>,
+    /// The CA agents this host starts should trust.
+    pub tls_ca: Option<PathBuf>,
     /// Keys of before a rotation.
     pub secrets_previous_key_files: Vec<PathBuf>,
     /// Limits of every plugin call.
@@ -226,6 +250,22 @@ impl ServeArgs {
             .secrets_key_file
             .or(file.secrets_key_file)
             .unwrap_or_else(|| data_dir.join("secrets.key"));
+        let tls = match (
+            self.tls_cert.or(file.tls_cert),
+            self.tls_key.or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert,
+                key,
+                client_ca: self.client_ca.or(file.client_ca),
+            }),
+            (None, None) => None,
+            _ => anyhow::bail!("tls_cert and tls_key go together"),
+        };
+        let tls_ca = self.tls_ca.or(file.tls_ca).or_else(|| {
+            let beside = tls.as_ref()?.cert.with_file_name("ca.pem");
+            beside.is_file().then_some(beside)
+        });
         let pg = PgOptions::default();
         let postgres = PgOptions {
             url: self.database_url.or(file.database_url),
@@ -286,6 +326,8 @@ impl ServeArgs {
             api_auth: self.api_auth.or(file.api_auth).unwrap_or(AuthMode::Tokens),
             insecure: self.insecure || file.insecure.unwrap_or(false),
             secrets_key_file,
+            tls,
+            tls_ca,
             secrets_previous_key_files: if self.secrets_previous_key_files.is_empty() {
                 file.secrets_previous_key_files
             } else {

@@ -25,6 +25,7 @@
 //!   declared through.
 //! - [`sealing`]: job secrets sealed (AEAD) before they reach the store,
 //!   opened only for the agent's assignment and the masker chain.
+//! - [`tls`]: rustls for REST and the agent gateway, `hodei certs`.
 //! - [`config`], [`serve`]: `hodei serve` and its settings.
 //! - [`cli`]: the client commands (`run`, `jobs`, `logs`, `workers`).
 //! - [`bench`]: `hodei bench`, the spine's figures against real processes.
@@ -54,4 +55,5 @@ pub mod scheduler;
 pub mod sealing;
 pub mod serve;
 pub mod store;
+pub mod tls;
 pub mod usage;

@@ -104,13 +104,18 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot bind the agent gRPC port to {}", config.grpc_addr))?;
     let (http_addr, grpc_addr) = (http.local_addr()?, grpc.local_addr()?);
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     if config.api_auth == AuthMode::Tokens {
         admin_token(&tokens, &config.data_dir, http_addr).await?;
     }
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "hodei: http listening on http://{http_addr}")?;
-        writeln!(out, "hodei: grpc listening on http://{grpc_addr}")?;
+        writeln!(out, "hodei: http listening on {scheme}://{http_addr}")?;
+        writeln!(out, "hodei: grpc listening on {scheme}://{grpc_addr}")?;
         out.flush()?;
     }
 
@@ -122,7 +127,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let usage = Arc::new(UsageBoard::default());
-    let provisioner = provisioner(&config, &jobs, engine, format!("http://{grpc_addr}")).await?;
+    let provisioner =
+        provisioner(&config, &jobs, engine, format!("{scheme}://{grpc_addr}")).await?;
     let app = router(
         AppState {
             jobs: Arc::clone(&jobs),
@@ -135,11 +141,24 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         },
         config.max_body_bytes,
     );
-    let api = tokio::spawn(
-        axum::serve(http, app)
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future(),
-    );
+    let api = match &config.tls {
+        Some(tls) => tokio::spawn(crate::tls::serve_https(
+            http,
+            app,
+            tls.rest_config()?,
+            stop_rx.clone(),
+        )),
+        None => {
+            let serving = axum::serve(http, app)
+                .with_graceful_shutdown(stopped(stop_rx.clone()))
+                .into_future();
+            tokio::spawn(async move {
+                if let Err(err) = serving.await {
+                    tracing::error!(%err, "REST server failed");
+                }
+            })
+        }
+    };
     let gateway = AgentGateway::new(
         Arc::clone(&jobs),
         GatewayConfig {
@@ -151,8 +170,14 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             masking,
         },
     );
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        server = server
+            .tls_config(tls.grpc_config()?)
+            .context("cannot configure TLS on the agent gateway")?;
+    }
     let agents_server = tokio::spawn(
-        tonic::transport::Server::builder()
+        server
             // Room for several log batches in flight per agent, so that a
             // store commit does not stall the agent's stream (see
             // agents/coalesce.rs).
@@ -197,6 +222,11 @@ async fn provisioner(
         ledger: store.ledger(),
         board: Arc::clone(jobs.pool_board()),
         server_url,
+        agent_env: config
+            .tls_ca
+            .iter()
+            .map(|ca| ("HODEI_CA_CERT".to_owned(), ca.display().to_string()))
+            .collect(),
         host_id: uuid::Uuid::new_v4().to_string(),
         lease: config.lease,
     };
@@ -252,7 +282,7 @@ async fn shutdown_signal() {
 /// to anyone: without `--insecure`, a non-loopback address needs API
 /// tokens (and TLS, once configured).
 fn refuse_open_listeners(config: &ServeConfig) -> anyhow::Result<()> {
-    if config.insecure {
+    if config.insecure || (config.tls.is_some() && config.api_auth == AuthMode::Tokens) {
         return Ok(());
     }
     for (what, addr) in [
@@ -262,8 +292,9 @@ fn refuse_open_listeners(config: &ServeConfig) -> anyhow::Result<()> {
         if !addr.ip().is_loopback() {
             anyhow::bail!(
                 "refusing to listen on {addr} ({what}): a host reachable from other machines \
-                 needs TLS and API tokens, and TLS is not configured; bind to 127.0.0.1, or pass \
-                 --insecure to accept that anyone who reaches the port can run anything"
+                 needs TLS (--tls-cert/--tls-key, see `hodei certs init`) and API tokens \
+                 (--api-auth tokens); bind to 127.0.0.1, or pass --insecure to accept that \
+                 anyone who reaches the port can run anything"
             );
         }
     }

@@ -80,7 +80,11 @@ pub fn discover_token(base: &str, explicit: Option<String>) -> Option<String> {
 impl ApiClient {
     /// A client for `base` (e.g. `http://127.0.0.1:8080`) sending `token`
     /// with every request.
-    pub fn new(base: &str, token: Option<&str>) -> anyhow::Result<Self> {
+    pub fn new(
+        base: &str,
+        token: Option<&str>,
+        ca_cert: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(token) = token {
             let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
@@ -90,10 +94,20 @@ impl ApiClient {
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(5))
-            .default_headers(headers)
-            .build()?;
+            .tcp_nodelay(true)
+            .default_headers(headers);
+        if let Some(path) = ca_cert {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read the CA certificate {}", path.display()))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("no PEM certificate in {}", path.display()))?
+            {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http.build()?;
         Ok(Self {
             base: base.trim_end_matches('/').to_owned(),
             http,

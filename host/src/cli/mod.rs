@@ -35,6 +35,10 @@ pub struct Cli {
     /// machine left for its port, else ./hodei-data/admin.token].
     #[arg(long, env = "HODEI_API_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
+    /// CA certificate to trust for an `https://` server [default:
+    /// ./hodei-data/tls/ca.pem when present].
+    #[arg(long, env = "HODEI_CA_CERT", global = true)]
+    ca_cert: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -57,6 +61,10 @@ enum Command {
     /// Manage scheduling policies (WebAssembly plugins).
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// A private CA and certificates: `init` (CA + host), `agent` (a client
+    /// certificate for mutual TLS).
+    #[command(subcommand)]
+    Certs(crate::tls::certs::CertsCommand),
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
@@ -75,6 +83,7 @@ enum Command {
 
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
+    crate::tls::install_provider();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(match cli.command {
@@ -105,10 +114,14 @@ pub fn main() -> ExitCode {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     let token = match &cli.command {
-        Command::Serve(_) | Command::Plugin(_) | Command::Bench(_) => None,
+        Command::Serve(_) | Command::Plugin(_) | Command::Bench(_) | Command::Certs(_) => None,
         _ => client::discover_token(&cli.server, cli.token.clone()),
     };
-    let client = client::ApiClient::new(&cli.server, token.as_deref())?;
+    let ca = cli.ca_cert.clone().or_else(|| {
+        let local = std::path::PathBuf::from("hodei-data/tls/ca.pem");
+        local.is_file().then_some(local)
+    });
+    let client = client::ApiClient::new(&cli.server, token.as_deref(), ca.as_deref())?;
     match cli.command {
         Command::Serve(args) => crate::serve::serve(args.resolve()?).await.map(|()| 0),
         Command::Run(args) => run::run(&client, args).await,
@@ -119,6 +132,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Policy(command) => policy::run(&client, command).await.map(|()| 0),
         Command::Masker(command) => masker::run(&client, command).await.map(|()| 0),
         Command::Token(command) => token::run(&client, command).await.map(|()| 0),
+        Command::Certs(command) => crate::tls::certs::run(command).map(|()| 0),
         Command::Plugin(command) => plugin::run(command).await.map(|()| 0),
         Command::Bench(command) => crate::bench::run(command).await.map(|()| 0),
     }

@@ -64,6 +64,9 @@ pub struct HostSide {
     pub board: Arc<PoolBoard>,
     /// The gRPC URL(s) agents dial.
     pub server_url: String,
+    /// Environment every agent gets (the CA to trust when the gateway
+    /// speaks TLS).
+    pub agent_env: Vec<(String, String)>,
     /// This host's id, for pool leads.
     pub host_id: String,
     /// Silence after which an agent's jobs count as lost.
@@ -422,7 +425,7 @@ impl PoolLoop {
             labels,
             slots: self.spec.slots,
             ephemeral: self.spec.ephemeral,
-            env: Vec::new(),
+            env: self.host.agent_env.clone(),
         };
         let worker = id.clone();
         match self.provider.call(move |p| p.create(&worker, &spec)).await {
