@@ -4,7 +4,9 @@
 //! One file per resource: `jobs`, `logs` (SSE), `workers`, `policies`,
 //! `pools`;
 //! `error` owns the error shape.
+//! `dashboard` serves the web UI (assets embedded in the binary).
 
+mod dashboard;
 pub mod error;
 mod jobs;
 mod logs;
@@ -53,6 +55,10 @@ pub struct ApiQuery<T>(pub T);
 /// The whole HTTP surface. `max_body_bytes` bounds every request body.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
+        .merge(dashboard::routes())
+        .route("/api/v1/jobs/{id}/logs/page", get(logs::page))
+        .route("/api/v1/jobs/{id}/logs/search", get(logs::search))
+        .route("/api/v1/jobs/{id}/logs/raw", get(logs::raw))
         .route("/healthz", get(workers::healthz))
         .route("/api/v1/jobs", post(jobs::submit).get(jobs::list))
         .route("/api/v1/jobs/{id}", get(jobs::get))
