@@ -1,0 +1,443 @@
+//! The web dashboard in a real browser: headless Chromium (Debian's
+//! `chromium` + `chromium-driver`, installed by scripts/chromium.sh) driven
+//! over WebDriver against a real `hodei serve` with a local agent.
+//!
+//! - a job submitted from the form streams its lines live, in order, red
+//!   text computed red, a deep link lands on its line, and the page
+//!   cancels it;
+//! - an XSS corpus in job names, labels, env and log lines stays text, and
+//!   no dialog fires;
+//! - a job of 1,000,000 lines opens at its tail, is searched whole, and
+//!   the page stays small (figures printed with `--nocapture`).
+//!
+//! Screenshots of every page land in target/dashboard-screenshots/ (and
+//! docs/screenshots/ with `HODEI_UPDATE_SCREENSHOTS=1`). Without Chromium
+//! the tests skip with a reason, except under `CI=true`, where they fail.
+//! The three tests take turns (one browser at a time): they share two
+//! cores with everything else.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+#[path = "dashboard/browser.rs"]
+mod browser;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use browser::Browser;
+use common::Host;
+
+static ONE_BROWSER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The rows of the log in view that hold text: `[[seq, text, classes]]`.
+const ROWS: &str = r#"return [...document.querySelectorAll('#log-view .line:not([hidden])')]
+    .filter(r => r.querySelector('.text'))
+    .map(r => [Number(r.dataset.seq), r.querySelector('.text').textContent, r.className]);"#;
+
+fn rows(value: &Value) -> Vec<(u64, String, String)> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r[0].as_u64().unwrap(),
+                r[1].as_str().unwrap().to_owned(),
+                r[2].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn job_id_of(path: &Value) -> String {
+    path.as_str()
+        .unwrap()
+        .strip_prefix("/jobs/")
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_from_the_form_streams_live_renders_colours_deep_links_and_cancels() {
+    let _turn = ONE_BROWSER_AT_A_TIME.lock().await;
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let host = Host::start_with(&["--local-agents", "1"]);
+    host.wait_workers(1);
+
+    // Submit from the form.
+    browser.goto(&host.url("/jobs")).await;
+    browser.click("#new-job").await;
+    browser.type_into("#submit-name", "live demo").await;
+    let script = r#"for i in $(seq 1 40); do printf '\e[31mred %d\e[0m plain\n' "$i"; sleep 0.1; done
+echo "key=$API_KEY greeting=$GREETING"
+echo 'to stderr' >&2
+sleep 300"#;
+    browser.type_into("#submit-command", script).await;
+    browser.type_into("#submit-env", "GREETING=hello").await;
+    browser
+        .type_into("#submit-secrets", "API_KEY=supersecret-4711")
+        .await;
+    browser.type_into("#submit-timeout", "600").await;
+    browser.screenshot("submit").await;
+    browser.click("#submit-go").await;
+    let path = browser
+        .wait_js(
+            "the job page after submit",
+            Duration::from_secs(20),
+            "return location.pathname.startsWith('/jobs/') && location.pathname",
+        )
+        .await;
+    let id = job_id_of(&path);
+
+    // Lines appear while the job runs, in order, each once.
+    let mut saw_partial = false;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = rows(&browser.js(ROWS).await);
+        for pair in now.windows(2) {
+            assert_eq!(pair[1].0, pair[0].0 + 1, "rows out of order: {now:?}");
+        }
+        for (seq, text, _) in now.iter().filter(|(seq, _, _)| *seq <= 40) {
+            assert_eq!(text, &format!("red {seq} plain"));
+        }
+        let last = now.last().map_or(0, |r| r.0);
+        if (1..40).contains(&last) {
+            saw_partial = true;
+        }
+        if last >= 42 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "lines did not arrive: {now:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(saw_partial, "never saw the log part-way: not live");
+    let state = browser
+        .js("return document.querySelector('#job-state').dataset.state")
+        .await;
+    assert_eq!(state, json!("RUNNING"));
+
+    // Colours: the SGR red computed red, the reset computed plain.
+    let colours = browser
+        .js(r#"const spans = document.querySelectorAll('#log-view .line[data-seq="40"] .text span');
+        return [...spans].map(s => [s.textContent, getComputedStyle(s).color]);"#)
+        .await;
+    assert_eq!(
+        colours,
+        json!([["red 40", "rgb(220, 50, 47)"], [" plain", "rgb(216, 220, 228)"]])
+    );
+    // stderr is marked; the secret is masked and appears nowhere.
+    let now = rows(&browser.js(ROWS).await);
+    let stderr = now.iter().find(|r| r.1 == "to stderr").unwrap();
+    assert!(stderr.2.contains("stderr"), "{stderr:?}");
+    assert!(now.iter().any(|r| r.1 == "key=*** greeting=hello"), "{now:?}");
+    let html = browser
+        .js("return document.documentElement.outerHTML")
+        .await;
+    assert!(!html.as_str().unwrap().contains("supersecret-4711"));
+    browser.screenshot("job").await;
+
+    // A deep link opens with its line marked, in view.
+    browser.goto(&host.url(&format!("/jobs/{id}#L7"))).await;
+    let in_view = browser
+        .wait_js(
+            "line 7 marked and in view",
+            Duration::from_secs(20),
+            r#"const row = document.querySelector('#log-view .line.hl[data-seq="7"]');
+            if (!row || !row.querySelector('.text')) return false;
+            const r = row.getBoundingClientRect(), v = document.querySelector('#log-view').getBoundingClientRect();
+            return r.top >= v.top && r.bottom <= v.bottom && row.querySelector('.text').textContent;"#,
+        )
+        .await;
+    assert_eq!(in_view, json!("red 7 plain"));
+
+    // Cancel from the page.
+    browser.click("#job-cancel").await;
+    browser
+        .wait_js(
+            "the page shows CANCELLED",
+            Duration::from_secs(30),
+            "return document.querySelector('#job-state').dataset.state === 'CANCELLED'",
+        )
+        .await;
+    assert_eq!(host.job(&id)["state"], json!("CANCELLED"));
+
+    // The list, filtered; the other pages.
+    browser.goto(&host.url("/jobs")).await;
+    browser
+        .wait_js(
+            "the job in the list",
+            Duration::from_secs(10),
+            &format!("return !!document.querySelector('#jobs-body tr[data-id=\"{id}\"][data-state=\"CANCELLED\"]')"),
+        )
+        .await;
+    host.submit_ok(&json!({"name": "other", "args": ["true"], "labels": {"team": "a"}}));
+    browser.type_into("#filter-name", "live").await;
+    browser
+        .wait_js(
+            "the name filter",
+            Duration::from_secs(10),
+            "return document.querySelectorAll('#jobs-body tr').length === 1",
+        )
+        .await;
+    browser.type_into("#filter-name", "").await;
+    browser.type_into("#filter-label", "team=a").await;
+    let names = browser
+        .wait_js(
+            "the label filter",
+            Duration::from_secs(10),
+            "const r = [...document.querySelectorAll('#jobs-body tr td:first-child')].map(t => t.textContent); return r.length === 1 && r",
+        )
+        .await;
+    assert_eq!(names, json!(["other"]));
+    browser.type_into("#filter-label", "").await;
+    browser
+        .wait_js(
+            "both jobs listed",
+            Duration::from_secs(10),
+            "return document.querySelectorAll('#jobs-body tr').length === 2",
+        )
+        .await;
+    browser.screenshot("jobs").await;
+
+    browser.goto(&host.url("/workers")).await;
+    browser
+        .wait_js(
+            "a worker row",
+            Duration::from_secs(10),
+            "return document.querySelectorAll('#workers-body tr').length",
+        )
+        .await;
+    browser.screenshot("workers").await;
+    browser.goto(&host.url("/plugins")).await;
+    browser
+        .wait_js(
+            "policies and pools",
+            Duration::from_secs(10),
+            "return document.querySelectorAll('#policies-body tr').length >= 3 && document.querySelectorAll('#pools-body tr').length",
+        )
+        .await;
+    browser.screenshot("plugins").await;
+    browser.assert_no_dialog().await;
+}
+
+/// Markup and script in every place a job carries text.
+const XSS: &[&str] = &[
+    r#"<img src=x onerror="window.__xss=1;alert(1)">"#,
+    "<script>window.__xss=2;alert(2)</script>",
+    r#""><svg onload="window.__xss=3;alert(3)">"#,
+    r#"<iframe src="javascript:alert(4)"></iframe>"#,
+    "javascript:alert(5)",
+    "&lt;b&gt;entity&lt;/b&gt; &amp;",
+    "'; alert(6); '",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_xss_corpus_in_names_labels_and_logs_stays_text() {
+    let _turn = ONE_BROWSER_AT_A_TIME.lock().await;
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let host = Host::start_with(&["--local-agents", "1"]);
+    host.wait_workers(1);
+    // Pending jobs, each a payload as its name and as a label value (no
+    // worker has it, so the pending reason names it too).
+    for payload in XSS {
+        host.submit_ok(&json!({
+            "name": payload, "args": ["true"], "labels": {"x": payload},
+        }));
+    }
+    // One that runs and prints every payload, plus an OSC 8 hyperlink.
+    let env: serde_json::Map<String, Value> = XSS
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (format!("P{i}"), json!(p)))
+        .collect();
+    let id = host.submit_ok(&json!({
+        "name": XSS[0],
+        "env": env,
+        "command": "for i in 0 1 2 3 4 5 6; do v=P$i; printf '%s\\n' \"${!v}\"; done\nprintf '\\e]8;;javascript:alert(7)\\e\\\\link\\e]8;;\\e\\\\\\n'",
+    }));
+    host.wait_state(&id, &["SUCCEEDED"], Duration::from_secs(30));
+
+    let inert = r#"return [document.querySelectorAll('#app img, #app script, #app svg, #app iframe, #app object, #app embed').length,
+        window.__xss === undefined]"#;
+    browser.goto(&host.url("/jobs")).await;
+    let names = browser
+        .wait_js(
+            "the jobs listed",
+            Duration::from_secs(10),
+            "const r = [...document.querySelectorAll('#jobs-body tr td:first-child')].map(t => t.textContent); return r.length === 8 && r",
+        )
+        .await;
+    for payload in XSS {
+        assert!(names.as_array().unwrap().contains(&json!(payload)));
+    }
+    let labels = browser
+        .js("return [...document.querySelectorAll('#jobs-body .chip')].map(c => c.textContent)")
+        .await;
+    for payload in XSS {
+        assert!(labels.as_array().unwrap().contains(&json!(format!("x={payload}"))));
+    }
+    assert_eq!(browser.js(inert).await, json!([0, true]));
+    browser.assert_no_dialog().await;
+    browser.screenshot("xss-jobs").await;
+
+    browser.goto(&host.url(&format!("/jobs/{id}"))).await;
+    let lines = browser
+        .wait_js(
+            "the log",
+            Duration::from_secs(10),
+            "const r = [...document.querySelectorAll('#log-view .line .text')].map(t => t.textContent); return r.length === 8 && r",
+        )
+        .await;
+    let mut expected: Vec<Value> = XSS.iter().map(|p| json!(p)).collect();
+    expected.push(json!("link"));
+    assert_eq!(lines, Value::Array(expected));
+    assert_eq!(
+        browser.js("return document.querySelector('#job-name').textContent").await,
+        json!(XSS[0])
+    );
+    assert_eq!(
+        browser
+            .js("return document.querySelectorAll('#log-view a:not(.ln), #job-facts a').length")
+            .await,
+        json!(0)
+    );
+    assert_eq!(browser.js(inert).await, json!([0, true]));
+    browser.assert_no_dialog().await;
+    browser.screenshot("xss-job").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_line_log_opens_at_its_tail_and_is_searched_whole() {
+    const LINES: u64 = 1_000_000;
+    let _turn = ONE_BROWSER_AT_A_TIME.lock().await;
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let host = Host::start_with(&["--local-agents", "1"]);
+    host.wait_workers(1);
+    // Every 200th line holds the term: 5,000 matches. stderr is a pipe,
+    // cheaper than the PTY for this many lines.
+    let started = Instant::now();
+    let id = host.submit_ok(&json!({
+        "name": "a million lines",
+        "command": format!("awk 'BEGIN {{ for (i = 1; i <= {LINES}; i++) {{ if (i % 200 == 0) print \"line \" i \" needle\"; else print \"line \" i }} }}' >&2"),
+    }));
+    host.wait_state(&id, &["SUCCEEDED"], Duration::from_secs(240));
+    let (_, page) = host.get(&format!("/api/v1/jobs/{id}/logs/page?tail=1"));
+    assert_eq!(page["head"], json!(LINES));
+    eprintln!(
+        "1M lines produced and stored in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // Opens at the tail.
+    let opened = Instant::now();
+    browser.goto(&host.url(&format!("/jobs/{id}"))).await;
+    let tail_ms = browser
+        .wait_js(
+            "the last line visible",
+            Duration::from_secs(30),
+            "const m = performance.getEntriesByName('hodei:log-tail-visible')[0]; return m ? m.startTime : false",
+        )
+        .await
+        .as_f64()
+        .unwrap();
+    let wall = opened.elapsed();
+    let last = rows(&browser.js(ROWS).await);
+    assert_eq!(
+        last.last().map(|r| (r.0, r.1.as_str())),
+        Some((LINES, "line 1000000 needle"))
+    );
+    eprintln!(
+        "time to the last line visible: {tail_ms:.0} ms from navigation start ({} ms as the test saw it)",
+        wall.as_millis()
+    );
+    assert!(
+        tail_ms < 10_000.0,
+        "last line after {tail_ms} ms (aim < 1 s)"
+    );
+
+    // Search the whole log.
+    browser.type_into("#log-search", "needle").await;
+    browser.click("#log-search-go").await;
+    let searched = browser
+        .wait_js(
+            "search results",
+            Duration::from_secs(120),
+            "const c = document.querySelector('#log-count'); return c.dataset.count !== undefined && [Number(c.dataset.count), Number(c.dataset.ms)]",
+        )
+        .await;
+    assert_eq!(searched[0], json!(5000));
+    eprintln!(
+        "search: {} matches of \"needle\" in {} ms",
+        searched[0], searched[1]
+    );
+    // The first match at or after the view, then the next ones.
+    for _ in 0..3 {
+        browser.click("#log-next").await;
+    }
+    let current = browser
+        .wait_js(
+            "the current match in view",
+            Duration::from_secs(20),
+            "const r = document.querySelector('#log-view .line.current .text'); return r && r.textContent",
+        )
+        .await;
+    assert!(current.as_str().unwrap().ends_with(" needle"), "{current}");
+    browser.screenshot("million-lines").await;
+
+    // Top, middle, a deep link into the middle: lines load, the DOM and the
+    // heap stay small.
+    let mut figures = Vec::new();
+    for (what, script, expect) in [
+        (
+            "top",
+            "document.querySelector('#log-view').scrollTop = 0",
+            "line 1",
+        ),
+        (
+            "middle",
+            "const v = document.querySelector('#log-view'); v.scrollTop = v.scrollHeight / 2",
+            "",
+        ),
+        (
+            "line 777777",
+            "location.hash = '#L777777'",
+            "line 777777",
+        ),
+    ] {
+        browser.js(script).await;
+        let texts = browser
+            .wait_js(
+                &format!("lines at {what}"),
+                Duration::from_secs(20),
+                "const v = [...document.querySelectorAll('#log-view .line:not([hidden])')]; return v.length && !v.some(r => r.querySelector('.loading')) && v.map(r => r.querySelector('.text').textContent)",
+            )
+            .await;
+        if !expect.is_empty() {
+            assert!(
+                texts.as_array().unwrap().contains(&json!(expect)),
+                "{what}: {texts}"
+            );
+        }
+        let sizes = browser
+            .js("return [document.querySelectorAll('#log-view .line').length, document.getElementsByTagName('*').length, performance.memory.usedJSHeapSize]")
+            .await;
+        figures.push((what, sizes));
+    }
+    for (what, sizes) in &figures {
+        let heap_mb = sizes[2].as_f64().unwrap() / 1e6;
+        eprintln!(
+            "at {what}: {} row elements, {} elements in the page, JS heap {heap_mb:.1} MB",
+            sizes[0], sizes[1]
+        );
+        assert!(sizes[0].as_u64().unwrap() < 200, "{what}: {sizes}");
+        assert!(heap_mb < 400.0, "{what}: heap {heap_mb} MB");
+    }
+    browser.assert_no_dialog().await;
+}
