@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use browser::Browser;
-use common::Host;
+use common::{Agent, Host};
 
 static ONE_BROWSER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -65,7 +65,8 @@ async fn a_job_from_the_form_streams_live_renders_colours_deep_links_and_cancels
         return;
     };
     let host = Host::start_with(&["--local-agents", "1"]);
-    host.wait_workers(1);
+    let _labelled = Agent::start(&host, "gpu-box", "gpu=true,zone=a", 4);
+    host.wait_workers(2);
 
     // Submit from the form.
     browser.goto(&host.url("/jobs")).await;
@@ -73,6 +74,8 @@ async fn a_job_from_the_form_streams_live_renders_colours_deep_links_and_cancels
     browser.type_into("#submit-name", "live demo").await;
     let script = r#"for i in $(seq 1 40); do printf '\e[31mred %d\e[0m plain\n' "$i"; sleep 0.1; done
 echo "key=$API_KEY greeting=$GREETING"
+printf 'progress 10%%\rprogress 50%%\rprogress 100%%\n'
+printf '\e[1;32mgreen from here\n'; echo 'still green'; printf '\e[0m'
 echo 'to stderr' >&2
 sleep 300"#;
     browser.type_into("#submit-command", script).await;
@@ -107,7 +110,7 @@ sleep 300"#;
         if (1..40).contains(&last) {
             saw_partial = true;
         }
-        if last >= 42 {
+        if last >= 45 {
             break;
         }
         assert!(Instant::now() < deadline, "lines did not arrive: {now:?}");
@@ -133,6 +136,15 @@ sleep 300"#;
     let stderr = now.iter().find(|r| r.1 == "to stderr").unwrap();
     assert!(stderr.2.contains("stderr"), "{stderr:?}");
     assert!(now.iter().any(|r| r.1 == "key=*** greeting=hello"), "{now:?}");
+    // `\r` overwrote the progress line; the SGR state of one line carried
+    // into the next.
+    assert!(now.iter().any(|r| r.1 == "progress 100%"), "{now:?}");
+    let carried = browser
+        .js(r#"return [...document.querySelectorAll('#log-view .line .text span')]
+            .filter(s => s.textContent === 'still green')
+            .map(s => [getComputedStyle(s).color, getComputedStyle(s).fontWeight]);"#)
+        .await;
+    assert_eq!(carried, json!([["rgb(79, 181, 91)", "700"]]));
     let html = browser
         .js("return document.documentElement.outerHTML")
         .await;
@@ -153,7 +165,35 @@ sleep 300"#;
         .await;
     assert_eq!(in_view, json!("red 7 plain"));
 
-    // Cancel from the page.
+    // Workers while it runs: slots, reservations, the job's usage, labels.
+    browser.goto(&host.url("/workers")).await;
+    browser
+        .wait_js(
+            "the running job's usage on its worker",
+            Duration::from_secs(20),
+            &format!("return document.querySelectorAll('#workers-body tr').length === 2 && [...document.querySelectorAll('#workers-body a')].some(a => a.getAttribute('href') === '/jobs/{id}')"),
+        )
+        .await;
+    browser.screenshot("workers").await;
+    browser.goto(&host.url("/plugins")).await;
+    browser
+        .wait_js(
+            "policies and pools",
+            Duration::from_secs(10),
+            "return document.querySelectorAll('#policies-body tr').length >= 3 && document.querySelectorAll('#pools-body tr').length",
+        )
+        .await;
+    browser.screenshot("plugins").await;
+
+    // Cancel from the job page.
+    browser.goto(&host.url(&format!("/jobs/{id}"))).await;
+    browser
+        .wait_js(
+            "the job page",
+            Duration::from_secs(10),
+            "return document.querySelector('#job-state').dataset.state === 'RUNNING'",
+        )
+        .await;
     browser.click("#job-cancel").await;
     browser
         .wait_js(
@@ -201,26 +241,56 @@ sleep 300"#;
         )
         .await;
     browser.screenshot("jobs").await;
-
-    browser.goto(&host.url("/workers")).await;
-    browser
-        .wait_js(
-            "a worker row",
-            Duration::from_secs(10),
-            "return document.querySelectorAll('#workers-body tr').length",
-        )
-        .await;
-    browser.screenshot("workers").await;
-    browser.goto(&host.url("/plugins")).await;
-    browser
-        .wait_js(
-            "policies and pools",
-            Duration::from_secs(10),
-            "return document.querySelectorAll('#policies-body tr').length >= 3 && document.querySelectorAll('#pools-body tr').length",
-        )
-        .await;
-    browser.screenshot("plugins").await;
     browser.assert_no_dialog().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escape_sequences_render_as_a_terminal_would() {
+    let _turn = ONE_BROWSER_AT_A_TIME.lock().await;
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let host = Host::start();
+    browser.goto(&host.url("/jobs")).await;
+    // The page's own module, run in the page: text and styles per case.
+    let cases = json!([
+        ["10%\r50%\r100%", "plain"],
+        ["abcdef\rXY", "plain"],
+        ["abcdef\rXY\u{1b}[K", "plain"],
+        ["a\tb", "plain"],
+        ["x\u{8}y", "plain"],
+        ["\u{1b}]0;title\u{7}\u{1b}]8;;https://x\u{1b}\\link\u{1b}]8;;\u{1b}\\", "plain"],
+        ["\u{1b}[38;5;196mA\u{1b}[38;2;1;2;3mB\u{1b}[7mC\u{1b}[0mD", "plain"],
+        ["still", {"fg": 2, "bold": true}],
+        ["\u{1b}[22;39mreset", {"fg": 2, "bold": true}],
+    ]);
+    let rendered = browser
+        .js(&format!(
+            r#"return import('/assets/ansi.js').then(a => {cases}.map(([text, style]) => {{
+                const r = a.renderLine(text, style === "plain" ? a.PLAIN : {{...a.PLAIN, ...style}});
+                return r.segments.map(s => [s.text, s.style.fg, s.style.bold, s.style.inverse]);
+            }}))"#
+        ))
+        .await;
+    assert_eq!(
+        rendered,
+        json!([
+            [["100%", null, false, false]],
+            [["XYcdef", null, false, false]],
+            [["XY", null, false, false]],
+            [["a       b", null, false, false]],
+            [["y", null, false, false]],
+            [["link", null, false, false]],
+            [["A", 196, false, false], ["B", "rgb(1, 2, 3)", false, false], ["C", "rgb(1, 2, 3)", false, true], ["D", null, false, false]],
+            [["still", 2, true, false]],
+            [["reset", null, false, false]],
+        ])
+    );
+    // The style a line ends with is the next one's start.
+    let carried = browser
+        .js("return import('/assets/ansi.js').then(a => { const e = a.endStyle('\\u001b[1;32mgo', a.PLAIN); return [e.fg, e.bold, a.endStyle('\\u001b[0m', e) === a.PLAIN]; })")
+        .await;
+    assert_eq!(carried, json!([2, true, true]));
 }
 
 /// Markup and script in every place a job carries text.
