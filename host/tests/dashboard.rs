@@ -17,9 +17,9 @@
 //! cores with everything else.
 #![allow(clippy::unwrap_used)]
 
-mod common;
 #[path = "dashboard/browser.rs"]
 mod browser;
+mod common;
 
 use std::time::{Duration, Instant};
 
@@ -124,25 +124,35 @@ sleep 300"#;
 
     // Colours: the SGR red computed red, the reset computed plain.
     let colours = browser
-        .js(r#"const spans = document.querySelectorAll('#log-view .line[data-seq="40"] .text span');
-        return [...spans].map(s => [s.textContent, getComputedStyle(s).color]);"#)
+        .js(
+            r#"const spans = document.querySelectorAll('#log-view .line[data-seq="40"] .text span');
+        return [...spans].map(s => [s.textContent, getComputedStyle(s).color]);"#,
+        )
         .await;
     assert_eq!(
         colours,
-        json!([["red 40", "rgb(220, 50, 47)"], [" plain", "rgb(216, 220, 228)"]])
+        json!([
+            ["red 40", "rgb(220, 50, 47)"],
+            [" plain", "rgb(216, 220, 228)"]
+        ])
     );
     // stderr is marked; the secret is masked and appears nowhere.
     let now = rows(&browser.js(ROWS).await);
     let stderr = now.iter().find(|r| r.1 == "to stderr").unwrap();
     assert!(stderr.2.contains("stderr"), "{stderr:?}");
-    assert!(now.iter().any(|r| r.1 == "key=*** greeting=hello"), "{now:?}");
+    assert!(
+        now.iter().any(|r| r.1 == "key=*** greeting=hello"),
+        "{now:?}"
+    );
     // `\r` overwrote the progress line; the SGR state of one line carried
     // into the next.
     assert!(now.iter().any(|r| r.1 == "progress 100%"), "{now:?}");
     let carried = browser
-        .js(r#"return [...document.querySelectorAll('#log-view .line .text span')]
+        .js(
+            r#"return [...document.querySelectorAll('#log-view .line .text span')]
             .filter(s => s.textContent === 'still green')
-            .map(s => [getComputedStyle(s).color, getComputedStyle(s).fontWeight]);"#)
+            .map(s => [getComputedStyle(s).color, getComputedStyle(s).fontWeight]);"#,
+        )
         .await;
     assert_eq!(carried, json!([["rgb(79, 181, 91)", "700"]]));
     let html = browser
@@ -281,7 +291,12 @@ async fn escape_sequences_render_as_a_terminal_would() {
             [["a       b", null, false, false]],
             [["y", null, false, false]],
             [["link", null, false, false]],
-            [["A", 196, false, false], ["B", "rgb(1, 2, 3)", false, false], ["C", "rgb(1, 2, 3)", false, true], ["D", null, false, false]],
+            [
+                ["A", 196, false, false],
+                ["B", "rgb(1, 2, 3)", false, false],
+                ["C", "rgb(1, 2, 3)", false, true],
+                ["D", null, false, false]
+            ],
             [["still", 2, true, false]],
             [["reset", null, false, false]],
         ])
@@ -349,7 +364,12 @@ async fn an_xss_corpus_in_names_labels_and_logs_stays_text() {
         .js("return [...document.querySelectorAll('#jobs-body .chip')].map(c => c.textContent)")
         .await;
     for payload in XSS {
-        assert!(labels.as_array().unwrap().contains(&json!(format!("x={payload}"))));
+        assert!(
+            labels
+                .as_array()
+                .unwrap()
+                .contains(&json!(format!("x={payload}")))
+        );
     }
     assert_eq!(browser.js(inert).await, json!([0, true]));
     browser.assert_no_dialog().await;
@@ -367,7 +387,9 @@ async fn an_xss_corpus_in_names_labels_and_logs_stays_text() {
     expected.push(json!("link"));
     assert_eq!(lines, Value::Array(expected));
     assert_eq!(
-        browser.js("return document.querySelector('#job-name').textContent").await,
+        browser
+            .js("return document.querySelector('#job-name').textContent")
+            .await,
         json!(XSS[0])
     );
     assert_eq!(
@@ -475,11 +497,7 @@ async fn a_million_line_log_opens_at_its_tail_and_is_searched_whole() {
             "const v = document.querySelector('#log-view'); v.scrollTop = v.scrollHeight / 2",
             "",
         ),
-        (
-            "line 777777",
-            "location.hash = '#L777777'",
-            "line 777777",
-        ),
+        ("line 777777", "location.hash = '#L777777'", "line 777777"),
     ] {
         browser.js(script).await;
         let texts = browser
@@ -510,4 +528,70 @@ async fn a_million_line_log_opens_at_its_tail_and_is_searched_whole() {
         assert!(heap_mb < 400.0, "{what}: heap {heap_mb} MB");
     }
     browser.assert_no_dialog().await;
+}
+
+/// The endpoints the log view reads, over plain HTTP (no browser needed).
+#[test]
+fn log_page_search_and_raw_answer_by_sequence() {
+    let host = Host::start_with(&["--local-agents", "1"]);
+    let id = host.submit_ok(&json!({
+        "command": "for i in $(seq 1 30); do if [ $((i % 10)) = 0 ]; then echo \"hit $i\"; else echo \"row $i\"; fi; done",
+    }));
+    host.wait_state(&id, &["SUCCEEDED"], Duration::from_secs(30));
+    let lines = |page: &Value| -> Vec<String> {
+        page["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| format!("{}:{}", l["sequence"], l["line"].as_str().unwrap()))
+            .collect()
+    };
+    let (status, page) = host.get(&format!("/api/v1/jobs/{id}/logs/page?tail=2"));
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["head"], json!(30));
+    assert_eq!(lines(&page), ["29:row 29", "30:hit 30"]);
+    let (_, page) = host.get(&format!("/api/v1/jobs/{id}/logs/page?after=9&limit=2"));
+    assert_eq!(lines(&page), ["10:hit 10", "11:row 11"]);
+    let (_, page) = host.get(&format!("/api/v1/jobs/{id}/logs/page?after=30"));
+    assert_eq!(lines(&page), Vec::<String>::new());
+
+    let (_, found) = host.get(&format!("/api/v1/jobs/{id}/logs/search?q=hit"));
+    assert_eq!(found["count"], json!(3));
+    assert_eq!(found["matches"], json!([10, 20, 30]));
+    let (status, err) = host.get(&format!("/api/v1/jobs/{id}/logs/search?q="));
+    assert_eq!(
+        (status, err["error"].clone()),
+        (400, json!("VALIDATION_ERROR"))
+    );
+
+    let mut raw = ureq::Agent::new_with_defaults()
+        .get(&host.url(&format!("/api/v1/jobs/{id}/logs/raw")))
+        .call()
+        .unwrap();
+    assert_eq!(
+        raw.headers()["content-disposition"],
+        format!("attachment; filename=\"job-{id}.log\"").as_str()
+    );
+    let text = raw.body_mut().read_to_string().unwrap();
+    assert_eq!(text.lines().count(), 30);
+    assert!(text.starts_with("row 1\nrow 2\n") && text.ends_with("hit 30\n"));
+
+    let unknown = "01234567-89ab-7def-8123-456789abcdef";
+    for path in ["page", "search?q=x", "raw"] {
+        let (status, _) = host.get(&format!("/api/v1/jobs/{unknown}/logs/{path}"));
+        assert_eq!(status, 404, "{path}");
+    }
+
+    // The page and its assets, with a policy that runs no inline script.
+    let index = ureq::Agent::new_with_defaults()
+        .get(&host.url("/jobs/x"))
+        .call()
+        .unwrap();
+    let csp = index.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"));
+    for asset in ["app.js", "logview.js", "app.css"] {
+        let (status, _) = host.get(&format!("/assets/{asset}"));
+        assert_eq!(status, 200, "{asset}");
+    }
+    assert_eq!(host.get("/assets/nope.js").0, 404);
 }
