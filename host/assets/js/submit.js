@@ -27,7 +27,7 @@ export function submitForm() {
   const field = (label, input) => h("label", { class: "field" }, h("span", { text: label }), input);
   const name = h("input", { name: "name", id: "submit-name", placeholder: "defaults to the command" });
   const mode = h("select", { name: "mode", id: "submit-mode" }, h("option", { value: "script" }, "bash script"), h("option", { value: "args" }, "argv (one argument per line)"));
-  const command = h("textarea", { name: "command", id: "submit-command", rows: "4", spellcheck: "false", placeholder: "echo hello" });
+  const command = h("textarea", { name: "command", id: "submit-command", rows: "6", spellcheck: "false", placeholder: "echo hello" });
   const labels = h("textarea", { name: "labels", id: "submit-labels", rows: "2", placeholder: "zone=a" });
   const env = h("textarea", { name: "env", id: "submit-env", rows: "2", placeholder: "NAME=value" });
   const secrets = h("textarea", { name: "secrets", id: "submit-secrets", class: "secret", rows: "2", autocomplete: "off", spellcheck: "false", placeholder: "TOKEN=value (write-only)" });
