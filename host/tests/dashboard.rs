@@ -20,6 +20,10 @@
 #[path = "dashboard/browser.rs"]
 mod browser;
 mod common;
+#[path = "dashboard/million.rs"]
+mod million;
+#[path = "dashboard/xss.rs"]
+mod xss;
 
 use std::time::{Duration, Instant};
 
@@ -159,7 +163,29 @@ sleep 300"#;
         .js("return document.documentElement.outerHTML")
         .await;
     assert!(!html.as_str().unwrap().contains("supersecret-4711"));
+    // Timestamps on and off.
+    browser.click("#log-timestamps").await;
+    let stamp = browser
+        .wait_js(
+            "timestamps shown",
+            Duration::from_secs(10),
+            "const t = document.querySelector('#log-view .line .ts'); return t && t.textContent",
+        )
+        .await;
+    let stamp = stamp.as_str().unwrap();
+    assert!(
+        stamp.len() == 12 && stamp.as_bytes()[2] == b':' && stamp.as_bytes()[8] == b'.',
+        "{stamp}"
+    );
     browser.screenshot("job").await;
+    browser.click("#log-timestamps").await;
+    browser
+        .wait_js(
+            "timestamps hidden",
+            Duration::from_secs(10),
+            "return !document.querySelector('#log-view .line .ts')",
+        )
+        .await;
 
     // A deep link opens with its line marked, in view.
     browser.goto(&host.url(&format!("/jobs/{id}#L7"))).await;
@@ -306,228 +332,6 @@ async fn escape_sequences_render_as_a_terminal_would() {
         .js("return import('/assets/ansi.js').then(a => { const e = a.endStyle('\\u001b[1;32mgo', a.PLAIN); return [e.fg, e.bold, a.endStyle('\\u001b[0m', e) === a.PLAIN]; })")
         .await;
     assert_eq!(carried, json!([2, true, true]));
-}
-
-/// Markup and script in every place a job carries text.
-const XSS: &[&str] = &[
-    r#"<img src=x onerror="window.__xss=1;alert(1)">"#,
-    "<script>window.__xss=2;alert(2)</script>",
-    r#""><svg onload="window.__xss=3;alert(3)">"#,
-    r#"<iframe src="javascript:alert(4)"></iframe>"#,
-    "javascript:alert(5)",
-    "&lt;b&gt;entity&lt;/b&gt; &amp;",
-    "'; alert(6); '",
-];
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_xss_corpus_in_names_labels_and_logs_stays_text() {
-    let _turn = ONE_BROWSER_AT_A_TIME.lock().await;
-    let Some(browser) = Browser::start().await else {
-        return;
-    };
-    let host = Host::start_with(&["--local-agents", "1"]);
-    host.wait_workers(1);
-    // Pending jobs, each a payload as its name and as a label value (no
-    // worker has it, so the pending reason names it too).
-    for payload in XSS {
-        host.submit_ok(&json!({
-            "name": payload, "args": ["true"], "labels": {"x": payload},
-        }));
-    }
-    // One that runs and prints every payload, plus an OSC 8 hyperlink.
-    let env: serde_json::Map<String, Value> = XSS
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (format!("P{i}"), json!(p)))
-        .collect();
-    let id = host.submit_ok(&json!({
-        "name": XSS[0],
-        "env": env,
-        "command": "for i in 0 1 2 3 4 5 6; do v=P$i; printf '%s\\n' \"${!v}\"; done\nprintf '\\e]8;;javascript:alert(7)\\e\\\\link\\e]8;;\\e\\\\\\n'",
-    }));
-    host.wait_state(&id, &["SUCCEEDED"], Duration::from_secs(30));
-
-    let inert = r#"return [document.querySelectorAll('#app img, #app script, #app svg, #app iframe, #app object, #app embed').length,
-        window.__xss === undefined]"#;
-    browser.goto(&host.url("/jobs")).await;
-    let names = browser
-        .wait_js(
-            "the jobs listed",
-            Duration::from_secs(10),
-            "const r = [...document.querySelectorAll('#jobs-body tr td:first-child')].map(t => t.textContent); return r.length === 8 && r",
-        )
-        .await;
-    for payload in XSS {
-        assert!(names.as_array().unwrap().contains(&json!(payload)));
-    }
-    let labels = browser
-        .js("return [...document.querySelectorAll('#jobs-body .chip')].map(c => c.textContent)")
-        .await;
-    for payload in XSS {
-        assert!(
-            labels
-                .as_array()
-                .unwrap()
-                .contains(&json!(format!("x={payload}")))
-        );
-    }
-    assert_eq!(browser.js(inert).await, json!([0, true]));
-    browser.assert_no_dialog().await;
-    browser.screenshot("xss-jobs").await;
-
-    browser.goto(&host.url(&format!("/jobs/{id}"))).await;
-    let lines = browser
-        .wait_js(
-            "the log",
-            Duration::from_secs(10),
-            "const r = [...document.querySelectorAll('#log-view .line .text')].map(t => t.textContent); return r.length === 8 && r",
-        )
-        .await;
-    let mut expected: Vec<Value> = XSS.iter().map(|p| json!(p)).collect();
-    expected.push(json!("link"));
-    assert_eq!(lines, Value::Array(expected));
-    assert_eq!(
-        browser
-            .js("return document.querySelector('#job-name').textContent")
-            .await,
-        json!(XSS[0])
-    );
-    assert_eq!(
-        browser
-            .js("return document.querySelectorAll('#log-view a:not(.ln), #job-facts a').length")
-            .await,
-        json!(0)
-    );
-    assert_eq!(browser.js(inert).await, json!([0, true]));
-    browser.assert_no_dialog().await;
-    browser.screenshot("xss-job").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_million_line_log_opens_at_its_tail_and_is_searched_whole() {
-    const LINES: u64 = 1_000_000;
-    let _turn = ONE_BROWSER_AT_A_TIME.lock().await;
-    let Some(browser) = Browser::start().await else {
-        return;
-    };
-    let host = Host::start_with(&["--local-agents", "1"]);
-    host.wait_workers(1);
-    // Every 200th line holds the term: 5,000 matches. stderr is a pipe,
-    // cheaper than the PTY for this many lines.
-    let started = Instant::now();
-    let id = host.submit_ok(&json!({
-        "name": "a million lines",
-        "command": format!("awk 'BEGIN {{ for (i = 1; i <= {LINES}; i++) {{ if (i % 200 == 0) print \"line \" i \" needle\"; else print \"line \" i }} }}' >&2"),
-    }));
-    host.wait_state(&id, &["SUCCEEDED"], Duration::from_secs(240));
-    let (_, page) = host.get(&format!("/api/v1/jobs/{id}/logs/page?tail=1"));
-    assert_eq!(page["head"], json!(LINES));
-    eprintln!(
-        "1M lines produced and stored in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-
-    // Opens at the tail.
-    let opened = Instant::now();
-    browser.goto(&host.url(&format!("/jobs/{id}"))).await;
-    let tail_ms = browser
-        .wait_js(
-            "the last line visible",
-            Duration::from_secs(30),
-            "const m = performance.getEntriesByName('hodei:log-tail-visible')[0]; return m ? m.startTime : false",
-        )
-        .await
-        .as_f64()
-        .unwrap();
-    let wall = opened.elapsed();
-    let last = rows(&browser.js(ROWS).await);
-    assert_eq!(
-        last.last().map(|r| (r.0, r.1.as_str())),
-        Some((LINES, "line 1000000 needle"))
-    );
-    eprintln!(
-        "time to the last line visible: {tail_ms:.0} ms from navigation start ({} ms as the test saw it)",
-        wall.as_millis()
-    );
-    assert!(
-        tail_ms < 10_000.0,
-        "last line after {tail_ms} ms (aim < 1 s)"
-    );
-
-    // Search the whole log.
-    browser.type_into("#log-search", "needle").await;
-    browser.click("#log-search-go").await;
-    let searched = browser
-        .wait_js(
-            "search results",
-            Duration::from_secs(120),
-            "const c = document.querySelector('#log-count'); return c.dataset.count !== undefined && [Number(c.dataset.count), Number(c.dataset.ms)]",
-        )
-        .await;
-    assert_eq!(searched[0], json!(5000));
-    eprintln!(
-        "search: {} matches of \"needle\" in {} ms",
-        searched[0], searched[1]
-    );
-    // The first match at or after the view, then the next ones.
-    for _ in 0..3 {
-        browser.click("#log-next").await;
-    }
-    let current = browser
-        .wait_js(
-            "the current match in view",
-            Duration::from_secs(20),
-            "const r = document.querySelector('#log-view .line.current .text'); return r && r.textContent",
-        )
-        .await;
-    assert!(current.as_str().unwrap().ends_with(" needle"), "{current}");
-    browser.screenshot("million-lines").await;
-
-    // Top, middle, a deep link into the middle: lines load, the DOM and the
-    // heap stay small.
-    let mut figures = Vec::new();
-    for (what, script, expect) in [
-        (
-            "top",
-            "document.querySelector('#log-view').scrollTop = 0",
-            "line 1",
-        ),
-        (
-            "middle",
-            "const v = document.querySelector('#log-view'); v.scrollTop = v.scrollHeight / 2",
-            "",
-        ),
-        ("line 777777", "location.hash = '#L777777'", "line 777777"),
-    ] {
-        browser.js(script).await;
-        let texts = browser
-            .wait_js(
-                &format!("lines at {what}"),
-                Duration::from_secs(20),
-                "const v = [...document.querySelectorAll('#log-view .line:not([hidden])')]; return v.length && !v.some(r => r.querySelector('.loading')) && v.map(r => r.querySelector('.text').textContent)",
-            )
-            .await;
-        if !expect.is_empty() {
-            assert!(
-                texts.as_array().unwrap().contains(&json!(expect)),
-                "{what}: {texts}"
-            );
-        }
-        let sizes = browser
-            .js("return [document.querySelectorAll('#log-view .line').length, document.getElementsByTagName('*').length, performance.memory.usedJSHeapSize]")
-            .await;
-        figures.push((what, sizes));
-    }
-    for (what, sizes) in &figures {
-        let heap_mb = sizes[2].as_f64().unwrap() / 1e6;
-        eprintln!(
-            "at {what}: {} row elements, {} elements in the page, JS heap {heap_mb:.1} MB",
-            sizes[0], sizes[1]
-        );
-        assert!(sizes[0].as_u64().unwrap() < 200, "{what}: {sizes}");
-        assert!(heap_mb < 400.0, "{what}: heap {heap_mb} MB");
-    }
-    browser.assert_no_dialog().await;
 }
 
 /// The endpoints the log view reads, over plain HTTP (no browser needed).

@@ -2,6 +2,7 @@
 //! for the dashboard tests: start, wait on the page, screenshots.
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,16 +20,31 @@ fn which(name: &str) -> Option<PathBuf> {
         .find(|path| path.is_file())
 }
 
-/// A chromedriver process and a browser session through it; both end on
-/// drop (the session with the driver).
+/// A chromedriver process and a browser session through it. On drop (a
+/// failed test too) the session is ended, which quits Chromium, and then
+/// chromedriver's process group (Chromium's processes are in it) is killed,
+/// so no browser outlives its test.
 pub struct Browser {
     pub client: Client,
     driver: Child,
+    session: String,
+    port: u16,
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        let _ = agent
+            .delete(&format!(
+                "http://127.0.0.1:{}/session/{}",
+                self.port, self.session
+            ))
+            .call();
+        let group = nix::unistd::Pid::from_raw(self.driver.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
         let _ = self.driver.wait();
     }
 }
@@ -54,6 +70,7 @@ impl Browser {
             .port();
         let mut driver = Command::new(driver)
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -68,6 +85,7 @@ impl Browser {
                     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                     "--window-size=1400,900", "--enable-precise-memory-info",
                     "--no-first-run", "--disable-extensions", "--disable-background-networking",
+                    "--disable-breakpad", "--disable-crash-reporter",
                 ],
             },
         });
@@ -83,17 +101,26 @@ impl Browser {
                 .await
             {
                 Ok(client) => break client,
-                Err(err) if Instant::now() < deadline => {
+                Err(_) if Instant::now() < deadline => {
                     if let Ok(Some(status)) = driver.try_wait() {
                         panic!("chromedriver exited: {status}");
                     }
-                    let _ = err;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(err) => panic!("no WebDriver session within 60 s: {err}"),
             }
         };
-        Some(Self { client, driver })
+        let session = client
+            .session_id()
+            .await
+            .expect("session id")
+            .expect("a session");
+        Some(Self {
+            client,
+            driver,
+            session,
+            port,
+        })
     }
 
     pub async fn goto(&self, url: &str) {
