@@ -200,6 +200,19 @@ sleep 300"#;
         )
         .await;
     assert_eq!(in_view, json!("red 7 plain"));
+    // A click on a line number in view marks that line and keeps the view.
+    let first = browser
+        .js("return document.querySelector('#log-view').dataset.first")
+        .await;
+    browser.click(r#"#log-view .line[data-seq="9"] .ln"#).await;
+    let marked = browser
+        .wait_js(
+            "line 9 marked",
+            Duration::from_secs(10),
+            r#"return location.hash === '#L9' && !!document.querySelector('#log-view .line.hl[data-seq="9"]') && document.querySelectorAll('#log-view .line.hl').length === 1 && document.querySelector('#log-view').dataset.first"#,
+        )
+        .await;
+    assert_eq!(marked, first);
 
     // Workers while it runs: slots, reservations, the job's usage, labels.
     browser.goto(&host.url("/workers")).await;

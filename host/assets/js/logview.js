@@ -188,7 +188,10 @@ export class LogView {
     this.highlight = Number(m[1]);
     this.follow = false;
     this.followBox.checked = false;
-    this.scrollTo(this.highlight);
+    // A click on a line number in view marks it without moving the view.
+    const g = this.geometry();
+    if (this.highlight >= g.first && this.highlight < g.first + g.fit) this.queueRender(true);
+    else this.scrollTo(this.highlight);
   }
 
   queueRender(reset) {
