@@ -252,6 +252,7 @@ export class LogView {
     this.info.textContent = `${this.total.toLocaleString("en")} lines`;
     this.viewport.dataset.total = String(this.total);
     this.viewport.dataset.first = String(g.first);
+    this.viewport.dataset.held = String(this.lines.size);
     if (missing !== null) this.fetchFrom(missing);
     const last = g.first + g.count - 1;
     if (!this.tailShown && this.total > 0 && last >= this.total && this.lines.has(this.total)) {

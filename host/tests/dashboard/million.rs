@@ -131,5 +131,34 @@ async fn a_million_line_log_opens_at_its_tail_and_is_searched_whole() {
         assert!(sizes[0].as_u64().unwrap() < 200, "{what}: {sizes}");
         assert!(heap_mb < 400.0, "{what}: heap {heap_mb} MB");
     }
+
+    // Following a job that prints 200,000 lines flat out: the page keeps
+    // up, ends on the last line, and holds at most its window in memory.
+    const LIVE: u64 = 200_000;
+    let id = host.submit_ok(&json!({
+        "name": "fast live",
+        "command": format!("sleep 2; seq 1 {LIVE}"),
+    }));
+    browser.goto(&host.url(&format!("/jobs/{id}"))).await;
+    let followed = Instant::now();
+    let end = browser
+        .wait_js(
+            "the last live line",
+            Duration::from_secs(180),
+            &format!(
+                "const v = document.querySelector('#log-view'); const rows = [...v.querySelectorAll('.line:not([hidden]) .text')]; \
+                 return rows.length && rows[rows.length - 1].textContent === '{LIVE}' && [Number(v.dataset.held), performance.memory.usedJSHeapSize, v.querySelectorAll('.line').length]"
+            ),
+        )
+        .await;
+    let heap_mb = end[1].as_f64().unwrap() / 1e6;
+    eprintln!(
+        "followed {LIVE} live lines to the last in {:.1} s: {} lines held, JS heap {heap_mb:.1} MB, {} row elements",
+        followed.elapsed().as_secs_f64(),
+        end[0],
+        end[2]
+    );
+    assert!(end[0].as_u64().unwrap() <= 36_000, "{end}");
+    assert!(end[2].as_u64().unwrap() < 200, "{end}");
     browser.assert_no_dialog().await;
 }
