@@ -373,7 +373,10 @@ fn log_page_search_and_raw_answer_by_sequence() {
     assert_eq!(lines(&page), Vec::<String>::new());
 
     let (_, found) = host.get(&format!("/api/v1/jobs/{id}/logs/search?q=hit"));
-    assert_eq!(found["count"], json!(3));
+    assert_eq!(
+        (found["count"].clone(), found["head"].clone()),
+        (json!(3), json!(30))
+    );
     assert_eq!(found["matches"], json!([10, 20, 30]));
     let (status, err) = host.get(&format!("/api/v1/jobs/{id}/logs/search?q="));
     assert_eq!(

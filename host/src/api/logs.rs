@@ -109,9 +109,27 @@ pub async fn page(
         (None, Some(tail)) => head.saturating_sub(tail),
         (None, None) => 0,
     };
-    let lines = store.read_logs(job_id, after, limit).await?;
-    let lines: Vec<LineData<'_>> = lines.iter().map(line_data).collect();
-    Ok(axum::Json(json!({ "head": head, "lines": lines })))
+    let records = store.read_logs(job_id, after, limit).await?;
+    // Serialized here, borrowing the records: no JSON tree per line.
+    let body = serde_json::to_vec(&Page {
+        head,
+        lines: records.iter().map(line_data).collect(),
+    })
+    .map_err(|err| {
+        ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            err.to_string(),
+        )
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body))
+}
+
+/// The answer of `logs/page`.
+#[derive(Serialize)]
+struct Page<'a> {
+    head: u64,
+    lines: Vec<LineData<'a>>,
 }
 
 /// Query of `logs/search`.
@@ -122,9 +140,10 @@ pub struct SearchParams {
     q: String,
 }
 
-/// `GET /api/v1/jobs/{id}/logs/search?q=`: `{"query", "count", "matches"}`,
-/// `matches` the sequence of every stored line containing `q`, in order,
-/// none left out. Lines are matched as stored (escape sequences included).
+/// `GET /api/v1/jobs/{id}/logs/search?q=`: `{"query", "head", "count",
+/// "matches"}`, `matches` the sequence of every line up to `head` (the last
+/// stored when the search began) containing `q`, in order, none left out.
+/// Lines are matched as stored (escape sequences included).
 pub async fn search(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -138,9 +157,12 @@ pub async fn search(
     }
     let job_id = existing(&state, &id).await?;
     let store = state.jobs.store();
+    // The log as it stands now: a job still writing does not keep the
+    // search going.
+    let head = store.log_head(job_id).await?;
     let mut matches = Vec::new();
     let mut after = 0;
-    loop {
+    while after < head {
         let lines = store.read_logs(job_id, after, SCAN_PAGE).await?;
         let Some(last) = lines.last() else { break };
         after = last.sequence;
@@ -153,6 +175,7 @@ pub async fn search(
     }
     Ok(axum::Json(json!({
         "query": params.q,
+        "head": head,
         "count": matches.len(),
         "matches": matches,
     })))
