@@ -34,10 +34,15 @@ use common::{Agent, Host};
 
 static ONE_BROWSER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The rows of the log in view that hold text: `[[seq, text, classes]]`.
-const ROWS: &str = r#"return [...document.querySelectorAll('#log-view .line:not([hidden])')]
+/// A page function: the rows of the log in view that hold text,
+/// `[[seq, text, classes]]`.
+const ROWS_FN: &str = r#"const rows = () => [...document.querySelectorAll('#log-view .line:not([hidden])')]
     .filter(r => r.querySelector('.text'))
     .map(r => [Number(r.dataset.seq), r.querySelector('.text').textContent, r.className]);"#;
+/// The rows of the log in view that hold text.
+async fn log_rows(browser: &Browser) -> Vec<(u64, String, String)> {
+    rows(&browser.js(&format!("{ROWS_FN} return rows();")).await)
+}
 
 fn rows(value: &Value) -> Vec<(u64, String, String)> {
     value
@@ -76,13 +81,21 @@ async fn a_job_from_the_form_streams_live_renders_colours_deep_links_and_cancels
     browser.goto(&host.url("/jobs")).await;
     browser.click("#new-job").await;
     browser.type_into("#submit-name", "live demo").await;
-    let script = r#"for i in $(seq 1 40); do printf '\e[31mred %d\e[0m plain\n' "$i"; sleep 0.1; done
+    // The job stops half-way until the test has seen the first half on the
+    // page, so "live" is checked whatever the machine's load.
+    let gate = tempfile::tempdir().unwrap();
+    let go = gate.path().join("go");
+    let script = format!(
+        r#"for i in $(seq 1 40); do printf '\e[31mred %d\e[0m plain\n' "$i"; sleep 0.05
+  if [ "$i" = 20 ]; then while [ ! -e {go} ]; do sleep 0.05; done; fi; done
 echo "key=$API_KEY greeting=$GREETING"
 printf 'progress 10%%\rprogress 50%%\rprogress 100%%\n'
 printf '\e[1;32mgreen from here\n'; echo 'still green'; printf '\e[0m'
 echo 'to stderr' >&2
-sleep 300"#;
-    browser.type_into("#submit-command", script).await;
+sleep 300"#,
+        go = go.display()
+    );
+    browser.type_into("#submit-command", &script).await;
     browser.type_into("#submit-env", "GREETING=hello").await;
     browser
         .type_into("#submit-secrets", "API_KEY=supersecret-4711")
@@ -100,10 +113,20 @@ sleep 300"#;
     let id = job_id_of(&path);
 
     // Lines appear while the job runs, in order, each once.
-    let mut saw_partial = false;
+    let half = browser
+        .wait_js(
+            "the first 20 lines while the job waits",
+            Duration::from_secs(60),
+            &format!(
+                "{ROWS_FN} const r = rows(); return r.length && r[r.length - 1][0] === 20 && r"
+            ),
+        )
+        .await;
+    assert_eq!(rows(&half).last().unwrap().1, "red 20 plain");
+    std::fs::write(&go, b"").unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let now = rows(&browser.js(ROWS).await);
+        let now = log_rows(&browser).await;
         for pair in now.windows(2) {
             assert_eq!(pair[1].0, pair[0].0 + 1, "rows out of order: {now:?}");
         }
@@ -111,16 +134,12 @@ sleep 300"#;
             assert_eq!(text, &format!("red {seq} plain"));
         }
         let last = now.last().map_or(0, |r| r.0);
-        if (1..40).contains(&last) {
-            saw_partial = true;
-        }
         if last >= 45 {
             break;
         }
         assert!(Instant::now() < deadline, "lines did not arrive: {now:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(saw_partial, "never saw the log part-way: not live");
     let state = browser
         .js("return document.querySelector('#job-state').dataset.state")
         .await;
@@ -141,7 +160,7 @@ sleep 300"#;
         ])
     );
     // stderr is marked; the secret is masked and appears nowhere.
-    let now = rows(&browser.js(ROWS).await);
+    let now = log_rows(&browser).await;
     let stderr = now.iter().find(|r| r.1 == "to stderr").unwrap();
     assert!(stderr.2.contains("stderr"), "{stderr:?}");
     assert!(
@@ -262,7 +281,31 @@ sleep 300"#;
             &format!("return !!document.querySelector('#jobs-body tr[data-id=\"{id}\"][data-state=\"CANCELLED\"]')"),
         )
         .await;
-    host.submit_ok(&json!({"name": "other", "args": ["true"], "labels": {"team": "a"}}));
+    // An argv job asking for a label no worker has: it waits, and says why.
+    browser.click("#new-job").await;
+    browser.type_into("#submit-name", "other").await;
+    browser
+        .find("#submit-mode")
+        .await
+        .select_by_value("args")
+        .await
+        .unwrap();
+    browser
+        .type_into("#submit-command", "echo\nsame line")
+        .await;
+    browser.type_into("#submit-labels", "team=a").await;
+    browser.click("#submit-go").await;
+    let reason = browser
+        .wait_js(
+            "the pending reason",
+            Duration::from_secs(20),
+            r#"const r = document.querySelector('[data-fact="pending because"]'); return r && r.textContent"#,
+        )
+        .await;
+    assert!(reason.as_str().unwrap().contains("team=a"), "{reason}");
+    let other = job_id_of(&browser.js("return location.pathname").await);
+    assert_eq!(host.job(&other)["args"], json!(["echo", "same line"]));
+    browser.goto(&host.url("/jobs")).await;
     browser.type_into("#filter-name", "live").await;
     browser
         .wait_js(

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{Browser, Host, ONE_BROWSER_AT_A_TIME, ROWS, rows};
+use super::{Browser, Host, ONE_BROWSER_AT_A_TIME, log_rows};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_line_log_opens_at_its_tail_and_is_searched_whole() {
@@ -44,7 +44,7 @@ async fn a_million_line_log_opens_at_its_tail_and_is_searched_whole() {
         .as_f64()
         .unwrap();
     let wall = opened.elapsed();
-    let last = rows(&browser.js(ROWS).await);
+    let last = log_rows(&browser).await;
     assert_eq!(
         last.last().map(|r| (r.0, r.1.as_str())),
         Some((LINES, "line 1000000 needle"))
