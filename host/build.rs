@@ -17,6 +17,9 @@ const PLUGINS: &[&str] = &[
     "hodei-provider-docker",
     "hodei-provider-fault-fixture",
     "hodei-provider-kubernetes",
+    "hodei-masker-literal",
+    "hodei-masker-patterns",
+    "hodei-masker-fault-fixture",
 ];
 
 fn main() {

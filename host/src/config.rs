@@ -14,6 +14,8 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use crate::agents::{AgentLimits, LimitArgs};
+use crate::auth::AuthMode;
+use crate::masking::ChainEntry;
 use crate::plugins::{ActiveChoice, Limits};
 use crate::providers::PoolSpec;
 use crate::store::{PgOptions, StorageKind};
@@ -70,6 +72,11 @@ pub struct ServeArgs {
     /// Configuration string for `--policy`.
     #[arg(long, env = "HODEI_POLICY_CONFIG")]
     pub policy_config: Option<String>,
+    /// The secret masker chain at start-up, in order, comma-separated
+    /// (e.g. `literal,patterns`), or `none` to turn host-side masking off
+    /// [default: the last chain activated, else literal,patterns].
+    #[arg(long, env = "HODEI_MASKERS", value_delimiter = ',')]
+    pub maskers: Option<Vec<String>>,
     /// Deadline of one plugin call in milliseconds [default: 10].
     #[arg(long, env = "HODEI_PLUGIN_DEADLINE_MS")]
     pub plugin_deadline_ms: Option<u64>,
@@ -83,6 +90,14 @@ pub struct ServeArgs {
     /// provider `NAME`, beside the in-tree `local` and `docker`.
     #[arg(long, env = "HODEI_PROVIDER_DIR")]
     pub provider_dir: Option<PathBuf>,
+    /// Whether REST calls need an API token with the route's scope:
+    /// `tokens` or `off` [default: tokens].
+    #[arg(long, env = "HODEI_API_AUTH", value_enum)]
+    pub api_auth: Option<AuthMode>,
+    /// Allow listening on a non-loopback address without TLS and API
+    /// tokens (anyone who reaches the port can then run anything).
+    #[arg(long, env = "HODEI_INSECURE")]
+    pub insecure: bool,
     /// What one agent may send (the file's `[limits]` table).
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -107,6 +122,9 @@ struct FileConfig {
     max_body_bytes: Option<usize>,
     policy: Option<String>,
     policy_config: Option<String>,
+    maskers: Option<Vec<String>>,
+    api_auth: Option<AuthMode>,
+    insecure: Option<bool>,
     plugin_deadline_ms: Option<u64>,
     plugin_memory_mb: Option<usize>,
     plugin_cache_dir: Option<PathBuf>,
@@ -139,6 +157,13 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
     /// Policy to activate at start-up, if configured.
     pub policy: Option<ActiveChoice>,
+    /// Masker chain to activate at start-up, if configured (empty: host
+    /// masking off).
+    pub maskers: Option<Vec<ChainEntry>>,
+    /// REST authentication.
+    pub api_auth: AuthMode,
+    /// Non-loopback without TLS and tokens is allowed.
+    pub insecure: bool,
     /// Limits of every plugin call.
     pub plugin_limits: Limits,
     /// Compiled-plugin cache.
@@ -169,6 +194,17 @@ impl ServeArgs {
                 .policy_config
                 .or(file.policy_config)
                 .unwrap_or_default(),
+        });
+        let maskers = self.maskers.or(file.maskers).map(|names| {
+            names
+                .into_iter()
+                .map(|name| name.trim().to_owned())
+                .filter(|name| !name.is_empty() && name != "none")
+                .map(|name| ChainEntry {
+                    name,
+                    config: String::new(),
+                })
+                .collect()
         });
         let pg = PgOptions::default();
         let postgres = PgOptions {
@@ -226,6 +262,9 @@ impl ServeArgs {
                 .unwrap_or_else(|| data_dir.join("plugin-cache")),
             data_dir,
             policy,
+            maskers,
+            api_auth: self.api_auth.or(file.api_auth).unwrap_or(AuthMode::Tokens),
+            insecure: self.insecure || file.insecure.unwrap_or(false),
             plugin_limits,
             http_addr: self
                 .http_addr

@@ -13,13 +13,17 @@
 //!   world.
 //! - [`providers`]: the native capabilities provider plugins import
 //!   (`process`, `docker`) and what a pool grants.
+//! - [`masking`]: the masker chain every log batch and error string passes
+//!   through before the host keeps it; failing closed to a native masker.
 //! - [`jobs`]: the use cases; the one place jobs change state.
 //! - [`agents`]: the tonic gateway agents dial into: auth, sessions,
 //!   reconciliation on reconnect, log ingest, results.
 //! - [`logs`]: reading and following a job's log from the store.
 //! - [`usage`]: per-job CPU and memory from the agents' heartbeats.
 //! - [`api`]: axum REST + SSE; thin handlers, one JSON error shape.
-//! - [`config`], [`serve`], [`local_agents`]: `hodei serve` and its settings.
+//! - [`auth`]: API tokens with scopes and the one guard every route is
+//!   declared through.
+//! - [`config`], [`serve`]: `hodei serve` and its settings.
 //! - [`cli`]: the client commands (`run`, `jobs`, `logs`, `workers`).
 //! - [`bench`]: `hodei bench`, the spine's figures against real processes.
 //!
@@ -33,6 +37,7 @@
 
 pub mod agents;
 pub mod api;
+pub mod auth;
 pub mod bench;
 pub mod bus;
 pub mod cli;
@@ -40,6 +45,7 @@ pub mod config;
 pub mod domain;
 pub mod jobs;
 pub mod logs;
+pub mod masking;
 pub mod plugins;
 pub mod providers;
 pub mod scheduler;

@@ -18,9 +18,11 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::agents::{AgentGateway, GatewayConfig};
 use crate::api::{AppState, router};
+use crate::auth::{ApiTokens, AuthMode};
 use crate::bus::Bus;
 use crate::config::ServeConfig;
 use crate::jobs::JobService;
+use crate::masking::{MaskerCatalog, MaskerRegistry, Masking};
 use crate::plugins::{PluginEngine, PolicyCatalog, PolicyRegistry};
 use crate::providers::Provisioner;
 use crate::providers::pool_loop::HostSide;
@@ -49,6 +51,13 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             StorageKind::Redb => format!("cannot open the store in {}", config.data_dir.display()),
             StorageKind::Postgres => "cannot open the PostgreSQL store".to_owned(),
         })?;
+    refuse_open_listeners(&config)?;
+    let tokens = Arc::new(
+        ApiTokens::load(config.api_auth, store.records())
+            .await
+            .context("cannot load the API tokens")?,
+    );
+    tokens.spawn_refresh();
     let engine = PluginEngine::new(config.plugin_limits, Some(&config.plugin_cache_dir))
         .context("cannot start the WebAssembly engine")?;
     let registry = Arc::new(PolicyRegistry::new(engine.clone()));
@@ -57,6 +66,18 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .restore(config.policy.clone())
         .await
         .context("cannot load the scheduling policies")?;
+    let maskers = MaskerCatalog::new(
+        Arc::new(MaskerRegistry::new(engine.clone())),
+        Arc::clone(&store),
+    );
+    maskers
+        .restore(config.maskers.clone())
+        .await
+        .context("cannot load the secret maskers")?;
+    let masking = Arc::new(Masking::new(
+        Arc::clone(maskers.registry()),
+        Arc::clone(&store),
+    ));
     let cluster = Arc::new(Cluster::default());
     let scheduler = Arc::new(Scheduler::new(cluster, registry));
     let jobs = Arc::new(JobService::new(
@@ -79,6 +100,9 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot bind the agent gRPC port to {}", config.grpc_addr))?;
     let (http_addr, grpc_addr) = (http.local_addr()?, grpc.local_addr()?);
+    if config.api_auth == AuthMode::Tokens {
+        admin_token(&tokens, &config.data_dir, http_addr).await?;
+    }
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "hodei: http listening on http://{http_addr}")?;
@@ -99,8 +123,11 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         AppState {
             jobs: Arc::clone(&jobs),
             policies,
+            maskers,
+            masking: Arc::clone(&masking),
             usage: Arc::clone(&usage),
             provisioner: Arc::clone(&provisioner),
+            tokens,
         },
         config.max_body_bytes,
     );
@@ -117,6 +144,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             usage,
             limits: Arc::new(config.agent_limits.clone()),
             ledger: jobs.store().ledger(),
+            masking,
         },
     );
     let agents_server = tokio::spawn(
@@ -216,6 +244,72 @@ async fn shutdown_signal() {
 
 /// The configured token, or the one generated at first start and kept in
 /// `DATA_DIR/agent.token` (mode 0600) for remote agents to use.
+/// A host reachable from other machines must not hand out job execution
+/// to anyone: without `--insecure`, a non-loopback address needs API
+/// tokens (and TLS, once configured).
+fn refuse_open_listeners(config: &ServeConfig) -> anyhow::Result<()> {
+    if config.insecure {
+        return Ok(());
+    }
+    for (what, addr) in [
+        ("--http-addr", config.http_addr),
+        ("--grpc-addr", config.grpc_addr),
+    ] {
+        if !addr.ip().is_loopback() {
+            anyhow::bail!(
+                "refusing to listen on {addr} ({what}): a host reachable from other machines \
+                 needs TLS and API tokens, and TLS is not configured; bind to 127.0.0.1, or pass \
+                 --insecure to accept that anyone who reaches the port can run anything"
+            );
+        }
+    }
+    if config.api_auth == AuthMode::Off {
+        tracing::warn!(
+            "REST authentication is off (--api-auth off): anyone who reaches the port may do anything"
+        );
+    }
+    Ok(())
+}
+
+/// Makes sure the data dir holds a valid admin token (0600), and, for a
+/// host on loopback, leaves a copy where the CLI of this user finds it by
+/// port, so `hodei run` works with no token handling.
+async fn admin_token(
+    tokens: &Arc<ApiTokens>,
+    data_dir: &Path,
+    http_addr: std::net::SocketAddr,
+) -> anyhow::Result<()> {
+    let path = data_dir.join("admin.token");
+    tokens.ensure_admin_file(&path).await?;
+    if http_addr.ip().is_loopback()
+        && let Some(local) = crate::auth::local_token_path(http_addr.port())
+    {
+        let token = std::fs::read_to_string(&path)?;
+        if let Err(err) = write_private(&local, token.trim()) {
+            tracing::warn!(path = %local.display(), %err, "cannot leave the admin token for the local CLI");
+        }
+    }
+    Ok(())
+}
+
+/// Writes `contents` to `path` readable by this user only.
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())
+}
+
 fn agent_token(configured: Option<String>, data_dir: &Path) -> anyhow::Result<String> {
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(token) = configured.filter(|t| !t.is_empty()) {

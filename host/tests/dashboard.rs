@@ -22,6 +22,8 @@ mod browser;
 mod common;
 #[path = "dashboard/million.rs"]
 mod million;
+#[path = "dashboard/token.rs"]
+mod token;
 #[path = "dashboard/xss.rs"]
 mod xss;
 
@@ -248,9 +250,16 @@ sleep 300"#,
         .wait_js(
             "policies and pools",
             Duration::from_secs(10),
-            "return document.querySelectorAll('#policies-body tr').length >= 3 && document.querySelectorAll('#pools-body tr').length",
+            "return document.querySelectorAll('#policies-body tr').length >= 3 && document.querySelectorAll('#pools-body tr').length && document.querySelectorAll('#maskers-body tr').length",
         )
         .await;
+    let maskers = browser
+        .js("return [...document.querySelectorAll('#maskers-body tr')].map(r => r.dataset.name)")
+        .await;
+    assert!(
+        maskers.as_array().unwrap().contains(&json!("literal")),
+        "{maskers}"
+    );
     browser.screenshot("plugins").await;
 
     // Cancel from the job page.

@@ -308,7 +308,7 @@ fn bad_uploads_get_a_clear_4xx_and_leave_the_active_policy_alone() {
             plugin_wasm("hodei_policy_binpack.wasm"),
             400,
             "VALIDATION_ERROR",
-            "invalid policy name",
+            "invalid plugin name",
         ),
     ];
     for (name, bytes, status, code, text) in cases {

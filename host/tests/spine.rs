@@ -258,6 +258,8 @@ fn serve_starts_with_the_default_relative_data_dir() {
             "127.0.0.1:0",
         ])
         .current_dir(cwd.path())
+        // Where a host on loopback leaves the CLI its admin token.
+        .env("XDG_CONFIG_HOME", cwd.path())
         .env_remove("HODEI_PLUGIN_CACHE_DIR")
         .env_remove("HODEI_DATA_DIR")
         .stdout(std::process::Stdio::piped())
@@ -274,4 +276,5 @@ fn serve_starts_with_the_default_relative_data_dir() {
     assert!(started, "hodei serve did not start with its defaults");
     assert!(cwd.path().join("hodei-data/hodei.redb").is_file());
     assert!(cwd.path().join("hodei-data/plugin-cache").is_dir());
+    assert!(cwd.path().join("hodei-data/admin.token").is_file());
 }

@@ -168,7 +168,7 @@ pub(crate) fn go_quoted(value: &str, ascii: bool) -> Vec<u8> {
             '\t' => out.push_str("\\t"),
             '\u{b}' => out.push_str("\\v"),
             c if c.is_ascii_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
-            c if go_printable(c) && !(ascii && !c.is_ascii()) => out.push(c),
+            c if (c.is_ascii() || !ascii) && go_printable(c) => out.push(c),
             c if u32::from(c) < 0x10000 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
             c => out.push_str(&format!("\\U{:08x}", u32::from(c))),
         }

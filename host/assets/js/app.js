@@ -3,7 +3,7 @@
 // Each page function fills `#app` and answers `{stop()}`, called when the
 // page is left, which ends its refresh timer and streams.
 
-import { navigate } from "./dom.js";
+import { navigate, notice } from "./dom.js";
 import { token, setToken } from "./api.js";
 import { showJobs } from "./jobs.js";
 import { showJob } from "./job.js";
@@ -45,6 +45,7 @@ dialog.addEventListener("close", () => {
   if (dialog.returnValue === "save" && input.value) setToken(input.value.trim());
   if (dialog.returnValue === "clear") setToken(null);
   input.value = "";
+  if (dialog.returnValue !== "cancel") notice("");
   document.getElementById("token-button").textContent = token() ? "API token ✓" : "API token";
   if (dialog.returnValue !== "cancel") route();
 });

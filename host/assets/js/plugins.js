@@ -1,7 +1,7 @@
-// Plugins and pools, refreshed every 3 s: scheduling policies (calls,
-// errors, p50/p99, last error; upload a component, activate one with its
-// config, remove an uploaded one), maskers (`/api/v1/maskers`: the chain
-// and each masker's figures, when the host has them) and worker pools.
+// Plugins and pools, refreshed every 3 s: scheduling policies and secret
+// maskers (calls, errors, p50/p99, last error; upload a component;
+// activate a policy with its config, set the masker chain; remove an
+// uploaded one) and worker pools.
 
 import { h, fill, chips, every, notice } from "./dom.js";
 import { api } from "./api.js";
@@ -24,31 +24,43 @@ function figures(p) {
 
 const HEAD = ["calls", "errors", "p50", "p99", "last error"];
 
+/** An upload form: a name and a `.wasm` file, posted to `path?name=`. */
+function uploadForm(id, path, what, done) {
+  const name = h("input", { id: `${id}-name`, placeholder: "name", pattern: "[a-z0-9_-]+" });
+  const file = h("input", { id: `${id}-file`, type: "file", accept: ".wasm,application/wasm" });
+  return h("form", { class: "inline", id, onsubmit: async (e) => {
+    e.preventDefault();
+    if (!file.files[0] || !name.value) return notice("choose a name and a .wasm file");
+    try {
+      await api(`${path}?name=${encodeURIComponent(name.value)}`, {
+        method: "POST", body: await file.files[0].arrayBuffer(), headers: { "Content-Type": "application/wasm" },
+      });
+      notice(`uploaded ${name.value}`);
+      done();
+    } catch (err) {
+      notice(err.message);
+    }
+  } }, name, file, h("button", { type: "submit" }, `Upload ${what}`));
+}
+
 export function showPlugins(app) {
   const policies = h("tbody", { id: "policies-body" });
   const maskers = h("div", { id: "maskers" });
   const pools = h("tbody", { id: "pools-body" });
-  const uploadName = h("input", { id: "upload-name", placeholder: "name", pattern: "[a-z0-9-]+" });
-  const uploadFile = h("input", { id: "upload-file", type: "file", accept: ".wasm,application/wasm" });
-  const upload = h("form", { class: "inline", id: "upload-form", onsubmit: async (e) => {
+  const chainInput = h("input", { id: "masker-chain", class: "config", placeholder: "literal, patterns" });
+  const chainForm = h("form", { class: "inline", onsubmit: (e) => {
     e.preventDefault();
-    const file = uploadFile.files[0];
-    if (!file || !uploadName.value) return notice("choose a name and a .wasm file");
-    try {
-      await api(`/api/v1/policies?name=${encodeURIComponent(uploadName.value)}`, {
-        method: "POST", body: await file.arrayBuffer(), headers: { "Content-Type": "application/wasm" },
-      });
-      notice(`uploaded ${uploadName.value}`);
-      refreshNow();
-    } catch (err) {
-      notice(err.message);
-    }
-  } }, uploadName, uploadFile, h("button", { type: "submit" }, "Upload policy"));
+    const names = chainInput.value.split(",").map((n) => n.trim()).filter(Boolean);
+    const configs = new Map((chain || []).map((c) => [c.name, c.config]));
+    act(() => api("/api/v1/maskers/chain", { method: "PUT", body: { maskers: names.map((name) => ({ name, config: configs.get(name) || "" })) } }));
+  } }, chainInput, h("button", { type: "submit" }, "Set chain"));
+  let chain = null;
   fill(app,
-    h("div", { class: "toolbar" }, h("h1", { text: "Scheduling policies" }), upload),
+    h("div", { class: "toolbar" }, h("h1", { text: "Scheduling policies" }), uploadForm("upload-policy", "/api/v1/policies", "policy", () => refreshNow())),
     h("table", { class: "list", id: "policies-table" },
       h("thead", null, h("tr", null, ["policy", "source", ...HEAD, ""].map((c) => h("th", { text: c })))), policies),
-    h("div", { class: "toolbar" }, h("h1", { text: "Maskers" })), maskers,
+    h("div", { class: "toolbar" }, h("h1", { text: "Secret maskers" }), chainForm, uploadForm("upload-masker", "/api/v1/maskers", "masker", () => refreshNow())),
+    maskers,
     h("div", { class: "toolbar" }, h("h1", { text: "Worker pools" })),
     h("table", { class: "list", id: "pools-table" },
       h("thead", null, h("tr", null, ["pool", "provider", "state", "min–max", "workers", "demand", "create p50 / max", "last error"].map((c) => h("th", { text: c })))), pools));
@@ -98,11 +110,23 @@ export function showPlugins(app) {
       fill(maskers, h("p", { class: "muted", text: "This host has no masker API (GET /api/v1/maskers)." }));
       return;
     }
-    const chain = Array.isArray(m.chain) ? m.chain.join(" → ") : String(m.chain ?? "");
-    fill(maskers, h("p", null, "chain: ", h("code", { text: chain || "–" })),
+    chain = m.chain || [];
+    const names = chain.map((c) => c.name).join(", ");
+    if (document.activeElement !== chainInput) chainInput.value = names;
+    const stats = m.masking || {};
+    fill(maskers,
+      h("p", { id: "masker-chain-now" }, "chain: ", h("code", { text: chain.map((c) => (c.config ? `${c.name} (${c.config})` : c.name)).join(" → ") || "–" }),
+        h("span", { class: "muted small", text: `  ·  ${stats.batches ?? 0} batches, ${stats.lines ?? 0} lines masked, ${stats.fallbacks ?? 0} fallbacks to the native masker, ${stats.withheld ?? 0} lines withheld` })),
       h("table", { class: "list", id: "maskers-table" },
-        h("thead", null, h("tr", null, ["masker", ...HEAD].map((c) => h("th", { text: c })))),
-        h("tbody", null, (m.maskers || []).map((k) => h("tr", null, h("td", { text: k.name }), ...figures(k))))));
+        h("thead", null, h("tr", null, ["masker", "source", "in chain", ...HEAD, ""].map((c) => h("th", { text: c })))),
+        h("tbody", { id: "maskers-body" }, (m.maskers || []).map((k) => h("tr", { dataset: { name: k.name } },
+          h("td", { text: k.name }),
+          h("td", { text: k.source }),
+          h("td", { text: k.position === null || k.position === undefined ? "–" : `#${k.position + 1}` }),
+          ...figures(k),
+          h("td", null, k.source === "uploaded" && (k.position === null || k.position === undefined)
+            ? h("button", { type: "button", class: "danger", onclick: () => act(() => api(`/api/v1/maskers/${encodeURIComponent(k.name)}`, { method: "DELETE" })) }, "Remove")
+            : null))))));
   }
 
   function drawPools(list) {

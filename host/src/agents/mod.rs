@@ -30,6 +30,7 @@ use hodei_proto::v1::{AgentMessage, ServerMessage};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::jobs::JobService;
+use crate::masking::Masking;
 use crate::providers::tokens::{TOKEN_PREFIX, token_hash};
 use crate::store::WorkerLedger;
 use crate::usage::UsageBoard;
@@ -47,6 +48,9 @@ pub struct GatewayConfig {
     pub limits: Arc<AgentLimits>,
     /// Provisioned workers, whose one-time tokens are checked here.
     pub ledger: Arc<dyn WorkerLedger>,
+    /// The masker chain every log batch and error string passes through
+    /// before the host keeps it.
+    pub masking: Arc<Masking>,
 }
 
 /// What an agent authenticated with.

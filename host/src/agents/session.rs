@@ -25,6 +25,7 @@ use super::link::AgentLink;
 use super::{Credential, GatewayConfig, ServerStream, coalesce, wire};
 use crate::domain::{DomainError, JobId, Timestamp, WorkerId, WorkerInfo, WorkerMetrics};
 use crate::jobs::{JobService, ResultTaken};
+use crate::masking::Masking;
 use crate::scheduler::cluster::Ownership;
 use crate::store::StoreError;
 use crate::usage::UsageBoard;
@@ -141,6 +142,7 @@ pub(super) async fn open(
         jobs,
         usage: Arc::clone(&config.usage),
         limits: Arc::clone(&config.limits),
+        masking: Arc::clone(&config.masking),
         worker,
         id: reconciled.session,
         peer,
@@ -197,6 +199,7 @@ struct Session {
     jobs: Arc<JobService>,
     usage: Arc<UsageBoard>,
     limits: Arc<AgentLimits>,
+    masking: Arc<Masking>,
     worker: WorkerId,
     id: u64,
     peer: String,
@@ -386,7 +389,10 @@ impl Session {
             tracing::warn!(worker = %self.worker, job = %id, "{reason}");
             self.notify(&batch.job_id, batch.attempt, &reason);
         }
-        let lines = batch.entries.into_iter().map(wire::log_record).collect();
+        let mut lines: Vec<_> = batch.entries.into_iter().map(wire::log_record).collect();
+        // The one choke point: nothing of a batch is stored, fanned out or
+        // counted before the masker chain has seen it.
+        self.masking.mask_lines(id, batch.attempt, &mut lines).await;
         let quota = self.limits.log_quota_bytes;
         match self.jobs.append_logs(id, batch.attempt, lines, quota).await {
             Ok(appended) => {
@@ -435,11 +441,15 @@ impl Session {
             Owned::Foreign => return self.refuse(&result.job_id, result.attempt, NOT_YOURS),
         };
         let outcome = wire::outcome(&result);
-        let error = (!result.error.is_empty()).then(|| result.error.clone());
+        let error = match result.error.as_str() {
+            "" => None,
+            error => Some(self.masking.mask_text(id, result.attempt, error).await),
+        };
         let taken = self
             .jobs
             .finished(&self.worker, id, result.attempt, outcome, error)
             .await;
+        self.masking.end(id, result.attempt);
         if taken == ResultTaken::Done {
             self.result_stored(&result).await?;
         }

@@ -10,13 +10,13 @@
 //! by mistake, an injected `<script>` or `onerror=` would still not run
 //! (the page itself only ever writes data with `textContent`).
 
-use axum::Router;
 use axum::extract::Path;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 
 use super::AppState;
+use crate::auth::Access::Public;
+use crate::auth::guard::{self, Routes};
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
     img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; \
@@ -40,15 +40,17 @@ const ASSETS: &[(&str, &str, &str)] = &[
 ];
 const JS: &str = "text/javascript";
 
-/// The dashboard's routes; merged into the API router.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/", get(index))
-        .route("/jobs", get(index))
-        .route("/jobs/{id}", get(index))
-        .route("/workers", get(index))
-        .route("/plugins", get(index))
-        .route("/assets/{file}", get(asset))
+/// The dashboard's routes, merged into the API's. Public: the page and
+/// its code hold no data; every call the page makes for data is checked
+/// like any other (a 401 makes the page ask for a token).
+pub fn routes() -> Routes<AppState> {
+    Routes::new()
+        .route("/", guard::get(Public, index))
+        .route("/jobs", guard::get(Public, index))
+        .route("/jobs/{id}", guard::get(Public, index))
+        .route("/workers", guard::get(Public, index))
+        .route("/plugins", guard::get(Public, index))
+        .route("/assets/{file}", guard::get(Public, asset))
 }
 
 /// Headers every dashboard response carries.

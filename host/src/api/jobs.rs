@@ -19,8 +19,9 @@ use crate::store::ListQuery;
 use crate::usage::JobUsage;
 
 /// Secrets shorter than this are refused: masking them would blank out
-/// ordinary text all over the log.
-pub const MIN_SECRET_LEN: usize = 6;
+/// ordinary text all over the log. One fact, owned by the masking crate
+/// that agents and the host's fallback masker share.
+pub use hodei_mask::MIN_SECRET_LEN;
 const MAX_NAME_LEN: usize = 256;
 const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 const MAX_ATTEMPTS_LIMIT: u32 = 100;

@@ -2,7 +2,8 @@
 //! input into the one JSON error shape.
 //!
 //! One file per resource: `jobs`, `logs` (SSE), `workers`, `policies`,
-//! `pools`;
+//! `maskers`, `pools`, `tokens`; who may call which route is declared
+//! with the route ([`routes`], see `crate::auth::guard`);
 //! `error` owns the error shape.
 //! `dashboard` serves the web UI (assets embedded in the binary).
 
@@ -10,19 +11,23 @@ mod dashboard;
 pub mod error;
 mod jobs;
 mod logs;
+mod maskers;
 mod policies;
 mod pools;
+mod tokens;
 mod workers;
 
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts};
-use axum::routing::{delete, get, post, put};
 use axum::{Router, middleware};
 use tower_http::limit::RequestBodyLimitLayer;
 
 use self::error::ApiError;
+use crate::auth::guard::{self, Routes};
+use crate::auth::{Access, ApiTokens, Scope};
 use crate::jobs::JobService;
+use crate::masking::{MaskerCatalog, Masking};
 use crate::plugins::PolicyCatalog;
 use crate::providers::Provisioner;
 use crate::usage::UsageBoard;
@@ -36,10 +41,16 @@ pub struct AppState {
     pub jobs: Arc<JobService>,
     /// Scheduling policies and their persistence.
     pub policies: PolicyCatalog,
+    /// Secret maskers, the active chain, and their persistence.
+    pub maskers: MaskerCatalog,
+    /// The masking choke point (its counters).
+    pub masking: Arc<Masking>,
     /// Per-job CPU and memory from the heartbeats.
     pub usage: Arc<UsageBoard>,
     /// The worker pools.
     pub provisioner: Arc<Provisioner>,
+    /// The API tokens every request is checked against.
+    pub tokens: Arc<ApiTokens>,
 }
 
 /// `axum::Json` whose rejections are [`ApiError`]s.
@@ -52,38 +63,109 @@ pub struct ApiJson<T>(pub T);
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct ApiQuery<T>(pub T);
 
+/// Every route with the access it needs (see `auth::guard`): what the
+/// router serves and what the route × scope test walks.
+pub fn routes() -> Routes<AppState> {
+    use Access::{Authenticated, Public, Scope as Needs};
+    use Scope::{Admin, JobsCancel, JobsRead, JobsSubmit, LogsRead, WorkersRead};
+    Routes::new()
+        .merge(dashboard::routes())
+        .route(
+            "/api/v1/jobs/{id}/logs/page",
+            guard::get(Needs(LogsRead), logs::page),
+        )
+        .route(
+            "/api/v1/jobs/{id}/logs/search",
+            guard::get(Needs(LogsRead), logs::search),
+        )
+        .route(
+            "/api/v1/jobs/{id}/logs/raw",
+            guard::get(Needs(LogsRead), logs::raw),
+        )
+        .route("/healthz", guard::get(Public, workers::healthz))
+        .route(
+            "/api/v1/jobs",
+            guard::post(Needs(JobsSubmit), jobs::submit).get(Needs(JobsRead), jobs::list),
+        )
+        .route("/api/v1/jobs/{id}", guard::get(Needs(JobsRead), jobs::get))
+        .route(
+            "/api/v1/jobs/{id}/cancel",
+            guard::post(Needs(JobsCancel), jobs::cancel),
+        )
+        .route(
+            "/api/v1/jobs/{id}/logs",
+            guard::get(Needs(LogsRead), logs::stream),
+        )
+        .route(
+            "/api/v1/workers",
+            guard::get(Needs(WorkersRead), workers::list),
+        )
+        .route(
+            "/api/v1/pools",
+            guard::get(Needs(WorkersRead), pools::list).post(Needs(Admin), pools::add),
+        )
+        .route(
+            "/api/v1/pools/{name}",
+            guard::get(Needs(WorkersRead), pools::get),
+        )
+        .route(
+            "/api/v1/policies/active",
+            guard::put(Needs(Admin), policies::activate),
+        )
+        .route(
+            "/api/v1/policies/{name}",
+            guard::delete(Needs(Admin), policies::remove),
+        )
+        .route(
+            "/api/v1/maskers/chain",
+            guard::put(Needs(Admin), maskers::set_chain),
+        )
+        .route(
+            "/api/v1/maskers/{name}",
+            guard::delete(Needs(Admin), maskers::remove),
+        )
+        .route(
+            "/api/v1/tokens",
+            guard::post(Authenticated, tokens::create).get(Needs(Admin), tokens::list),
+        )
+        .route(
+            "/api/v1/tokens/{id}",
+            guard::delete(Needs(Admin), tokens::revoke),
+        )
+}
+
+/// The routes that take a component as their body (policies, maskers).
+pub fn upload_routes() -> Routes<AppState> {
+    use Access::Scope as Needs;
+    use Scope::Admin;
+    Routes::new()
+        .route(
+            "/api/v1/policies",
+            guard::get(Needs(Admin), policies::list).post(Needs(Admin), policies::upload),
+        )
+        .route(
+            "/api/v1/maskers",
+            guard::get(Needs(Admin), maskers::list).post(Needs(Admin), maskers::upload),
+        )
+}
+
 /// The whole HTTP surface. `max_body_bytes` bounds every request body.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    Router::new()
-        .merge(dashboard::routes())
-        .route("/api/v1/jobs/{id}/logs/page", get(logs::page))
-        .route("/api/v1/jobs/{id}/logs/search", get(logs::search))
-        .route("/api/v1/jobs/{id}/logs/raw", get(logs::raw))
-        .route("/healthz", get(workers::healthz))
-        .route("/api/v1/jobs", post(jobs::submit).get(jobs::list))
-        .route("/api/v1/jobs/{id}", get(jobs::get))
-        .route("/api/v1/jobs/{id}/cancel", post(jobs::cancel))
-        .route("/api/v1/jobs/{id}/logs", get(logs::stream))
-        .route("/api/v1/workers", get(workers::list))
-        .route("/api/v1/pools", get(pools::list).post(pools::add))
-        .route("/api/v1/pools/{name}", get(pools::get))
-        .route("/api/v1/policies/active", put(policies::activate))
-        .route("/api/v1/policies/{name}", delete(policies::remove))
+    let tokens = Arc::clone(&state.tokens);
+    routes()
+        .into_router(Arc::clone(&tokens))
         // A body announced as too large is refused from its Content-Length
         // before any of it is read; one that grows too large while streamed
         // (chunked) is refused by the extractor's limit.
         .layer(RequestBodyLimitLayer::new(max_body_bytes))
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        // Components are larger than job bodies: this route has its own cap,
-        // and an upload announced as too large is refused from its
+        // Components are larger than job bodies: these routes have their
+        // own cap, and an upload announced as too large is refused from its
         // Content-Length, before 50 MiB cross the wire.
-        .route(
-            "/api/v1/policies",
-            get(policies::list).post(policies::upload).layer((
-                RequestBodyLimitLayer::new(policies::MAX_POLICY_BYTES),
-                DefaultBodyLimit::max(policies::MAX_POLICY_BYTES),
-            )),
-        )
+        .merge(upload_routes().into_router(tokens).layer((
+            RequestBodyLimitLayer::new(policies::MAX_POLICY_BYTES),
+            DefaultBodyLimit::max(policies::MAX_POLICY_BYTES),
+        )))
         .layer(middleware::from_fn(error::stamp))
         .with_state(state)
 }

@@ -13,27 +13,51 @@ use super::{ApiJson, ApiQuery, AppState};
 use crate::api::error::ApiError;
 use crate::plugins::{ActiveChoice, CatalogError, PluginError};
 
-/// Largest component accepted.
+/// Largest component accepted (policies and maskers).
 pub const MAX_POLICY_BYTES: usize = 16 << 20;
 
 impl From<CatalogError> for ApiError {
     fn from(err: CatalogError) -> Self {
         match err {
             CatalogError::Store(store) => store.into(),
-            CatalogError::Plugin(plugin) => {
-                let (status, code) = match &plugin {
-                    PluginError::Invalid(_) => (StatusCode::BAD_REQUEST, "INVALID_PLUGIN"),
-                    PluginError::Refused(_) => (StatusCode::BAD_REQUEST, "PLUGIN_REFUSED"),
-                    PluginError::BadName(_) => (StatusCode::BAD_REQUEST, "VALIDATION_ERROR"),
-                    PluginError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
-                    PluginError::Reserved(_) => (StatusCode::CONFLICT, "RESERVED"),
-                    PluginError::Active(_) => (StatusCode::CONFLICT, "POLICY_ACTIVE"),
-                    PluginError::Engine(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
-                };
-                ApiError::new(status, code, plugin.to_string())
-            }
+            CatalogError::Plugin(plugin) => plugin_error(&plugin, "POLICY_ACTIVE"),
         }
     }
+}
+
+/// The API's answer to a plugin refusal; `active_code` names the conflict
+/// of removing a plugin in use (the active policy, a masker in the chain).
+pub(super) fn plugin_error(plugin: &PluginError, active_code: &'static str) -> ApiError {
+    let (status, code) = match plugin {
+        PluginError::Invalid(_) => (StatusCode::BAD_REQUEST, "INVALID_PLUGIN"),
+        PluginError::Refused(_) => (StatusCode::BAD_REQUEST, "PLUGIN_REFUSED"),
+        PluginError::BadName(_) => (StatusCode::BAD_REQUEST, "VALIDATION_ERROR"),
+        PluginError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+        PluginError::Reserved(_) => (StatusCode::CONFLICT, "RESERVED"),
+        PluginError::Active(_) => (StatusCode::CONFLICT, active_code),
+        PluginError::Engine(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
+    };
+    ApiError::new(status, code, plugin.to_string())
+}
+
+/// The component of an upload, or the error for a body too large or
+/// unreadable.
+pub(super) fn component_body(
+    body: Result<Bytes, BytesRejection>,
+    what: &str,
+) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                status,
+                "PAYLOAD_TOO_LARGE",
+                format!("a {what} component may be at most {MAX_POLICY_BYTES} bytes"),
+            )
+        } else {
+            ApiError::new(status, "BAD_REQUEST", rejection.body_text())
+        }
+    })
 }
 
 fn listing(state: &AppState) -> Value {
@@ -55,7 +79,7 @@ pub async fn list(State(state): State<AppState>) -> Json<Value> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UploadParams {
-    name: Option<String>,
+    pub(super) name: Option<String>,
 }
 
 /// `POST /api/v1/policies?name=N` with the component as the body: 201 once
@@ -65,18 +89,7 @@ pub async fn upload(
     ApiQuery(params): ApiQuery<UploadParams>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let body = body.map_err(|rejection| {
-        let status = rejection.status();
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                status,
-                "PAYLOAD_TOO_LARGE",
-                format!("a policy component may be at most {MAX_POLICY_BYTES} bytes"),
-            )
-        } else {
-            ApiError::new(status, "BAD_REQUEST", rejection.body_text())
-        }
-    })?;
+    let body = component_body(body, "policy")?;
     let Some(name) = params.name else {
         return Err(ApiError::validation(vec![(
             "name".into(),

@@ -10,10 +10,13 @@
 //!   PostgreSQL (see [`store`]).
 //! - `logs`: a job's output to an SSE reader: latency and throughput (see
 //!   [`logs`]).
+//! - `maskers`: host log ingest with the masker chain on vs off (see
+//!   [`maskers`]).
 //! - `providers`: submit → first log line on a cold and a warm worker of
 //!   local and Docker pools (see [`providers`]).
 
 pub mod logs;
+pub mod maskers;
 pub mod policies;
 pub mod providers;
 pub mod spine;
@@ -33,6 +36,8 @@ pub enum BenchCommand {
     /// Submit → first log line on cold and warm workers of local and
     /// Docker pools.
     Providers(providers::ProvidersArgs),
+    /// Host log ingest MB/s with the masker chain on vs off.
+    Maskers(maskers::MaskersArgs),
 }
 
 /// Runs a benchmark.
@@ -48,5 +53,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Store(args) => store::run(&args).await,
         BenchCommand::Logs(args) => logs::run(&args).await,
         BenchCommand::Providers(args) => providers::run(&args).await,
+        BenchCommand::Maskers(args) => maskers::run(&args).await,
     }
 }

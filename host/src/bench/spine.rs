@@ -46,6 +46,8 @@ pub(super) struct Host {
     child: Child,
     /// `http://ADDR` of its REST API.
     pub(super) base: String,
+    /// `http://ADDR` of its agent gRPC port.
+    pub(super) grpc: String,
     _dir: tempfile::TempDir,
 }
 
@@ -74,6 +76,7 @@ impl Host {
             .arg(dir.path())
             .args(["--local-agents", &local_agents.to_string()])
             .args(["--local-agent-slots", &slots.to_string()])
+            .args(["--api-auth", "off"])
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -81,19 +84,25 @@ impl Host {
             .spawn()?;
         let stdout = child.stdout.take().context("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
-        let base = loop {
+        let (mut base, mut grpc) = (None, None);
+        while base.is_none() || grpc.is_none() {
             let line = lines
                 .next_line()
                 .await?
                 .context("host exited during start-up")?;
             if let Some(addr) = line.strip_prefix("hodei: http listening on ") {
-                break addr.to_owned();
+                base = Some(addr.to_owned());
             }
-        };
+            if let Some(addr) = line.strip_prefix("hodei: grpc listening on ") {
+                grpc = Some(addr.to_owned());
+            }
+        }
+        let (base, grpc) = (base.unwrap_or_default(), grpc.unwrap_or_default());
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(Self {
             child,
             base,
+            grpc,
             _dir: dir,
         })
     }

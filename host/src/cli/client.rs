@@ -46,11 +46,53 @@ pub struct ApiClient {
     http: reqwest::Client,
 }
 
+/// The API token the CLI sends: `explicit` (`--token`,
+/// `HODEI_API_TOKEN`), else the one a host on this machine left for its
+/// port (see `auth::local_token_path`) when `base` is on loopback, else
+/// `./hodei-data/admin.token` (a host started here with the default data
+/// dir). None: requests go without one.
+pub fn discover_token(base: &str, explicit: Option<String>) -> Option<String> {
+    if let Some(token) = explicit.filter(|t| !t.trim().is_empty()) {
+        return Some(token.trim().to_owned());
+    }
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .ok()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+    };
+    let url = reqwest::Url::parse(base).ok()?;
+    let host = url.host_str().unwrap_or_default();
+    let loopback = host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback
+        && let Some(port) = url.port_or_known_default()
+        && let Some(token) = crate::auth::local_token_path(port).and_then(|p| read(&p))
+    {
+        return Some(token);
+    }
+    read(std::path::Path::new("hodei-data/admin.token"))
+}
+
 impl ApiClient {
-    /// A client for `base` (e.g. `http://127.0.0.1:8080`).
-    pub fn new(base: &str) -> anyhow::Result<Self> {
+    /// A client for `base` (e.g. `http://127.0.0.1:8080`) sending `token`
+    /// with every request.
+    pub fn new(base: &str, token: Option<&str>) -> anyhow::Result<Self> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| {
+                    anyhow::anyhow!("the API token has characters a header cannot carry")
+                })?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(5))
+            .default_headers(headers)
             .build()?;
         Ok(Self {
             base: base.trim_end_matches('/').to_owned(),
@@ -96,9 +138,19 @@ impl ApiClient {
 
     /// `POST /api/v1/policies?name=N` with a component.
     pub async fn upload_policy(&self, name: &str, bytes: Vec<u8>) -> anyhow::Result<Value> {
+        self.upload_component("/api/v1/policies", name, bytes).await
+    }
+
+    /// Uploads a component (a policy, a masker) to `path` under `name`.
+    pub async fn upload_component(
+        &self,
+        path: &str,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> anyhow::Result<Value> {
         let response = self
             .http
-            .post(self.url("/api/v1/policies"))
+            .post(self.url(path))
             .query(&[("name", name)])
             .header("content-type", "application/wasm")
             .body(bytes)

@@ -4,10 +4,12 @@
 pub mod client;
 mod jobs;
 mod logs;
+mod masker;
 mod plugin;
 mod policy;
 mod pools;
 pub mod run;
+mod token;
 mod workers;
 
 use std::process::ExitCode;
@@ -29,6 +31,10 @@ pub struct Cli {
         global = true
     )]
     server: String,
+    /// API token for the client commands [default: the one a host on this
+    /// machine left for its port, else ./hodei-data/admin.token].
+    #[arg(long, env = "HODEI_API_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -51,6 +57,12 @@ enum Command {
     /// Manage scheduling policies (WebAssembly plugins).
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Create, list and revoke API tokens.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// Manage secret maskers (WebAssembly plugins) and the masker chain.
+    #[command(subcommand)]
+    Masker(masker::MaskerCommand),
     /// Write and build scheduling-policy plugins: `new` scaffolds a crate,
     /// `build` compiles it to the component `policy load` takes.
     #[command(subcommand)]
@@ -92,7 +104,11 @@ pub fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
-    let client = client::ApiClient::new(&cli.server)?;
+    let token = match &cli.command {
+        Command::Serve(_) | Command::Plugin(_) | Command::Bench(_) => None,
+        _ => client::discover_token(&cli.server, cli.token.clone()),
+    };
+    let client = client::ApiClient::new(&cli.server, token.as_deref())?;
     match cli.command {
         Command::Serve(args) => crate::serve::serve(args.resolve()?).await.map(|()| 0),
         Command::Run(args) => run::run(&client, args).await,
@@ -101,6 +117,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Workers => workers::run(&client).await.map(|()| 0),
         Command::Pools => pools::run(&client).await.map(|()| 0),
         Command::Policy(command) => policy::run(&client, command).await.map(|()| 0),
+        Command::Masker(command) => masker::run(&client, command).await.map(|()| 0),
+        Command::Token(command) => token::run(&client, command).await.map(|()| 0),
         Command::Plugin(command) => plugin::run(command).await.map(|()| 0),
         Command::Bench(command) => crate::bench::run(command).await.map(|()| 0),
     }

@@ -64,6 +64,12 @@ impl Timestamp {
         Self(i64::try_from(since_epoch.as_micros()).unwrap_or(i64::MAX))
     }
 
+    /// This time plus `duration` (saturating).
+    pub fn plus(self, duration: std::time::Duration) -> Self {
+        let micros = i64::try_from(duration.as_micros()).unwrap_or(i64::MAX);
+        Self(self.0.saturating_add(micros))
+    }
+
     /// RFC 3339 with microseconds, e.g. `2026-11-22T06:13:50.123456Z`.
     pub fn to_rfc3339(self) -> String {
         let nanos = i128::from(self.0) * 1_000;

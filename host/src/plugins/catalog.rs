@@ -63,7 +63,10 @@ impl PolicyCatalog {
             .map(|(name, bytes)| ((*name).to_owned(), bytes.to_vec(), Source::InTree))
             .collect();
         for (name, bytes) in self.store.plugins().await? {
-            sources.push((name, bytes, Source::Uploaded));
+            // Other worlds' uploads (`masker/NAME`) share the table.
+            if !name.contains('/') {
+                sources.push((name, bytes, Source::Uploaded));
+            }
         }
         let registry = Arc::clone(&self.registry);
         tokio::task::spawn_blocking(move || {

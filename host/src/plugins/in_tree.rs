@@ -1,4 +1,4 @@
-//! Policies and worker providers shipped inside the `hodei` binary.
+//! Policies, worker providers and secret maskers shipped inside the `hodei` binary.
 //!
 //! `host/build.rs` builds the crates under plugins/ for wasm32-wasip2 (in
 //! its own target dir, `target/plugins`) and this module embeds the
@@ -43,6 +43,24 @@ pub const PROVIDERS: &[(&str, &[u8])] = &[
         include_bytes!(concat!(
             env!("HODEI_PLUGIN_DIR"),
             "/hodei_provider_kubernetes.wasm"
+        )),
+    ),
+];
+
+/// `(name, component bytes)` of every in-tree secret masker.
+pub const MASKERS: &[(&str, &[u8])] = &[
+    (
+        "literal",
+        include_bytes!(concat!(
+            env!("HODEI_PLUGIN_DIR"),
+            "/hodei_masker_literal.wasm"
+        )),
+    ),
+    (
+        "patterns",
+        include_bytes!(concat!(
+            env!("HODEI_PLUGIN_DIR"),
+            "/hodei_masker_patterns.wasm"
         )),
     ),
 ];

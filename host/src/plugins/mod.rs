@@ -7,6 +7,10 @@
 //! - [`provider`]: the `hodei:provider` world (wit/provider.wit), host
 //!   side: capability checks, linking what a pool grants, lifecycle calls
 //!   under the deadline (plugin time only; host I/O excluded).
+//! - [`masker`]: the `hodei:masker` world (wit/masker.wit), host side:
+//!   sessions per job attempt, batches checked for their line count. The
+//!   chain and its fallback live in `crate::masking`.
+//! - [`health`]: calls, errors, latency and backoff of a loaded plugin.
 //! - [`registry`]: loaded policies, the active one behind an `ArcSwap`,
 //!   fallback to the built-in policy, failure counting and backoff.
 //! - [`catalog`]: persistence of uploads and of the active choice.
@@ -16,7 +20,9 @@
 
 pub mod catalog;
 pub mod engine;
+pub mod health;
 pub mod in_tree;
+pub mod masker;
 pub mod policy;
 pub mod provider;
 pub mod registry;
@@ -35,16 +41,17 @@ pub enum PluginError {
     #[error("the plugin refused to start: {0}")]
     Refused(String),
     /// No plugin by that name.
-    #[error("no policy named {0:?}")]
+    #[error("no plugin named {0:?}")]
     NotFound(String),
     /// The name is not allowed (`[a-z0-9_-]{{1,64}}`, not `builtin`).
-    #[error("invalid policy name {0:?}: use 1-64 of a-z, 0-9, '-', '_'")]
+    #[error("invalid plugin name {0:?}: use 1-64 of a-z, 0-9, '-', '_'")]
     BadName(String),
     /// Built-in or in-tree: cannot be replaced or removed.
-    #[error("policy {0:?} ships with hodei and cannot be replaced or removed")]
+    #[error("plugin {0:?} ships with hodei and cannot be replaced or removed")]
     Reserved(String),
-    /// The active policy cannot be removed.
-    #[error("policy {0:?} is active; activate another one first")]
+    /// An active plugin (the active policy, a masker in the chain) cannot
+    /// be removed.
+    #[error("plugin {0:?} is in use; activate another one first")]
     Active(String),
     /// wasmtime itself failed.
     #[error("plugin engine error: {0}")]

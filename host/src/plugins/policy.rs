@@ -124,7 +124,7 @@ impl CompiledPolicy {
     }
 }
 
-fn failure(
+pub(super) fn failure(
     store: &Store<PluginState>,
     function: &'static str,
     error: &wasmtime::Error,

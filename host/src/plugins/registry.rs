@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
@@ -24,22 +24,18 @@ use sha2::{Digest, Sha256};
 
 use super::PluginError;
 use super::engine::PluginEngine;
+use super::health::{Health, HealthView};
 use super::policy::{CallError, CompiledPolicy, PolicyInstance};
-use crate::domain::Timestamp;
 use crate::scheduler::policy::{
     BuiltinPolicy, Candidate, Demand, PlacementPolicy, PolicySource, Verdict,
 };
 
-/// Consecutive failures before a plugin is left out for a while.
-pub const FAILURES_BEFORE_BACKOFF: u32 = 3;
-/// First backoff; doubles on every further failure.
-pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-/// Longest backoff.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+pub use super::health::{FAILURES_BEFORE_BACKOFF, FIRST_BACKOFF, MAX_BACKOFF};
+
 /// Name of the native policy, always present.
 pub const BUILTIN: &str = "builtin";
 
-/// Where a policy came from.
+/// Where a plugin came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Source {
@@ -49,32 +45,6 @@ pub enum Source {
     InTree,
     /// Uploaded over the API.
     Uploaded,
-}
-
-/// The last failure of a plugin.
-#[derive(Debug, Clone, Serialize)]
-pub struct LastError {
-    /// Which export failed.
-    pub function: &'static str,
-    /// Why.
-    pub message: String,
-    /// When (RFC 3339).
-    pub at: String,
-}
-
-#[derive(Debug)]
-struct Health {
-    calls: u64,
-    errors: u64,
-    consecutive_failures: u32,
-    /// The function of the current failure streak: only its success ends
-    /// the streak (a plugin whose `filter` works and `score` traps on every
-    /// decision keeps failing).
-    failing: Option<&'static str>,
-    backoff: Duration,
-    disabled_until: Option<Instant>,
-    last_error: Option<LastError>,
-    latency_us: hdrhistogram::Histogram<u64>,
 }
 
 /// One loaded policy plugin.
@@ -87,7 +57,7 @@ pub struct LoadedPolicy {
     compiled: CompiledPolicy,
     /// Idle instances, tagged with the activation they were configured for.
     pool: Mutex<Vec<(u64, PolicyInstance)>>,
-    health: Mutex<Health>,
+    health: Health,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -95,43 +65,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl LoadedPolicy {
-    fn enabled(&self) -> bool {
-        lock(&self.health)
-            .disabled_until
-            .is_none_or(|until| Instant::now() >= until)
-    }
-
-    fn record_success(&self, function: &'static str, elapsed: Duration) {
-        let mut health = lock(&self.health);
-        health.calls += 1;
-        if health.failing.is_none_or(|failing| failing == function) {
-            health.failing = None;
-            health.consecutive_failures = 0;
-            health.backoff = FIRST_BACKOFF;
-            health.disabled_until = None;
-        }
-        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        let _ = health.latency_us.record(micros.max(1));
-    }
-
     fn record_failure(&self, error: &CallError) {
-        let mut health = lock(&self.health);
-        health.calls += 1;
-        health.errors += 1;
-        health.consecutive_failures += 1;
-        health.failing = Some(error.function);
-        health.last_error = Some(LastError {
-            function: error.function,
-            message: error.message.clone(),
-            at: Timestamp::now().to_rfc3339(),
-        });
-        let backoff = (health.consecutive_failures >= FAILURES_BEFORE_BACKOFF).then(|| {
-            let backoff = health.backoff;
-            health.disabled_until = Some(Instant::now() + backoff);
-            health.backoff = (backoff * 2).min(MAX_BACKOFF);
-            backoff
-        });
-        drop(health);
+        let backoff = self.health.record_failure(error);
         tracing::warn!(
             plugin = %self.name, function = error.function, error = %error.message,
             ?backoff, "policy call failed; this decision uses the built-in policy"
@@ -148,7 +83,7 @@ impl LoadedPolicy {
         function: &'static str,
         call: impl FnOnce(&mut PolicyInstance) -> Result<T, CallError>,
     ) -> Option<T> {
-        if !self.enabled() {
+        if !self.health.enabled() {
             return None;
         }
         let started = Instant::now();
@@ -166,7 +101,7 @@ impl LoadedPolicy {
         });
         match result {
             Ok((instance, answer)) => {
-                self.record_success(function, started.elapsed());
+                self.health.record_success(function, started.elapsed());
                 lock(&self.pool).push((generation, instance));
                 Some(answer)
             }
@@ -216,20 +151,9 @@ pub struct PolicyView {
     pub size_bytes: usize,
     /// SHA-256 of the component.
     pub sha256: String,
-    /// Calls made (instantiate, configure, filter, score).
-    pub calls: u64,
-    /// Calls that failed.
-    pub errors: u64,
-    /// Failures in a row.
-    pub consecutive_failures: u32,
-    /// Milliseconds until it is tried again, when backing off.
-    pub disabled_for_ms: Option<u128>,
-    /// The last failure.
-    pub last_error: Option<LastError>,
-    /// Median call latency, µs.
-    pub p50_us: u64,
-    /// 99th percentile call latency, µs.
-    pub p99_us: u64,
+    /// Calls (instantiate, configure, filter, score), errors, latency.
+    #[serde(flatten)]
+    pub health: HealthView,
 }
 
 /// The registry (see the module docs).
@@ -301,16 +225,7 @@ impl PolicyRegistry {
             sha256: format!("{:x}", Sha256::digest(bytes)),
             compiled,
             pool: Mutex::default(),
-            health: Mutex::new(Health {
-                calls: 0,
-                errors: 0,
-                consecutive_failures: 0,
-                failing: None,
-                backoff: FIRST_BACKOFF,
-                disabled_until: None,
-                last_error: None,
-                latency_us: hdrhistogram::Histogram::new(3).map_err(PluginError::engine)?,
-            }),
+            health: Health::default(),
         });
         let active = self.active.load_full();
         if active.name == name {
@@ -407,33 +322,17 @@ impl PolicyRegistry {
             active: active.name == BUILTIN,
             size_bytes: 0,
             sha256: String::new(),
-            calls: 0,
-            errors: 0,
-            consecutive_failures: 0,
-            disabled_for_ms: None,
-            last_error: None,
-            p50_us: 0,
-            p99_us: 0,
+            health: Health::default().view(),
         }];
         let plugins = self.plugins.read().unwrap_or_else(PoisonError::into_inner);
         for plugin in plugins.values() {
-            let health = lock(&plugin.health);
             out.push(PolicyView {
                 name: plugin.name.clone(),
                 source: plugin.source,
                 active: active.name == plugin.name,
                 size_bytes: plugin.size_bytes,
                 sha256: plugin.sha256.clone(),
-                calls: health.calls,
-                errors: health.errors,
-                consecutive_failures: health.consecutive_failures,
-                disabled_for_ms: health
-                    .disabled_until
-                    .and_then(|until| until.checked_duration_since(Instant::now()))
-                    .map(|left| left.as_millis()),
-                last_error: health.last_error.clone(),
-                p50_us: health.latency_us.value_at_quantile(0.5),
-                p99_us: health.latency_us.value_at_quantile(0.99),
+                health: plugin.health.view(),
             });
         }
         out

@@ -20,6 +20,7 @@ mod codec;
 pub(crate) mod contract;
 mod ledger;
 mod postgres;
+mod records;
 mod redb;
 
 use std::path::Path;
@@ -29,6 +30,7 @@ use async_trait::async_trait;
 
 pub use self::ledger::WorkerLedger;
 pub use self::postgres::{PgOptions, PgStore};
+pub use self::records::{RecordChange, RecordStore, RecordUpdate};
 pub use self::redb::RedbStore;
 use crate::domain::{DomainError, Job, JobId, JobState, LogRecord, Timestamp};
 
@@ -178,6 +180,9 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// The ledger of provisioned workers, in the same database.
     fn ledger(&self) -> Arc<dyn WorkerLedger>;
+
+    /// Small keyed records (API tokens), in the same database.
+    fn records(&self) -> Arc<dyn RecordStore>;
 }
 
 /// Adapters hold engine handles that say nothing useful when printed.

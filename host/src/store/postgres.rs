@@ -32,6 +32,7 @@ use uuid::Uuid;
 
 use super::codec::{decode_job, encode_job};
 use super::ledger::PgLedger;
+use super::records::PgRecords;
 use super::{
     Appended, AttemptRef, JobStore, ListQuery, Renewal, StoreError, Transition, WorkerLedger,
 };
@@ -558,6 +559,10 @@ impl JobStore for PgStore {
         Ok(())
     }
 
+    fn records(&self) -> Arc<dyn super::RecordStore> {
+        Arc::new(PgRecords::new(self.pool.clone()))
+    }
+
     fn ledger(&self) -> Arc<dyn WorkerLedger> {
         Arc::new(PgLedger::new(self.pool.clone()))
     }
@@ -617,6 +622,7 @@ mod tests {
         .await
         .unwrap();
         super::super::ledger::contract(store.ledger().as_ref()).await;
+        super::super::records::contract(store.records().as_ref()).await;
         super::super::contract::run_all(Arc::new(store)).await;
         PgStore::drop_database(&admin, &url).await.unwrap();
     }

@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::codec::{decode_chunk, decode_job, decode_line_v1, encode_chunk, encode_job};
 use super::ledger::RedbLedger;
+use super::records::RedbRecords;
 use super::{
     Appended, AttemptRef, JobStore, ListQuery, Renewal, StoreError, Transition, WorkerLedger,
 };
@@ -635,6 +636,10 @@ impl JobStore for RedbStore {
             .await
     }
 
+    fn records(&self) -> Arc<dyn super::RecordStore> {
+        Arc::new(RedbRecords::new(Arc::clone(&self.db)))
+    }
+
     fn ledger(&self) -> Arc<dyn WorkerLedger> {
         Arc::new(RedbLedger::new(Arc::clone(&self.db)))
     }
@@ -662,6 +667,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = RedbStore::open(&dir.path().join("contract.redb")).unwrap();
         super::super::ledger::contract(store.ledger().as_ref()).await;
+        super::super::records::contract(store.records().as_ref()).await;
         super::super::contract::run_all(Arc::new(store)).await;
     }
 

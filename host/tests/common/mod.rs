@@ -94,6 +94,9 @@ impl Host {
             ("--http-addr", "127.0.0.1:0"),
             ("--grpc-addr", "127.0.0.1:0"),
             ("--plugin-deadline-ms", "1000"),
+            // REST auth is covered by tests/auth.rs; the others call the
+            // API as it was before tokens.
+            ("--api-auth", "off"),
         ] {
             if !extra.iter().any(|a| a == flag) {
                 command.args([flag, value]);
@@ -217,7 +220,14 @@ impl Host {
     }
 
     pub fn get(&self, path: &str) -> (u16, Value) {
-        request(http_agent().get(&self.url(path)).call())
+        // A host with REST auth on left its admin token in the data dir.
+        let token = std::fs::read_to_string(self.data_dir.join("admin.token")).ok();
+        call(
+            "GET",
+            &self.url(path),
+            token.as_deref().map(str::trim),
+            Body::None,
+        )
     }
 
     pub fn job(&self, id: &str) -> Value {
@@ -237,6 +247,36 @@ impl Host {
                 .put(&self.url("/api/v1/policies/active"))
                 .send_json(json!({ "name": name, "config": config })),
         )
+    }
+
+    /// `PUT /api/v1/maskers/chain` with `chain` (a JSON list).
+    pub fn set_maskers(&self, chain: Value) -> (u16, Value) {
+        request(
+            http_agent()
+                .put(&self.url("/api/v1/maskers/chain"))
+                .send_json(json!({ "maskers": chain })),
+        )
+    }
+
+    /// `POST /api/v1/maskers?name=NAME` with raw bytes.
+    pub fn upload_masker(&self, name: &str, bytes: &[u8]) -> (u16, Value) {
+        post_raw(
+            &self.url(&format!("/api/v1/maskers?name={name}")),
+            "application/wasm",
+            bytes.to_vec(),
+        )
+    }
+
+    /// The entry of `name` in `GET /api/v1/maskers`.
+    pub fn masker(&self, name: &str) -> Value {
+        let (_, body) = self.get("/api/v1/maskers");
+        body["maskers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == json!(name))
+            .cloned()
+            .unwrap_or(Value::Null)
     }
 
     /// `POST /api/v1/policies?name=NAME` with raw bytes.
@@ -485,6 +525,56 @@ fn http_agent() -> ureq::Agent {
 
 fn ureq_post(url: &str, body: &Value) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
     http_agent().post(url).send_json(body)
+}
+
+/// Any request, with an optional bearer `token` and body (JSON, or raw
+/// bytes sent as `application/wasm`); (status, JSON answer or Null).
+pub fn call(method: &str, url: &str, token: Option<&str>, body: Body) -> (u16, Value) {
+    let agent = http_agent();
+    let auth = token.map(|t| format!("Bearer {t}"));
+    macro_rules! send {
+        ($builder:expr) => {{
+            let mut builder = $builder;
+            if let Some(auth) = &auth {
+                builder = builder.header("authorization", auth);
+            }
+            match body {
+                Body::None => request(builder.send_empty()),
+                Body::Json(json) => request(builder.send_json(json)),
+                Body::Wasm(bytes) => request(
+                    builder
+                        .header("content-type", "application/wasm")
+                        .send(&bytes[..]),
+                ),
+            }
+        }};
+    }
+    match method {
+        "GET" => {
+            let mut builder = agent.get(url);
+            if let Some(auth) = &auth {
+                builder = builder.header("authorization", auth);
+            }
+            request(builder.call())
+        }
+        "DELETE" => {
+            let mut builder = agent.delete(url);
+            if let Some(auth) = &auth {
+                builder = builder.header("authorization", auth);
+            }
+            request(builder.call())
+        }
+        "POST" => send!(agent.post(url)),
+        "PUT" => send!(agent.put(url)),
+        other => panic!("no helper for {other}"),
+    }
+}
+
+/// A request body for [`call`].
+pub enum Body {
+    None,
+    Json(Value),
+    Wasm(Vec<u8>),
 }
 
 /// POSTs `body` as JSON; (status, JSON answer or Null).

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use hodei_proto::v1::agent_service_client::AgentServiceClient;
 use hodei_proto::v1::{
-    AgentMessage, JobResult, LogBatch, LogEntry, Register, RegisterAck, ServerMessage, Stream,
-    agent_message, server_message,
+    AgentMessage, AssignJob, JobResult, LogBatch, LogEntry, Register, RegisterAck, ServerMessage,
+    Stream, agent_message, assign_job, server_message,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -160,6 +160,81 @@ impl RawAgent {
                 other => panic!("waiting for {what}, the session ended: {other:?}"),
             }
         }
+    }
+
+    /// Waits for the next assignment, skipping other messages.
+    pub async fn next_assignment(&mut self) -> AssignJob {
+        self.expect("an assignment", |m| match m {
+            server_message::Msg::AssignJob(assign) => Some(assign.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Runs `assign`'s script with bash like an agent that does NOT mask:
+    /// its stdout is cut at `\n` and forwarded untouched, in `batches`
+    /// log batches of about equal size (waiting for each one's ack), then
+    /// the result. Answers the lines sent.
+    pub async fn run_unmasked(&mut self, assign: &AssignJob, batches: usize) -> Vec<Vec<u8>> {
+        let Some(assign_job::Command::Script(script)) = &assign.command else {
+            panic!("the test jobs are scripts");
+        };
+        let output = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!("set -euo pipefail\n{script}"))
+            .envs(&assign.env)
+            .envs(&assign.secrets)
+            .output()
+            .expect("run bash");
+        let mut lines: Vec<Vec<u8>> = output
+            .stdout
+            .split(|b| *b == b'\n')
+            .map(<[u8]>::to_vec)
+            .collect();
+        if lines.last().is_some_and(Vec::is_empty) {
+            lines.pop();
+        }
+        let per_batch = lines.len().div_ceil(batches.max(1)).max(1);
+        let mut sequence = assign.first_sequence;
+        for chunk in lines.chunks(per_batch) {
+            let numbered: Vec<(u64, &[u8])> = chunk
+                .iter()
+                .map(|line| {
+                    let numbered = (sequence, line.as_slice());
+                    sequence += 1;
+                    numbered
+                })
+                .collect();
+            self.send_logs(&assign.job_id, assign.attempt, &numbered);
+            let last = sequence - 1;
+            self.expect("the batch's ack", |m| match m {
+                server_message::Msg::Ack(ack) if ack.log_sequence >= last => Some(()),
+                _ => None,
+            })
+            .await;
+        }
+        self.send(agent_message::Msg::JobResult(JobResult {
+            job_id: assign.job_id.clone(),
+            attempt: assign.attempt,
+            exit_code: output.status.code().unwrap_or(-1),
+            outcome: hodei_proto::v1::Outcome::Exited as i32,
+            last_sequence: sequence - 1,
+            ..JobResult::default()
+        }));
+        lines
+    }
+
+    /// Reports that `assign` could not start, with `error` as the agent's
+    /// error string.
+    pub fn fail_to_start(&self, assign: &AssignJob, error: &str) {
+        self.send(agent_message::Msg::JobResult(JobResult {
+            job_id: assign.job_id.clone(),
+            attempt: assign.attempt,
+            outcome: hodei_proto::v1::Outcome::FailedToStart as i32,
+            last_sequence: assign.first_sequence.saturating_sub(1),
+            error: error.to_owned(),
+            ..JobResult::default()
+        }));
     }
 
     /// Reads until the host closes the session; returns its status.

@@ -1,0 +1,155 @@
+//! The durable side of the masker registry: uploads are stored before they
+//! are acknowledged and the active chain when it changes; both are
+//! restored at start-up.
+//!
+//! Uploads share the store's plugin table with policies, under the key
+//! `masker/NAME` ([`STORE_PREFIX`]); policy names cannot contain `/`, so
+//! the two never collide and the policy catalog skips these keys.
+
+use std::sync::Arc;
+
+use super::registry::{ChainEntry, MaskerRegistry};
+use crate::plugins::{CatalogError, PluginError, Source, in_tree};
+use crate::store::{JobStore, StoreError};
+
+/// Prefix of masker uploads in the store's plugin table.
+pub const STORE_PREFIX: &str = "masker/";
+/// Settings key of the active chain.
+const CHAIN_KEY: &str = "active_maskers";
+/// The chain of a fresh installation: declared secrets, then well-known
+/// token formats.
+pub const DEFAULT_CHAIN: &[&str] = &["literal", "patterns"];
+
+/// The registry and the store it persists to.
+#[derive(Debug, Clone)]
+pub struct MaskerCatalog {
+    registry: Arc<MaskerRegistry>,
+    store: Arc<dyn JobStore>,
+}
+
+impl MaskerCatalog {
+    /// Wraps a registry with its persistence.
+    pub fn new(registry: Arc<MaskerRegistry>, store: Arc<dyn JobStore>) -> Self {
+        Self { registry, store }
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Arc<MaskerRegistry> {
+        &self.registry
+    }
+
+    /// Loads the in-tree maskers and every stored upload, then activates
+    /// `wanted` (from the host's configuration), else the stored chain,
+    /// else [`DEFAULT_CHAIN`]. A configured chain that cannot start is an
+    /// error: the host does not run with less masking than it was told.
+    pub async fn restore(&self, wanted: Option<Vec<ChainEntry>>) -> anyhow::Result<()> {
+        let mut sources: Vec<(String, Vec<u8>, Source)> = in_tree::MASKERS
+            .iter()
+            .map(|(name, bytes)| ((*name).to_owned(), bytes.to_vec(), Source::InTree))
+            .collect();
+        for (key, bytes) in self.store.plugins().await? {
+            if let Some(name) = key.strip_prefix(STORE_PREFIX) {
+                sources.push((name.to_owned(), bytes, Source::Uploaded));
+            }
+        }
+        let registry = Arc::clone(&self.registry);
+        tokio::task::spawn_blocking(move || {
+            for (name, bytes, source) in sources {
+                if let Err(err) = registry.load(&name, &bytes, source) {
+                    tracing::error!(plugin = %name, %err, "stored masker does not load; skipped");
+                }
+            }
+        })
+        .await?;
+        let stored = match self.store.setting(CHAIN_KEY).await? {
+            Some(json) => serde_json::from_str::<Vec<ChainEntry>>(&json).ok(),
+            None => None,
+        };
+        let default = || {
+            DEFAULT_CHAIN
+                .iter()
+                .map(|name| ChainEntry {
+                    name: (*name).to_owned(),
+                    config: String::new(),
+                })
+                .collect::<Vec<_>>()
+        };
+        match (wanted, stored) {
+            (Some(chain), _) => self.activate_now(chain).await?,
+            (None, Some(chain)) => {
+                if let Err(err) = self.activate_now(chain).await {
+                    tracing::error!(%err, "stored masker chain does not start; using the default chain");
+                    self.activate_now(default()).await?;
+                }
+            }
+            (None, None) => self.activate_now(default()).await?,
+        }
+        let names: Vec<String> = self
+            .registry
+            .chain()
+            .entries()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        if names.is_empty() {
+            tracing::warn!(
+                "host-side masking is off (--maskers none): output is stored as agents send it"
+            );
+        } else {
+            tracing::info!(chain = %names.join(" → "), "active masker chain");
+        }
+        Ok(())
+    }
+
+    async fn activate_now(&self, chain: Vec<ChainEntry>) -> Result<(), PluginError> {
+        let registry = Arc::clone(&self.registry);
+        tokio::task::spawn_blocking(move || registry.activate(&chain))
+            .await
+            .map_err(PluginError::engine)?
+    }
+
+    /// Compiles, validates and stores an upload; replaces a previous upload
+    /// of the same name. Durable before it returns.
+    pub async fn upload(&self, name: &str, bytes: Vec<u8>) -> Result<(), CatalogError> {
+        let registry = Arc::clone(&self.registry);
+        let owned = name.to_owned();
+        let for_compile = bytes.clone();
+        tokio::task::spawn_blocking(move || registry.load(&owned, &for_compile, Source::Uploaded))
+            .await
+            .map_err(PluginError::engine)??;
+        self.store
+            .put_plugin(&format!("{STORE_PREFIX}{name}"), bytes)
+            .await?;
+        tracing::info!(plugin = %name, "masker uploaded");
+        Ok(())
+    }
+
+    /// Makes `chain` the active chain for the next batch and remembers it.
+    /// An empty chain is refused: the API cannot turn masking off.
+    pub async fn activate(&self, chain: Vec<ChainEntry>) -> Result<(), CatalogError> {
+        if chain.is_empty() {
+            return Err(PluginError::Refused(
+                "the chain needs at least one masker (e.g. [\"literal\"]); host-side masking \
+                 can only be turned off in the host's configuration"
+                    .into(),
+            )
+            .into());
+        }
+        self.activate_now(chain.clone()).await?;
+        let json = serde_json::to_string(&chain).map_err(StoreError::backend)?;
+        self.store.put_setting(CHAIN_KEY, json).await?;
+        let names: Vec<&str> = chain.iter().map(|e| e.name.as_str()).collect();
+        tracing::info!(chain = %names.join(" → "), "masker chain activated");
+        Ok(())
+    }
+
+    /// Removes an uploaded masker that is not in the chain.
+    pub async fn remove(&self, name: &str) -> Result<(), CatalogError> {
+        self.registry.remove(name)?;
+        self.store
+            .delete_plugin(&format!("{STORE_PREFIX}{name}"))
+            .await?;
+        tracing::info!(plugin = %name, "masker removed");
+        Ok(())
+    }
+}

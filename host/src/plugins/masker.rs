@@ -1,0 +1,215 @@
+//! The `hodei:masker` world on the host side: compiling a masker component,
+//! instantiating and configuring it, opening a session per job attempt and
+//! masking batches of lines in it.
+//!
+//! Every call runs under the engine's deadline and memory cap, like a
+//! policy's. Everything a masker returns is checked before the host uses
+//! it: an answer with a different number of lines than it was given is an
+//! error of the plugin, exactly like a trap.
+
+use wasmtime::Store;
+use wasmtime::component::ResourceAny;
+
+use super::PluginError;
+use super::engine::{PluginEngine, PluginState};
+use super::policy::{CallError, failure};
+use crate::domain::LogStream;
+
+/// Generated bindings stay private to this module.
+mod bindings {
+    wasmtime::component::bindgen!({
+        world: "secret-masker",
+        path: "../wit/masker.wit",
+    });
+}
+
+use bindings::SecretMaskerPre;
+use bindings::hodei::masker::types::{Entry, Stream};
+
+/// Where a line comes from, as the masker sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A stream of the job's output.
+    Output(LogStream),
+    /// Text the host keeps from a job that is not output (a reason, an
+    /// agent's error string).
+    System,
+}
+
+impl Origin {
+    fn wit(self) -> Stream {
+        match self {
+            Self::Output(LogStream::Stdout) => Stream::Stdout,
+            Self::Output(LogStream::Stderr) => Stream::Stderr,
+            Self::System => Stream::System,
+        }
+    }
+}
+
+/// What a masker says about itself.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MaskerInfo {
+    /// Its own name for itself.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// What it masks.
+    pub description: String,
+}
+
+/// A validated, compiled masker component, ready to instantiate.
+#[derive(Clone)]
+pub struct CompiledMasker {
+    name: String,
+    pre: SecretMaskerPre<PluginState>,
+}
+
+impl std::fmt::Debug for CompiledMasker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledMasker")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A live, configured instance: its own store, holding the sessions opened
+/// in it.
+pub struct MaskerInstance {
+    store: Store<PluginState>,
+    bindings: bindings::SecretMasker,
+}
+
+impl std::fmt::Debug for MaskerInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MaskerInstance")
+    }
+}
+
+/// A session inside one [`MaskerInstance`]: valid only in the instance
+/// that opened it.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionHandle(ResourceAny);
+
+impl CompiledMasker {
+    /// Compiles `bytes` and checks it is a `hodei:masker` component whose
+    /// imports this host can satisfy.
+    pub fn new(engine: &PluginEngine, name: &str, bytes: &[u8]) -> Result<Self, PluginError> {
+        let component = engine.compile(bytes)?;
+        let instance_pre = engine.linker().instantiate_pre(&component).map_err(|e| {
+            PluginError::Invalid(format!("it needs imports this host does not offer: {e:#}"))
+        })?;
+        let pre = SecretMaskerPre::new(instance_pre).map_err(|e| {
+            PluginError::Invalid(format!(
+                "not a secret masker (world hodei:masker/secret-masker): {e:#}"
+            ))
+        })?;
+        Ok(Self {
+            name: name.to_owned(),
+            pre,
+        })
+    }
+
+    /// A new instance, configured with `config`.
+    pub fn instantiate(
+        &self,
+        engine: &PluginEngine,
+        config: &str,
+    ) -> Result<MaskerInstance, CallError> {
+        let mut store = engine.store(&self.name);
+        engine.arm(&mut store);
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| failure(&store, "instantiate", &e))?;
+        engine.arm(&mut store);
+        match bindings
+            .hodei_masker_masker()
+            .call_configure(&mut store, config)
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(refused)) => {
+                return Err(CallError {
+                    function: "configure",
+                    message: format!("configuration refused: {refused}"),
+                });
+            }
+            Err(e) => return Err(failure(&store, "configure", &e)),
+        }
+        Ok(MaskerInstance { store, bindings })
+    }
+}
+
+impl MaskerInstance {
+    /// The masker's name, version and description.
+    pub fn info(&mut self, engine: &PluginEngine) -> Result<MaskerInfo, CallError> {
+        engine.arm(&mut self.store);
+        let info = self
+            .bindings
+            .hodei_masker_masker()
+            .call_info(&mut self.store)
+            .map_err(|e| failure(&self.store, "info", &e))?;
+        Ok(MaskerInfo {
+            name: info.name,
+            version: info.version,
+            description: info.description,
+        })
+    }
+
+    /// Opens a session for one job attempt with its secret values.
+    pub fn open(
+        &mut self,
+        engine: &PluginEngine,
+        secrets: &[String],
+    ) -> Result<SessionHandle, CallError> {
+        engine.arm(&mut self.store);
+        self.bindings
+            .hodei_masker_masker()
+            .session()
+            .call_constructor(&mut self.store, secrets)
+            .map(SessionHandle)
+            .map_err(|e| failure(&self.store, "session", &e))
+    }
+
+    /// Masks `lines` (each with its origin) in `session`; one masked line
+    /// per line given, or an error.
+    pub fn mask(
+        &mut self,
+        engine: &PluginEngine,
+        session: SessionHandle,
+        lines: &[(Origin, &[u8])],
+    ) -> Result<Vec<Vec<u8>>, CallError> {
+        let entries: Vec<Entry> = lines
+            .iter()
+            .map(|(origin, data)| Entry {
+                stream: origin.wit(),
+                data: data.to_vec(),
+            })
+            .collect();
+        engine.arm(&mut self.store);
+        let masked = self
+            .bindings
+            .hodei_masker_masker()
+            .session()
+            .call_mask(&mut self.store, session.0, &entries)
+            .map_err(|e| failure(&self.store, "mask", &e))?;
+        if masked.len() != entries.len() {
+            return Err(CallError {
+                function: "mask",
+                message: format!(
+                    "returned {} lines for {} (a masker answers one line per line)",
+                    masked.len(),
+                    entries.len()
+                ),
+            });
+        }
+        Ok(masked)
+    }
+
+    /// Closes a session (its state is dropped inside the instance).
+    pub fn close(&mut self, engine: &PluginEngine, session: SessionHandle) {
+        engine.arm(&mut self.store);
+        if let Err(e) = session.0.resource_drop(&mut self.store) {
+            tracing::debug!(error = %e, "closing a masker session failed");
+        }
+    }
+}
