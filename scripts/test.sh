@@ -9,6 +9,10 @@ cd "$(dirname "$0")/.."
 # packages) and start it when missing, and point the tests at it.
 eval "$(./scripts/postgres.sh)"
 
+# The dashboard's browser tests drive headless Chromium: install Debian's
+# chromium and chromium-driver when missing.
+./scripts/chromium.sh
+
 # The in-tree policy plugins are built for wasm32-wasip2 by host/build.rs.
 rustup target add wasm32-wasip2 >/dev/null
 

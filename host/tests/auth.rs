@@ -71,6 +71,16 @@ fn fixture(host: &Host, method: &str, path: &str) -> (String, Body) {
         answer
     };
     match (method, path) {
+        ("GET", "/" | "/jobs" | "/workers" | "/plugins") => (path.to_owned(), Body::None),
+        ("GET", "/jobs/{id}") => (format!("/jobs/{}", pending_job(host)), Body::None),
+        ("GET", "/assets/{file}") => ("/assets/app.js".to_owned(), Body::None),
+        ("GET", "/api/v1/jobs/{id}/logs/page" | "/api/v1/jobs/{id}/logs/raw") => {
+            (path.replace("{id}", &pending_job(host)), Body::None)
+        }
+        ("GET", "/api/v1/jobs/{id}/logs/search") => (
+            format!("/api/v1/jobs/{}/logs/search?q=x", pending_job(host)),
+            Body::None,
+        ),
         ("GET", "/healthz" | "/api/v1/jobs" | "/api/v1/workers" | "/api/v1/pools")
         | ("GET", "/api/v1/policies" | "/api/v1/maskers" | "/api/v1/tokens") => {
             (path.to_owned(), Body::None)

@@ -3,6 +3,11 @@
 //! Each line is `id: <sequence>` + `data: {"timestamp","stream","line","sequence"}`;
 //! the stream ends with `event: done` carrying the job's status. A client
 //! that reconnects with `Last-Event-ID` resumes right after that line.
+//!
+//! Beside it, what a viewer of a long log needs: `logs/page` (a window of
+//! lines by sequence, with the log's head, for windowed rendering),
+//! `logs/search` (the sequence of every stored line containing a term) and
+//! `logs/raw` (the whole log as plain text, streamed).
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -22,7 +27,7 @@ use tokio_stream::wrappers::IntervalStream;
 use super::jobs::parse_id;
 use super::{ApiQuery, AppState};
 use crate::api::error::ApiError;
-use crate::domain::LogStream;
+use crate::domain::{JobId, LogRecord, LogStream};
 use crate::logs::{self, LogItem, Start};
 use crate::store::StoreError;
 
@@ -52,6 +57,167 @@ struct LineData<'a> {
     sequence: u64,
 }
 
+/// Largest window `logs/page` answers.
+const MAX_PAGE_LINES: usize = 5000;
+/// Lines read from the store per query while searching.
+const SCAN_PAGE: usize = 5000;
+
+/// 404 unless the job exists.
+async fn existing(state: &AppState, id: &str) -> Result<JobId, ApiError> {
+    let job_id = parse_id(id)?;
+    if state.jobs.get(job_id).await?.is_none() {
+        return Err(ApiError::job_not_found(id));
+    }
+    Ok(job_id)
+}
+
+/// The data of a line as the API shows it.
+fn line_data(line: &LogRecord) -> LineData<'_> {
+    LineData {
+        timestamp: line.timestamp.to_rfc3339(),
+        stream: line.stream,
+        line: String::from_utf8_lossy(&line.data),
+        sequence: line.sequence,
+    }
+}
+
+/// Query of `logs/page`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageParams {
+    /// The lines after this sequence.
+    after: Option<u64>,
+    /// Or the last `tail` lines.
+    tail: Option<u64>,
+    /// At most this many lines (default and cap 5000).
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/jobs/{id}/logs/page?after=|tail=&limit=`: `{"head", "lines"}`,
+/// `head` being the last sequence stored (sequences are dense from 1).
+pub async fn page(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(params): ApiQuery<PageParams>,
+) -> Result<impl IntoResponse, ApiError> {
+    let job_id = existing(&state, &id).await?;
+    let store = state.jobs.store();
+    let head = store.log_head(job_id).await?;
+    let limit = params.limit.unwrap_or(MAX_PAGE_LINES).min(MAX_PAGE_LINES);
+    let after = match (params.after, params.tail) {
+        (Some(after), _) => after,
+        (None, Some(tail)) => head.saturating_sub(tail),
+        (None, None) => 0,
+    };
+    let records = store.read_logs(job_id, after, limit).await?;
+    // Serialized here, borrowing the records: no JSON tree per line.
+    let body = serde_json::to_vec(&Page {
+        head,
+        lines: records.iter().map(line_data).collect(),
+    })
+    .map_err(|err| {
+        ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            err.to_string(),
+        )
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body))
+}
+
+/// The answer of `logs/page`.
+#[derive(Serialize)]
+struct Page<'a> {
+    head: u64,
+    lines: Vec<LineData<'a>>,
+}
+
+/// Query of `logs/search`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchParams {
+    /// The term: a literal, case-sensitive substring of the stored line.
+    q: String,
+}
+
+/// `GET /api/v1/jobs/{id}/logs/search?q=`: `{"query", "head", "count",
+/// "matches"}`, `matches` the sequence of every line up to `head` (the last
+/// stored when the search began) containing `q`, in order, none left out.
+/// Lines are matched as stored (escape sequences included).
+pub async fn search(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(params): ApiQuery<SearchParams>,
+) -> Result<impl IntoResponse, ApiError> {
+    if params.q.is_empty() {
+        return Err(ApiError::validation(vec![(
+            "q".into(),
+            "required: the term to search for".into(),
+        )]));
+    }
+    let job_id = existing(&state, &id).await?;
+    let store = state.jobs.store();
+    // The log as it stands now: a job still writing does not keep the
+    // search going.
+    let head = store.log_head(job_id).await?;
+    let mut matches = Vec::new();
+    let mut after = 0;
+    while after < head {
+        let lines = store.read_logs(job_id, after, SCAN_PAGE).await?;
+        let Some(last) = lines.last() else { break };
+        after = last.sequence;
+        matches.extend(
+            lines
+                .iter()
+                .filter(|line| String::from_utf8_lossy(&line.data).contains(&params.q))
+                .map(|line| line.sequence),
+        );
+    }
+    Ok(axum::Json(json!({
+        "query": params.q,
+        "head": head,
+        "count": matches.len(),
+        "matches": matches,
+    })))
+}
+
+/// `GET /api/v1/jobs/{id}/logs/raw`: every stored line, as stored, one per
+/// `\n`, streamed as `text/plain` (a download: `job-ID.log`).
+pub async fn raw(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let job_id = existing(&state, &id).await?;
+    let body = logs::read(state.jobs.clone(), job_id, Start::After(0), false)
+        .ready_chunks(CHUNK_EVENTS)
+        .map(|items| {
+            let mut chunk = Vec::with_capacity(items.len() * 80);
+            for item in items {
+                match item {
+                    Ok(LogItem::Line(line)) => {
+                        chunk.extend_from_slice(&line.data);
+                        chunk.push(b'\n');
+                    }
+                    Ok(LogItem::Done(_)) => {}
+                    Err(err) => {
+                        let _ = writeln!(chunk, "[hodei: reading the log failed: {err}]");
+                    }
+                }
+            }
+            Ok::<_, Infallible>(Bytes::from(chunk))
+        });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"job-{job_id}.log\""),
+            ),
+        ],
+        Body::from_stream(body),
+    ))
+}
+
 /// The SSE handler.
 pub async fn stream(
     State(state): State<AppState>,
@@ -59,10 +225,7 @@ pub async fn stream(
     headers: HeaderMap,
     ApiQuery(params): ApiQuery<LogParams>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let job_id = parse_id(&id)?;
-    if state.jobs.get(job_id).await?.is_none() {
-        return Err(ApiError::job_not_found(&id));
-    }
+    let job_id = existing(&state, &id).await?;
     let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -112,15 +275,7 @@ fn write_event(out: &mut Vec<u8>, item: Result<LogItem, StoreError>) {
     let written = match item {
         Ok(LogItem::Line(line)) => {
             let _ = write!(out, "id: {}\ndata: ", line.sequence);
-            serde_json::to_writer(
-                &mut *out,
-                &LineData {
-                    timestamp: line.timestamp.to_rfc3339(),
-                    stream: line.stream,
-                    line: String::from_utf8_lossy(&line.data),
-                    sequence: line.sequence,
-                },
-            )
+            serde_json::to_writer(&mut *out, &line_data(&line))
         }
         Ok(LogItem::Done(job)) => {
             out.extend_from_slice(b"event: done\ndata: ");

@@ -5,7 +5,9 @@
 //! `maskers`, `pools`, `tokens`; who may call which route is declared
 //! with the route ([`routes`], see `crate::auth::guard`);
 //! `error` owns the error shape.
+//! `dashboard` serves the web UI (assets embedded in the binary).
 
+mod dashboard;
 pub mod error;
 mod jobs;
 mod logs;
@@ -67,6 +69,19 @@ pub fn routes() -> Routes<AppState> {
     use Access::{Authenticated, Public, Scope as Needs};
     use Scope::{Admin, JobsCancel, JobsRead, JobsSubmit, LogsRead, WorkersRead};
     Routes::new()
+        .merge(dashboard::routes())
+        .route(
+            "/api/v1/jobs/{id}/logs/page",
+            guard::get(Needs(LogsRead), logs::page),
+        )
+        .route(
+            "/api/v1/jobs/{id}/logs/search",
+            guard::get(Needs(LogsRead), logs::search),
+        )
+        .route(
+            "/api/v1/jobs/{id}/logs/raw",
+            guard::get(Needs(LogsRead), logs::raw),
+        )
         .route("/healthz", guard::get(Public, workers::healthz))
         .route(
             "/api/v1/jobs",
