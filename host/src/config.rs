@@ -81,6 +81,10 @@ pub struct ServeArgs {
     /// Deadline of one plugin call in milliseconds [default: 10].
     #[arg(long, env = "HODEI_PLUGIN_DEADLINE_MS")]
     pub plugin_deadline_ms: Option<u64>,
+    /// Deadline of one masker call (one batch of up to 1,000 lines) in
+    /// milliseconds [default: 100].
+    #[arg(long, env = "HODEI_MASKER_DEADLINE_MS")]
+    pub masker_deadline_ms: Option<u64>,
     /// Memory cap of one plugin instance in MiB [default: 32].
     #[arg(long, env = "HODEI_PLUGIN_MEMORY_MB")]
     pub plugin_memory_mb: Option<usize>,
@@ -158,6 +162,7 @@ struct FileConfig {
     #[serde(default)]
     secrets_previous_key_files: Vec<PathBuf>,
     plugin_deadline_ms: Option<u64>,
+    masker_deadline_ms: Option<u64>,
     plugin_memory_mb: Option<usize>,
     plugin_cache_dir: Option<PathBuf>,
     provider_dir: Option<PathBuf>,
@@ -206,6 +211,8 @@ pub struct ServeConfig {
     pub secrets_previous_key_files: Vec<PathBuf>,
     /// Limits of every plugin call.
     pub plugin_limits: Limits,
+    /// Deadline of one masker call.
+    pub masker_deadline: Duration,
     /// Compiled-plugin cache.
     pub plugin_cache_dir: PathBuf,
     /// What one agent may send.
@@ -334,6 +341,10 @@ impl ServeArgs {
                 self.secrets_previous_key_files
             },
             plugin_limits,
+            masker_deadline: self
+                .masker_deadline_ms
+                .or(file.masker_deadline_ms)
+                .map_or(Duration::from_millis(100), Duration::from_millis),
             http_addr: self
                 .http_addr
                 .or(file.http_addr)

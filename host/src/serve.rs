@@ -68,7 +68,9 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .await
         .context("cannot load the scheduling policies")?;
     let maskers = MaskerCatalog::new(
-        Arc::new(MaskerRegistry::new(engine.clone())),
+        Arc::new(MaskerRegistry::new(
+            engine.with_deadline(config.masker_deadline),
+        )),
         Arc::clone(&store),
     );
     maskers

@@ -20,7 +20,7 @@ const TOKEN: &str = "ghp_0123456789abcdefghijABCDEFGHIJ012345";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_masker_that_traps_loops_or_miscounts_is_replaced_by_the_native_masker() {
-    let host = Host::start_with(&["--plugin-deadline-ms", "300"]);
+    let host = Host::start_with(&["--masker-deadline-ms", "300"]);
     let fixture = plugin_wasm("hodei_masker_fault_fixture.wasm");
     let mut agent =
         raw_agent::connect(&host, raw_agent::register("plain", &[("role", "plain")], 1))

@@ -141,6 +141,16 @@ impl PluginEngine {
         })
     }
 
+    /// The same engine (compiled code, linker, epoch) whose calls get
+    /// `deadline` instead: maskers, whose work grows with the batch, get a
+    /// budget of their own.
+    #[must_use]
+    pub fn with_deadline(&self, deadline: Duration) -> Self {
+        let mut engine = self.clone();
+        engine.limits.deadline = deadline;
+        engine
+    }
+
     /// The call limits.
     pub fn limits(&self) -> Limits {
         self.limits

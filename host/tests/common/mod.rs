@@ -95,6 +95,7 @@ impl Host {
             ("--http-addr", "127.0.0.1:0"),
             ("--grpc-addr", "127.0.0.1:0"),
             ("--plugin-deadline-ms", "1000"),
+            ("--masker-deadline-ms", "1000"),
             // REST auth is covered by tests/auth.rs; the others call the
             // API as it was before tokens.
             ("--api-auth", "off"),
