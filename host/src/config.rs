@@ -99,6 +99,10 @@ pub struct ServeArgs {
     /// `tokens` or `off` [default: tokens].
     #[arg(long, env = "HODEI_API_AUTH", value_enum)]
     pub api_auth: Option<AuthMode>,
+    /// Submits per second one API token may make (a burst of one second's
+    /// worth; 429 with Retry-After past it); 0: no limit [default: 200].
+    #[arg(long, env = "HODEI_API_SUBMIT_RATE")]
+    pub api_submit_rate: Option<u32>,
     /// Allow listening on a non-loopback address without TLS and API
     /// tokens (anyone who reaches the port can then run anything).
     #[arg(long, env = "HODEI_INSECURE")]
@@ -153,6 +157,7 @@ struct FileConfig {
     policy_config: Option<String>,
     maskers: Option<Vec<String>>,
     api_auth: Option<AuthMode>,
+    api_submit_rate: Option<u32>,
     insecure: Option<bool>,
     secrets_key_file: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
@@ -199,6 +204,8 @@ pub struct ServeConfig {
     pub maskers: Option<Vec<ChainEntry>>,
     /// REST authentication.
     pub api_auth: AuthMode,
+    /// Submits per second per API token (0: no limit).
+    pub api_submit_rate: u32,
     /// Non-loopback without TLS and tokens is allowed.
     pub insecure: bool,
     /// The key sealing job secrets at rest.
@@ -331,6 +338,7 @@ impl ServeArgs {
             policy,
             maskers,
             api_auth: self.api_auth.or(file.api_auth).unwrap_or(AuthMode::Tokens),
+            api_submit_rate: self.api_submit_rate.or(file.api_submit_rate).unwrap_or(200),
             insecure: self.insecure || file.insecure.unwrap_or(false),
             secrets_key_file,
             tls,

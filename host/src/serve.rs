@@ -56,7 +56,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let tokens = Arc::new(
         ApiTokens::load(config.api_auth, store.records())
             .await
-            .context("cannot load the API tokens")?,
+            .context("cannot load the API tokens")?
+            .with_submit_rate(config.api_submit_rate),
     );
     tokens.spawn_refresh();
     let engine = PluginEngine::new(config.plugin_limits, Some(&config.plugin_cache_dir))

@@ -390,3 +390,54 @@ fn the_first_run_needs_no_token_handling_and_a_public_address_is_refused() {
     let stderr = String::from_utf8_lossy(&open.stderr);
     assert!(stderr.contains("refusing to listen on 0.0.0.0"), "{stderr}");
 }
+
+#[test]
+fn a_token_submitting_past_its_rate_gets_429_and_others_are_not_slowed() {
+    let (host, _config) = host(&["--api-submit-rate", "5"]);
+    let flooder = token(&host, &["jobs:submit"]);
+    let other = token(&host, &["jobs:submit"]);
+    let reader = token(&host, &["jobs:read"]);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let submit = |token: &str| {
+        agent
+            .post(&host.url("/api/v1/jobs"))
+            .header("authorization", &format!("Bearer {token}"))
+            .send_json(json!({ "command": "true", "labels": { "pool": "nowhere" } }))
+            .unwrap()
+    };
+    let mut limited = None;
+    for _ in 0..20 {
+        let response = submit(&flooder);
+        if response.status() == 429 {
+            limited = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), 201);
+    }
+    let mut limited = limited.expect("20 submits at once pass a limit of 5/s");
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After: {retry}");
+    let body: Value = serde_json::from_str(&limited.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(body["error"], json!("RATE_LIMITED"), "{body}");
+    // The flooder's bucket is empty; another token's is not, and reads
+    // are never limited.
+    assert_eq!(submit(&other).status(), 201);
+    for _ in 0..20 {
+        let (status, _) = call(
+            "GET",
+            &host.url("/api/v1/jobs?limit=1"),
+            Some(&reader),
+            Body::None,
+        );
+        assert_eq!(status, 200);
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(submit(&flooder).status(), 201, "the bucket refills");
+}

@@ -47,6 +47,8 @@ pub async fn add(
     State(state): State<AppState>,
     ApiJson(spec): ApiJson<PoolSpec>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let (name, provider) = (spec.name.clone(), spec.provider.clone());
     let view = state.provisioner.add_durably(spec).await?;
+    tracing::info!(target: "hodei::audit", event = "pool_set", pool = %name, %provider, "pool added or replaced");
     Ok((StatusCode::CREATED, Json(json!(view))))
 }

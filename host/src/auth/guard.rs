@@ -257,6 +257,22 @@ async fn check(State(guard): State<Guard>, mut request: Request, next: Next) -> 
         )
         .into_response();
     }
+    if scope == Some(super::Scope::JobsSubmit)
+        && let Some(id) = &authorized.token_id
+        && let Err(wait) = tokens.take_submit(id)
+    {
+        let seconds = wait.as_secs() + 1;
+        let mut response = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            format!("this token submits faster than its limit; retry in {seconds} s"),
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        return response;
+    }
     let revoked = authorized.revoked.clone();
     request.extensions_mut().insert(authorized);
     let response = next.run(request).await;

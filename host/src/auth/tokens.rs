@@ -196,6 +196,18 @@ pub struct ApiTokens {
     revocations: Mutex<HashMap<String, watch::Sender<bool>>>,
     /// By token id: when its last use was last written.
     touched: Mutex<HashMap<String, Instant>>,
+    /// Submits per second allowed to one token (0: no limit), and the
+    /// buckets that enforce it.
+    submit_rate: u32,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+/// A token bucket: `level` submits available, refilled at the rate, up
+/// to one second's worth (the burst).
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    level: f64,
+    at: Instant,
 }
 
 impl ApiTokens {
@@ -207,9 +219,44 @@ impl ApiTokens {
             view: RwLock::default(),
             revocations: Mutex::default(),
             touched: Mutex::default(),
+            submit_rate: 0,
+            buckets: Mutex::default(),
         };
         tokens.refresh().await?;
         Ok(tokens)
+    }
+
+    /// Limits each token to `per_second` submits (a burst of one second's
+    /// worth); 0: no limit.
+    #[must_use]
+    pub fn with_submit_rate(mut self, per_second: u32) -> Self {
+        self.submit_rate = per_second;
+        self
+    }
+
+    /// Takes one submit from `token_id`'s bucket; `Err` with how long until
+    /// one is available when it is empty. Other tokens, and reads, are not
+    /// affected.
+    pub fn take_submit(&self, token_id: &str) -> Result<(), Duration> {
+        if self.submit_rate == 0 {
+            return Ok(());
+        }
+        let rate = f64::from(self.submit_rate);
+        let now = Instant::now();
+        let mut buckets = lock(&self.buckets);
+        let bucket = buckets.entry(token_id.to_owned()).or_insert(Bucket {
+            level: rate,
+            at: now,
+        });
+        bucket.level =
+            (bucket.level + now.duration_since(bucket.at).as_secs_f64() * rate).min(rate);
+        bucket.at = now;
+        if bucket.level >= 1.0 {
+            bucket.level -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - bucket.level) / rate))
+        }
     }
 
     /// Whether requests are checked at all.

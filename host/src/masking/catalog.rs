@@ -120,7 +120,7 @@ impl MaskerCatalog {
         self.store
             .put_plugin(&format!("{STORE_PREFIX}{name}"), bytes)
             .await?;
-        tracing::info!(plugin = %name, "masker uploaded");
+        tracing::info!(target: "hodei::audit", event = "masker_uploaded", plugin = %name, "masker uploaded");
         Ok(())
     }
 
@@ -139,7 +139,7 @@ impl MaskerCatalog {
         let json = serde_json::to_string(&chain).map_err(StoreError::backend)?;
         self.store.put_setting(CHAIN_KEY, json).await?;
         let names: Vec<&str> = chain.iter().map(|e| e.name.as_str()).collect();
-        tracing::info!(chain = %names.join(" → "), "masker chain activated");
+        tracing::info!(target: "hodei::audit", event = "masker_chain_set", chain = %names.join(" → "), "masker chain activated");
         Ok(())
     }
 
@@ -149,7 +149,7 @@ impl MaskerCatalog {
         self.store
             .delete_plugin(&format!("{STORE_PREFIX}{name}"))
             .await?;
-        tracing::info!(plugin = %name, "masker removed");
+        tracing::info!(target: "hodei::audit", event = "masker_removed", plugin = %name, "masker removed");
         Ok(())
     }
 }

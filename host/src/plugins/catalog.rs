@@ -115,7 +115,7 @@ impl PolicyCatalog {
             .await
             .map_err(PluginError::engine)??;
         self.store.put_plugin(name, bytes).await?;
-        tracing::info!(plugin = %name, "policy uploaded");
+        tracing::info!(target: "hodei::audit", event = "policy_uploaded", plugin = %name, "policy uploaded");
         Ok(())
     }
 
@@ -124,7 +124,7 @@ impl PolicyCatalog {
         self.activate_now(&choice).await?;
         let json = serde_json::to_string(&choice).map_err(StoreError::backend)?;
         self.store.put_setting(ACTIVE_KEY, json).await?;
-        tracing::info!(policy = %choice.name, "policy activated");
+        tracing::info!(target: "hodei::audit", event = "policy_activated", policy = %choice.name, "policy activated");
         Ok(())
     }
 
@@ -132,7 +132,7 @@ impl PolicyCatalog {
     pub async fn remove(&self, name: &str) -> Result<(), CatalogError> {
         self.registry.remove(name)?;
         self.store.delete_plugin(name).await?;
-        tracing::info!(plugin = %name, "policy removed");
+        tracing::info!(target: "hodei::audit", event = "policy_removed", plugin = %name, "policy removed");
         Ok(())
     }
 }
