@@ -49,32 +49,11 @@ fn print(listing: &Value) {
         "batches {}  lines {}  fallbacks {}  withheld {}  sessions {}",
         m["batches"], m["lines"], m["fallbacks"], m["withheld"], m["sessions"]
     );
-    println!(
-        "{:<16}  {:<9}  {:>5}  {:>8}  {:>6}  {:>8}  {:>8}  LAST ERROR",
-        "NAME", "SOURCE", "CHAIN", "CALLS", "ERRORS", "P50 µs", "P99 µs"
-    );
-    for p in listing["maskers"].as_array().into_iter().flatten() {
-        let last = p["last_error"]
-            .as_object()
-            .map(|e| {
-                let message = e["message"].as_str().unwrap_or_default();
-                let first = message.lines().next().unwrap_or_default();
-                format!("{}: {first}", e["function"].as_str().unwrap_or("?"))
-            })
-            .unwrap_or_default();
-        println!(
-            "{:<16}  {:<9}  {:>5}  {:>8}  {:>6}  {:>8}  {:>8}  {last}",
-            p["name"].as_str().unwrap_or("-"),
-            p["source"].as_str().unwrap_or("-"),
-            p["position"]
-                .as_u64()
-                .map_or_else(String::new, |i| (i + 1).to_string()),
-            p["calls"].as_u64().unwrap_or(0),
-            p["errors"].as_u64().unwrap_or(0),
-            p["p50_us"].as_u64().unwrap_or(0),
-            p["p99_us"].as_u64().unwrap_or(0),
-        );
-    }
+    super::policy::print_plugins(&listing["maskers"], "CHAIN", |p| {
+        p["position"]
+            .as_u64()
+            .map_or_else(String::new, |i| (i + 1).to_string())
+    });
 }
 
 /// Runs a `hodei masker` subcommand.

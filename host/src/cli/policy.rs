@@ -36,12 +36,18 @@ pub enum PolicyCommand {
     },
 }
 
-fn print(listing: &serde_json::Value) {
+/// The table of loaded plugins (policies, maskers): name, source, a mark
+/// column (`mark` of each entry), calls, errors, latency, last error.
+pub(super) fn print_plugins(
+    plugins: &serde_json::Value,
+    mark_title: &str,
+    mark: impl Fn(&serde_json::Value) -> String,
+) {
     println!(
         "{:<16}  {:<9}  {:>6}  {:>8}  {:>6}  {:>8}  {:>8}  LAST ERROR",
-        "NAME", "SOURCE", "ACTIVE", "CALLS", "ERRORS", "P50 µs", "P99 µs"
+        "NAME", "SOURCE", mark_title, "CALLS", "ERRORS", "P50 µs", "P99 µs"
     );
-    for p in listing["policies"].as_array().into_iter().flatten() {
+    for p in plugins.as_array().into_iter().flatten() {
         let last = p["last_error"]
             .as_object()
             .map(|e| {
@@ -54,13 +60,19 @@ fn print(listing: &serde_json::Value) {
             "{:<16}  {:<9}  {:>6}  {:>8}  {:>6}  {:>8}  {:>8}  {last}",
             p["name"].as_str().unwrap_or("-"),
             p["source"].as_str().unwrap_or("-"),
-            if p["active"] == json!(true) { "*" } else { "" },
+            mark(p),
             p["calls"].as_u64().unwrap_or(0),
             p["errors"].as_u64().unwrap_or(0),
             p["p50_us"].as_u64().unwrap_or(0),
             p["p99_us"].as_u64().unwrap_or(0),
         );
     }
+}
+
+fn print(listing: &serde_json::Value) {
+    print_plugins(&listing["policies"], "ACTIVE", |p| {
+        if p["active"] == json!(true) { "*" } else { "" }.to_owned()
+    });
 }
 
 /// Runs a `hodei policy` subcommand.

@@ -146,13 +146,7 @@ pub struct MaskerRegistry {
     chain: ArcSwap<Chain>,
 }
 
-/// Masker names: `[a-z0-9_-]{1,64}`, like policies.
-fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-}
+use crate::plugins::registry::valid_name;
 
 impl MaskerRegistry {
     /// A registry with no masker and an empty chain.

@@ -165,7 +165,8 @@ pub struct PolicyRegistry {
     next_generation: std::sync::atomic::AtomicU64,
 }
 
-fn valid_name(name: &str) -> bool {
+/// Plugin names: `[a-z0-9_-]{1,64}` (policies, maskers).
+pub(crate) fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
             .chars()
