@@ -23,6 +23,12 @@ profile_dir=$profile
 [ "$profile" = dev ] && profile_dir=debug
 
 rustup target add "$target" >&2
+# The agent speaks TLS with rustls on ring, whose C and assembly parts
+# need a C compiler for musl: Debian's musl-tools (musl-gcc).
+if ! command -v musl-gcc >/dev/null; then
+    (apt-get install -y musl-tools >&2 || { apt-get update >&2 && apt-get install -y musl-tools >&2; })
+fi
+export CC_x86_64_unknown_linux_musl=musl-gcc
 cargo build --profile "$profile" --target "$target" -p hodei-agent >&2
 agent="$target_dir/$target/$profile_dir/hodei-agent"
 
