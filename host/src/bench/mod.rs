@@ -10,9 +10,12 @@
 //!   PostgreSQL (see [`store`]).
 //! - `logs`: a job's output to an SSE reader: latency and throughput (see
 //!   [`logs`]).
+//! - `latency`: one job's trip hop by hop, and `hodei run` at the command
+//!   line beside Slurm's `srun` (see [`latency`]).
 //! - `providers`: submit → first log line on a cold and a warm worker of
 //!   local and Docker pools (see [`providers`]).
 
+pub mod latency;
 pub mod logs;
 pub mod policies;
 pub mod providers;
@@ -30,6 +33,8 @@ pub enum BenchCommand {
     Store(store::StoreArgs),
     /// Log latency (write → SSE reader) and throughput with real processes.
     Logs(logs::LogsArgs),
+    /// One job's trip hop by hop; `hodei run` vs `srun` at the command line.
+    Latency(latency::LatencyArgs),
     /// Submit → first log line on cold and warm workers of local and
     /// Docker pools.
     Providers(providers::ProvidersArgs),
@@ -47,6 +52,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Policies(args) => policies::run(&args).await,
         BenchCommand::Store(args) => store::run(&args).await,
         BenchCommand::Logs(args) => logs::run(&args).await,
+        BenchCommand::Latency(args) => latency::run(&args).await,
         BenchCommand::Providers(args) => providers::run(&args).await,
     }
 }
