@@ -57,6 +57,9 @@ struct Hops {
     done_received: f64,
 }
 
+/// Reads one hop of a trip.
+type Hop = fn(&Hops) -> f64;
+
 /// Runs the benchmark and prints two tables.
 pub async fn run(args: &LatencyArgs) -> anyhow::Result<()> {
     let host = Host::start(1, 4).await?;
@@ -85,7 +88,7 @@ pub async fn run(args: &LatencyArgs) -> anyhow::Result<()> {
         hops.len()
     );
     println!("|---|---:|---:|");
-    let rows: [(&str, fn(&Hops) -> f64); 7] = [
+    let rows: [(&str, Hop); 7] = [
         ("201 received (durable, queued)", |h| h.created),
         ("assigned (`scheduled_at`)", |h| h.scheduled),
         ("started (`started_at`, host heard it)", |h| h.started),
