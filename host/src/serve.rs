@@ -44,12 +44,17 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// Runs the host until SIGINT or SIGTERM.
 pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
-    let store = store::open(config.storage, &config.data_dir, &config.postgres)
-        .await
-        .with_context(|| match config.storage {
-            StorageKind::Redb => format!("cannot open the store in {}", config.data_dir.display()),
-            StorageKind::Postgres => "cannot open the PostgreSQL store".to_owned(),
-        })?;
+    let store = store::open(
+        config.storage,
+        &config.data_dir,
+        config.store_cache_bytes,
+        &config.postgres,
+    )
+    .await
+    .with_context(|| match config.storage {
+        StorageKind::Redb => format!("cannot open the store in {}", config.data_dir.display()),
+        StorageKind::Postgres => "cannot open the PostgreSQL store".to_owned(),
+    })?;
     let engine = PluginEngine::new(config.plugin_limits, Some(&config.plugin_cache_dir))
         .context("cannot start the WebAssembly engine")?;
     let registry = Arc::new(PolicyRegistry::new(engine.clone()));

@@ -12,9 +12,12 @@
 //!   [`logs`]).
 //! - `latency`: one job's trip hop by hop, and `hodei run` at the command
 //!   line beside Slurm's `srun` (see [`latency`]).
+//! - `footprint`: the host's memory with 100,000 stored jobs, and listing
+//!   by state against that history (see [`footprint`]).
 //! - `providers`: submit → first log line on a cold and a warm worker of
 //!   local and Docker pools (see [`providers`]).
 
+pub mod footprint;
 pub mod latency;
 pub mod logs;
 pub mod policies;
@@ -35,6 +38,8 @@ pub enum BenchCommand {
     Logs(logs::LogsArgs),
     /// One job's trip hop by hop; `hodei run` vs `srun` at the command line.
     Latency(latency::LatencyArgs),
+    /// Host memory and listing time with a long history.
+    Footprint(footprint::FootprintArgs),
     /// Submit → first log line on cold and warm workers of local and
     /// Docker pools.
     Providers(providers::ProvidersArgs),
@@ -53,6 +58,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Store(args) => store::run(&args).await,
         BenchCommand::Logs(args) => logs::run(&args).await,
         BenchCommand::Latency(args) => latency::run(&args).await,
+        BenchCommand::Footprint(args) => footprint::run(&args).await,
         BenchCommand::Providers(args) => providers::run(&args).await,
     }
 }

@@ -375,13 +375,14 @@ impl PoolLoop {
             .scheduler()
             .pending_demands()
             .iter()
-            .filter(|job| {
-                serves(&self.spec, &self.offer, &job.labels)
+            .filter(|(labels, _)| {
+                serves(&self.spec, &self.offer, labels)
                     && !pools.iter().any(|(spec, offer)| {
-                        spec.name < self.spec.name && serves(spec, offer, &job.labels)
+                        spec.name < self.spec.name && serves(spec, offer, labels)
                     })
             })
-            .count()
+            .map(|(_, jobs)| jobs)
+            .sum()
     }
 
     /// Creates one worker: the row first, then the provider. False when it
