@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::broadcast::error::TryRecvError;
 use tokio::sync::watch;
 
 use super::board::{LatencyView, OfferView, PoolBoard, PoolView, PoolWorkerView};
@@ -132,6 +133,12 @@ impl PoolLoop {
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut events = self.host.jobs.bus().subscribe();
         loop {
+            // What else arrived meanwhile is covered by this pass: a burst
+            // of submits makes one pass, not one per job.
+            while !matches!(
+                events.try_recv(),
+                Err(TryRecvError::Empty | TryRecvError::Closed)
+            ) {}
             let leads = self.lead().await;
             if leads {
                 self.pass().await;

@@ -81,8 +81,7 @@ impl Scheduler {
     /// How many queued jobs that may be placed now (not in a retry
     /// backoff) ask for each label set: what the pools provision for.
     pub fn pending_demands(&self) -> Vec<(Arc<Labels>, usize)> {
-        let now = Timestamp::now();
-        lock(&self.queue).demand_by_labels(|j| j.not_before.is_some_and(|t| t > now))
+        lock(&self.queue).demand_by_labels(Timestamp::now())
     }
 
     /// Asks for a round soon (capacity changed).

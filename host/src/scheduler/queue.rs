@@ -60,30 +60,29 @@ type Key = (Reverse<i32>, JobId);
 pub struct PendingQueue {
     order: BTreeMap<Key, QueuedJob>,
     priority_of: HashMap<JobId, i32>,
-    /// Every distinct label set of a queued job, once.
-    label_sets: HashSet<Arc<Labels>>,
+    /// Every distinct label set of a queued job, once, with how many
+    /// queued jobs ask for it: the pools' demand, kept up to date here
+    /// rather than counted over the queue on every pass.
+    label_sets: HashMap<Arc<Labels>, usize>,
+    /// Queued jobs with a `not_before` (a retry backoff): few, and what
+    /// the demand leaves out while their time has not come.
+    delayed: HashSet<JobId>,
 }
-
-/// Above this many remembered label sets, sets no queued job uses any
-/// more are forgotten when a job leaves.
-const LABEL_SETS_KEPT: usize = 64;
 
 impl PendingQueue {
     /// Adds (or re-adds) a job.
     pub fn push(&mut self, mut job: QueuedJob) {
-        job.labels = self.intern(job.labels);
-        if let Some(old) = self.priority_of.insert(job.id, job.priority) {
-            self.order.remove(&(Reverse(old), job.id));
+        self.remove(job.id);
+        job.labels = match self.label_sets.get_key_value(&job.labels) {
+            Some((known, _)) => Arc::clone(known),
+            None => job.labels,
+        };
+        *self.label_sets.entry(Arc::clone(&job.labels)).or_default() += 1;
+        if job.not_before.is_some() {
+            self.delayed.insert(job.id);
         }
+        self.priority_of.insert(job.id, job.priority);
         self.order.insert((Reverse(job.priority), job.id), job);
-    }
-
-    fn intern(&mut self, labels: Arc<Labels>) -> Arc<Labels> {
-        if let Some(known) = self.label_sets.get(&labels) {
-            return Arc::clone(known);
-        }
-        self.label_sets.insert(Arc::clone(&labels));
-        labels
     }
 
     /// Removes a job; false when it was not queued.
@@ -91,24 +90,37 @@ impl PendingQueue {
         let Some(priority) = self.priority_of.remove(&id) else {
             return false;
         };
-        let removed = self.order.remove(&(Reverse(priority), id)).is_some();
-        if self.label_sets.len() > LABEL_SETS_KEPT.max(self.order.len()) {
-            self.label_sets.retain(|set| Arc::strong_count(set) > 1);
+        self.delayed.remove(&id);
+        let Some(job) = self.order.remove(&(Reverse(priority), id)) else {
+            return false;
+        };
+        if let Some(count) = self.label_sets.get_mut(&job.labels) {
+            *count -= 1;
+            if *count == 0 {
+                self.label_sets.remove(&job.labels);
+            }
         }
-        removed
+        true
     }
 
-    /// How many queued jobs ask for each label set, skipping those for
-    /// which `skip` holds. Counted without copying the jobs.
-    pub fn demand_by_labels(&self, skip: impl Fn(&QueuedJob) -> bool) -> Vec<(Arc<Labels>, usize)> {
-        let mut counts: HashMap<*const Labels, (Arc<Labels>, usize)> = HashMap::new();
-        for job in self.order.values().filter(|job| !skip(job)) {
-            counts
-                .entry(Arc::as_ptr(&job.labels))
-                .or_insert_with(|| (Arc::clone(&job.labels), 0))
-                .1 += 1;
+    /// How many queued jobs ask for each label set, leaving out those
+    /// still in a retry backoff at `now`. Costs the number of distinct
+    /// label sets plus delayed jobs, not the length of the queue.
+    pub fn demand_by_labels(&self, now: Timestamp) -> Vec<(Arc<Labels>, usize)> {
+        let mut demand = self.label_sets.clone();
+        for id in &self.delayed {
+            let waiting = self
+                .priority_of
+                .get(id)
+                .and_then(|priority| self.order.get(&(Reverse(*priority), *id)))
+                .filter(|job| job.not_before.is_some_and(|t| t > now));
+            if let Some(job) = waiting
+                && let Some(count) = demand.get_mut(&job.labels)
+            {
+                *count -= 1;
+            }
         }
-        counts.into_values().collect()
+        demand.into_iter().filter(|(_, n)| *n > 0).collect()
     }
 
     /// Jobs in scheduling order.
@@ -171,38 +183,50 @@ mod tests {
         }
         let stored: Vec<&Arc<Labels>> = queue.iter().map(|j| &j.labels).collect();
         assert!(Arc::ptr_eq(stored[0], stored[1]));
-        let mut demand: Vec<(Labels, usize)> = queue
-            .demand_by_labels(|_| false)
-            .into_iter()
-            .map(|(labels, n)| ((*labels).clone(), n))
-            .collect();
-        demand.sort();
-        assert_eq!(demand, vec![(Labels::new(), 1), (gpu.clone(), 2)]);
-        assert!(queue.demand_by_labels(|j| j.id == jobs[2]).len() == 1);
+        let now = Timestamp::now();
+        let demand = |queue: &PendingQueue| {
+            let mut demand: Vec<(Labels, usize)> = queue
+                .demand_by_labels(now)
+                .into_iter()
+                .map(|(labels, n)| ((*labels).clone(), n))
+                .collect();
+            demand.sort();
+            demand
+        };
+        assert_eq!(demand(&queue), vec![(Labels::new(), 1), (gpu.clone(), 2)]);
+        // Pushed again (a requeue): still counted once.
+        let again = queue.iter().next().cloned().unwrap();
+        queue.push(again);
+        assert_eq!(demand(&queue), vec![(Labels::new(), 1), (gpu.clone(), 2)]);
+        assert!(queue.remove(jobs[0]));
+        assert_eq!(demand(&queue), vec![(Labels::new(), 1), (gpu, 1)]);
         for id in jobs {
             queue.remove(id);
         }
         assert!(queue.is_empty());
-        assert!(queue.demand_by_labels(|_| false).is_empty());
+        assert!(queue.label_sets.is_empty());
+        assert!(queue.demand_by_labels(now).is_empty());
     }
 
     #[test]
-    fn label_sets_nobody_uses_are_forgotten() {
+    fn jobs_in_a_retry_backoff_are_not_demand_until_their_time() {
         let mut queue = PendingQueue::default();
-        let ids: Vec<JobId> = (0..200)
-            .map(|i| {
-                let job = QueuedJob {
-                    labels: Arc::new([("n".to_owned(), i.to_string())].into()),
-                    ..queued(0)
-                };
-                let id = job.id;
-                queue.push(job);
-                id
-            })
-            .collect();
-        for id in ids {
-            queue.remove(id);
-        }
-        assert!(queue.label_sets.len() <= LABEL_SETS_KEPT);
+        let now = Timestamp::now();
+        let later = Timestamp(now.0 + 1_000_000);
+        queue.push(queued(0));
+        let delayed = QueuedJob {
+            not_before: Some(later),
+            ..queued(0)
+        };
+        let id = delayed.id;
+        queue.push(delayed);
+        let count = |queue: &PendingQueue, at| -> usize {
+            queue.demand_by_labels(at).iter().map(|(_, n)| n).sum()
+        };
+        assert_eq!(count(&queue, now), 1);
+        assert_eq!(count(&queue, later), 2);
+        queue.remove(id);
+        assert!(queue.delayed.is_empty());
+        assert_eq!(count(&queue, later), 1);
     }
 }
