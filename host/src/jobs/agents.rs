@@ -99,6 +99,12 @@ impl JobService {
         error: Option<String>,
     ) -> ResultTaken {
         let now = Timestamp::now();
+        // The process is gone: its slot takes the next job now, so that
+        // the next placement is stored in the same commit as this result
+        // rather than in the one after it.
+        if self.cluster().exited(worker, id, attempt) {
+            self.scheduler.wake();
+        }
         let result = self
             .store
             .update(
@@ -184,6 +190,7 @@ impl JobService {
                             resources: job.spec.resources,
                             cancel_requested: job.cancel_requested,
                             placed: true,
+                            exited: false,
                         },
                     ));
                 }
@@ -199,6 +206,7 @@ impl JobService {
                             resources: Resources::default(),
                             cancel_requested: false,
                             placed: true,
+                            exited: false,
                         },
                     ));
                 }

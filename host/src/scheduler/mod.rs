@@ -155,6 +155,7 @@ impl Scheduler {
                 resources: job.resources,
                 cancel_requested: false,
                 placed: false,
+                exited: false,
             };
             // The cluster re-checks under its own lock: an agent may have
             // gone since the snapshot was taken.
