@@ -37,7 +37,7 @@ pub struct ServeArgs {
     #[arg(long, env = "HODEI_STORAGE", value_enum)]
     pub storage: Option<StorageKind>,
     /// Page cache of the embedded store in MiB: bounds its memory whatever
-    /// the size of its file [default: 64].
+    /// the size of its file [default: 256].
     #[arg(long, env = "HODEI_STORE_CACHE_MB")]
     pub store_cache_mb: Option<usize>,
     /// PostgreSQL URL when `--storage postgres` (postgres://user:pass@host/db).

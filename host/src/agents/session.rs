@@ -457,6 +457,7 @@ impl Session {
         let error = (!result.error.is_empty()).then(|| result.error.clone());
         // Stored in the background like a start (after it, for the same
         // job); the agent hears `result_stored` once it is durable.
+        self.jobs.result_received(&self.worker, id, result.attempt);
         let started = self.starting.remove(&id);
         let (jobs, worker, link) = (
             Arc::clone(&self.jobs),

@@ -64,7 +64,7 @@ const LEASES: TableDefinition<'_, u128, (u32, i64)> = TableDefinition::new("leas
 const MAX_GROUP: usize = 4096;
 /// Page cache of [`RedbStore::open`]: what the store may keep in memory
 /// whatever the size of the file (redb's own default is 1 GiB).
-pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
+pub const DEFAULT_CACHE_BYTES: usize = 256 * 1024 * 1024;
 
 /// The redb adapter of [`JobStore`].
 #[derive(Debug, Clone)]
