@@ -4,8 +4,8 @@
 //! # The terminal, and why the job does not own it
 //! Jobs run on a terminal so that they behave as they do for a person:
 //! `test -t 1` is true, tools keep their colours and line buffering. The
-//! agent opens a PTY pair with portable-pty, opens the slave by its name and
-//! hands it to the job as stdin and stdout. It does *not* make the PTY the
+//! agent opens a PTY pair (`openpty`, the slave with `O_NOCTTY`) and hands
+//! the slave to the job as stdin and stdout. It does *not* make the PTY the
 //! job's controlling terminal: that takes `setsid` + `TIOCSCTTY` in the
 //! child between fork and exec, and any such `pre_exec` step makes std
 //! `fork()` the whole multi-threaded agent (copying its page tables) instead
@@ -33,8 +33,9 @@
 //! # Process groups
 //! The job's process starts in a new process group whose id is its pid.
 //! Cancel and timeout signal the whole group (`killpg`), and once the job is
-//! over the group is SIGKILLed. Then [`crate::reap`] SIGKILLs whatever
-//! still carries the job's `HODEI_JOB_ID` (and attempt) in its environment, which reaches
+//! over the group is SIGKILLed. Then, in the background (the result does
+//! not wait for it), [`crate::reap`] SIGKILLs whatever still carries the
+//! job's `HODEI_JOB_ID` (and attempt) in its environment, which reaches
 //! descendants that left the group (double fork, `setsid`).
 //!
 //! # Exit status
@@ -50,6 +51,7 @@
 
 use std::fs::{File, OpenOptions, Permissions};
 use std::io::{self, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
@@ -61,10 +63,11 @@ use std::time::Duration;
 
 use hodei_proto::v1::{AssignJob, JobResult, Outcome, Stream};
 use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+use nix::pty::{Winsize, openpty};
 use nix::sys::signal::{Signal, killpg};
 use nix::sys::termios;
 use nix::unistd::Pid;
-use portable_pty::{MasterPty, PtySize, native_pty_system};
 use tokio::process::{Child, Command};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -76,11 +79,11 @@ use crate::output::{read_stderr, spawn_pty_reader};
 use crate::script::{self, Launch, ScriptError};
 
 /// The job's terminal: 50 rows of 160 columns.
-const PTY_SIZE: PtySize = PtySize {
-    rows: 50,
-    cols: 160,
-    pixel_width: 0,
-    pixel_height: 0,
+const PTY_SIZE: Winsize = Winsize {
+    ws_row: 50,
+    ws_col: 160,
+    ws_xpixel: 0,
+    ws_ypixel: 0,
 };
 /// How long output is still read after the job's process exited.
 pub const DRAIN_BOUND: Duration = Duration::from_secs(2);
@@ -186,7 +189,7 @@ struct Running {
     attempt: u32,
     dir: tempfile::TempDir,
     /// Kept open until the end: closing the master hangs up the terminal.
-    master: Box<dyn MasterPty + Send>,
+    master: OwnedFd,
     child: Child,
     stdout_done: oneshot::Receiver<()>,
     stderr_task: JoinHandle<()>,
@@ -299,41 +302,42 @@ fn start(
     })
 }
 
-/// A fresh PTY: the master, a reader of it, and the slave as a file.
+/// A fresh PTY: the master, a reader of it (its own descriptor), and the
+/// slave as a file.
 struct Terminal {
-    master: Box<dyn MasterPty + Send>,
-    reader: Box<dyn io::Read + Send>,
+    master: OwnedFd,
+    reader: File,
     slave: File,
 }
 
 fn open_terminal() -> Result<Terminal, StartError> {
-    let pair = native_pty_system()
-        .openpty(PTY_SIZE)
-        .map_err(StartError::Pty)?;
-    let name = pair
-        .master
-        .tty_name()
-        .ok_or_else(|| StartError::Pty(anyhow::anyhow!("the PTY has no device name")))?;
-    // O_NOCTTY: an agent that leads a session without a terminal would
-    // otherwise acquire this one as its controlling terminal.
-    let slave = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NOCTTY)
-        .open(&name)
-        .map_err(|source| StartError::Prepare {
-            what: "the PTY's terminal",
-            source,
+    let pty = openpty(&PTY_SIZE, None).map_err(|errno| StartError::Pty(errno.into()))?;
+    // glibc opens the slave with O_NOCTTY, so it never becomes the
+    // controlling terminal of an agent that leads a session without one.
+    // Neither end may leak into a job (the one being started or any other
+    // started meanwhile): close both on exec. The job gets the slave as
+    // its stdin and stdout, which exec keeps.
+    for fd in [&pty.master, &pty.slave] {
+        fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(|errno| StartError::Prepare {
+            what: "the PTY's descriptors",
+            source: errno.into(),
         })?;
+    }
+    let slave = File::from(pty.slave);
     raw_output(&slave).map_err(|source| StartError::Prepare {
         what: "the PTY's output mode",
         source,
     })?;
-    let reader = pair.master.try_clone_reader().map_err(StartError::Pty)?;
-    // Only `slave` (soon the job's) keeps the terminal open from here on.
-    drop(pair.slave);
+    let reader = pty
+        .master
+        .try_clone()
+        .map(File::from)
+        .map_err(|source| StartError::Prepare {
+            what: "the PTY's reader",
+            source,
+        })?;
     Ok(Terminal {
-        master: pair.master,
+        master: pty.master,
         reader,
         slave,
     })
@@ -391,7 +395,13 @@ impl Running {
     }
 
     /// Reads the rest of the output (bounded), kills what is left of the
-    /// group and removes the job's directory.
+    /// group, removes the job's directory, and starts the scan for
+    /// escaped processes ([`crate::reap`]).
+    ///
+    /// The scan reads the environment of every process on the machine
+    /// (a millisecond or more on a busy one), so it runs in the background:
+    /// the job's result does not wait for it, and neither does its slot.
+    /// Whatever escaped is killed moments later either way.
     async fn clean_up(mut self) {
         let deadline = Instant::now() + DRAIN_BOUND;
         let drained = timeout_at(deadline, async {
@@ -406,13 +416,10 @@ impl Running {
         self.stopped.store(true, Ordering::SeqCst);
         signal_group(self.pgid, Signal::SIGKILL);
         let (job_id, attempt) = (self.job_id.clone(), self.attempt);
-        match tokio::task::spawn_blocking(move || crate::reap::reap_job(&job_id, attempt)).await {
-            Ok(0) => {}
-            Ok(killed) => {
-                debug!(job_id = %self.job_id, killed, "killed processes outside the group")
-            }
-            Err(error) => warn!(job_id = %self.job_id, %error, "the leftover scan failed"),
-        }
+        tokio::task::spawn_blocking(move || match crate::reap::reap_job(&job_id, attempt) {
+            0 => {}
+            killed => debug!(%job_id, killed, "killed processes outside the group"),
+        });
         drop(self.master);
         let dir = self.dir.path().to_path_buf();
         if let Err(error) = self.dir.close() {

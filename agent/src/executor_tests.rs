@@ -288,6 +288,45 @@ async fn stdin_and_stdout_are_the_terminal_and_stderr_is_not() {
     assert_eq!(result.exit_code, 0, "{result:?}");
 }
 
+/// The PTY's master and the agent's copy of the slave are closed on exec:
+/// beyond stdin and stdout, the job holds no descriptor of a terminal.
+#[tokio::test]
+async fn no_descriptor_of_the_pty_leaks_into_the_job() {
+    let harness = Harness::new();
+    let check = r#"for f in /proc/$$/fd/*; do
+  n=${f##*/}; t=$(readlink "$f" || true)
+  case "$n" in 0|1) continue ;; esac
+  case "$t" in *ptmx*|/dev/pts/*) echo "leaked $n -> $t" ;; esac
+done"#;
+    let result = harness.run(script(check)).await;
+    assert_eq!(result.exit_code, 0, "{result:?}");
+    let leaked = harness.sink.lines(Stream::Stdout);
+    assert!(
+        leaked.is_empty(),
+        "{:?}",
+        leaked
+            .iter()
+            .map(|l| String::from_utf8_lossy(l))
+            .collect::<Vec<_>>()
+    );
+}
+
+/// Output read in gathered chunks still arrives whole and in order.
+#[tokio::test]
+async fn a_flood_of_lines_arrives_whole_and_in_order() {
+    let harness = Harness::new();
+    let result = harness.run(argv(&["seq", "200000"])).await;
+    assert_eq!(result.exit_code, 0, "{result:?}");
+    let lines = harness.sink.lines(Stream::Stdout);
+    assert_eq!(lines.len(), 200_000);
+    assert!(
+        lines
+            .iter()
+            .enumerate()
+            .all(|(i, line)| *line == (i + 1).to_string().into_bytes())
+    );
+}
+
 /// No shell sees an argv vector: every byte reaches the program as sent.
 #[tokio::test]
 async fn argv_reaches_the_program_byte_exact() {

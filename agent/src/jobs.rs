@@ -158,9 +158,14 @@ impl JobTable {
                 error = %result.error,
                 "job ended"
             );
-            table.outbox.update(|outbox| outbox.finish(result));
+            // Out of the table before the result can leave: the host frees
+            // the slot as soon as it hears the result and may place the
+            // next job here at once. Both under the table's lock (taken
+            // before the outbox's, as in `start`), so that `wait_idle`
+            // never sees the table empty before the result is queued.
             let mut running = table.lock();
             running.remove(&job_id);
+            table.outbox.update(|outbox| outbox.finish(result));
             if running.is_empty() {
                 table.idle.notify_waiters();
             }

@@ -462,7 +462,8 @@ impl SharedOutbox {
     /// a message only once `tx` has room, so that output produced while a
     /// send is in flight joins the next batch.
     pub async fn pump(&self, tx: mpsc::Sender<AgentMessage>) {
-        let mut last_sent = Instant::now() - GATHER;
+        // When the last small log batch left (never, at first).
+        let mut last_small = Instant::now() - GATHER;
         loop {
             loop {
                 let notified = self.wake.notified();
@@ -479,16 +480,19 @@ impl SharedOutbox {
             };
             let small = small_batch(&msg);
             permit.send(msg);
-            // A small batch right after another send: the job is writing
-            // in small pieces faster than they can usefully leave one by
-            // one (a message per read costs wake-ups on both sides). Let a
-            // millisecond of output gather. An agent sending rarely (one
-            // line now and then) never waits.
-            let now = Instant::now();
-            if small && now.duration_since(last_sent) < GATHER {
-                tokio::time::sleep(GATHER).await;
+            // A small batch right after another small batch: the job is
+            // writing in small pieces faster than they can usefully leave
+            // one by one (a message per read costs wake-ups on both sides).
+            // Let a millisecond of output gather. An agent sending rarely
+            // (one line now and then), or a job's first line right after
+            // its start, or its result, never waits.
+            if small {
+                let now = Instant::now();
+                if now.duration_since(last_small) < GATHER {
+                    tokio::time::sleep(GATHER).await;
+                }
+                last_small = now;
             }
-            last_sent = now;
         }
     }
 

@@ -39,6 +39,10 @@ pub struct ServeArgs {
     /// Storage backend [default: redb].
     #[arg(long, env = "HODEI_STORAGE", value_enum)]
     pub storage: Option<StorageKind>,
+    /// Page cache of the embedded store in MiB: bounds its memory whatever
+    /// the size of its file [default: 256].
+    #[arg(long, env = "HODEI_STORE_CACHE_MB")]
+    pub store_cache_mb: Option<usize>,
     /// PostgreSQL URL when `--storage postgres` (postgres://user:pass@host/db).
     #[arg(long, env = "HODEI_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
@@ -144,6 +148,7 @@ struct FileConfig {
     http_addr: Option<SocketAddr>,
     grpc_addr: Option<SocketAddr>,
     storage: Option<StorageKind>,
+    store_cache_mb: Option<usize>,
     database_url: Option<String>,
     database_max_connections: Option<u32>,
     database_acquire_timeout_secs: Option<u64>,
@@ -187,6 +192,8 @@ pub struct ServeConfig {
     pub grpc_addr: SocketAddr,
     /// Storage backend.
     pub storage: StorageKind,
+    /// Page cache of the embedded store, bytes.
+    pub store_cache_bytes: usize,
     /// PostgreSQL settings (used when `storage` is postgres).
     pub postgres: PgOptions,
     /// Explicit agent token, if any.
@@ -362,6 +369,10 @@ impl ServeArgs {
                 .or(file.grpc_addr)
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 50051))),
             storage: self.storage.or(file.storage).unwrap_or(StorageKind::Redb),
+            store_cache_bytes: self
+                .store_cache_mb
+                .or(file.store_cache_mb)
+                .map_or(crate::store::DEFAULT_CACHE_BYTES, |mb| mb << 20),
             postgres,
             agent_token: self.agent_token.or(file.agent_token),
             local_agents,

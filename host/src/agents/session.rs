@@ -8,6 +8,7 @@
 //! with `Refused`, and a session that keeps sending refused messages is
 //! closed. A session ends with a status saying why, never silently.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use hodei_proto::v1::{
     agent_message,
 };
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status, Streaming};
 
@@ -148,6 +150,7 @@ pub(super) async fn open(
         peer,
         link,
         refusals: 0,
+        starting: HashMap::new(),
     };
     tokio::spawn(async move {
         if let Err(status) = session.run(inbound).await {
@@ -205,6 +208,9 @@ struct Session {
     peer: String,
     link: AgentLink,
     refusals: u32,
+    /// Starts being stored, by job: a job's result is stored after its
+    /// start, while other jobs' messages go on meanwhile.
+    starting: HashMap<JobId, JoinHandle<()>>,
 }
 
 impl Session {
@@ -332,7 +338,17 @@ impl Session {
             agent_message::Msg::Heartbeat(hb) => self.heartbeat(hb),
             agent_message::Msg::JobStarted(started) => {
                 match self.ownership(&started.job_id, started.attempt)? {
-                    Owned::Holds(id) => self.jobs.started(id, started.attempt).await,
+                    Owned::Holds(id) => {
+                        // Stored in the background (each store write waits
+                        // for a durable commit): the agent's next messages,
+                        // other jobs' starts and results, share that commit
+                        // instead of queueing behind it.
+                        let jobs = Arc::clone(&self.jobs);
+                        let attempt = started.attempt;
+                        let task = tokio::spawn(async move { jobs.started(id, attempt).await });
+                        self.starting.retain(|_, task| !task.is_finished());
+                        self.starting.insert(id, task);
+                    }
                     Owned::Foreign => {
                         return self.refuse(&started.job_id, started.attempt, NOT_YOURS);
                     }
@@ -437,7 +453,10 @@ impl Session {
     async fn result(&mut self, result: JobResult) -> Result<(), Status> {
         let id = match self.ownership(&result.job_id, result.attempt)? {
             Owned::Holds(id) => id,
-            Owned::Settled => return self.result_stored(&result).await,
+            Owned::Settled => {
+                result_stored(&self.jobs, &self.link, &result).await;
+                return Ok(());
+            }
             Owned::Foreign => return self.refuse(&result.job_id, result.attempt, NOT_YOURS),
         };
         let outcome = wire::outcome(&result);
@@ -445,14 +464,28 @@ impl Session {
             "" => None,
             error => Some(self.masking.mask_text(id, result.attempt, error).await),
         };
-        let taken = self
-            .jobs
-            .finished(&self.worker, id, result.attempt, outcome, error)
-            .await;
-        self.masking.end(id, result.attempt);
-        if taken == ResultTaken::Done {
-            self.result_stored(&result).await?;
-        }
+        // Stored in the background like a start (after it, for the same
+        // job); the agent hears `result_stored` once it is durable.
+        self.jobs.result_received(&self.worker, id, result.attempt);
+        let started = self.starting.remove(&id);
+        let (jobs, worker, link, masking) = (
+            Arc::clone(&self.jobs),
+            self.worker.clone(),
+            self.link.clone(),
+            Arc::clone(&self.masking),
+        );
+        tokio::spawn(async move {
+            if let Some(started) = started {
+                let _ = started.await;
+            }
+            let taken = jobs
+                .finished(&worker, id, result.attempt, outcome, error)
+                .await;
+            masking.end(id, result.attempt);
+            if taken == ResultTaken::Done {
+                result_stored(&jobs, &link, &result).await;
+            }
+        });
         Ok(())
     }
 
@@ -468,23 +501,22 @@ impl Session {
             .await;
         Ok(())
     }
+}
 
-    async fn result_stored(&self, result: &JobResult) -> Result<(), Status> {
-        let head = match JobId::parse(&result.job_id) {
-            Ok(id) => self.jobs.store().log_head(id).await.unwrap_or(0),
-            Err(_) => 0,
-        };
-        let _ = self
-            .link
-            .ack(Ack {
-                job_id: result.job_id.clone(),
-                attempt: result.attempt,
-                log_sequence: head,
-                result_stored: true,
-            })
-            .await;
-        Ok(())
-    }
+/// Tells the agent its result is stored (with the job's log head).
+async fn result_stored(jobs: &JobService, link: &AgentLink, result: &JobResult) {
+    let head = match JobId::parse(&result.job_id) {
+        Ok(id) => jobs.store().log_head(id).await.unwrap_or(0),
+        Err(_) => 0,
+    };
+    let _ = link
+        .ack(Ack {
+            job_id: result.job_id.clone(),
+            attempt: result.attempt,
+            log_sequence: head,
+            result_stored: true,
+        })
+        .await;
 }
 
 /// [`Ownership`] as a session acts on it.

@@ -12,9 +12,15 @@
 //!   [`logs`]).
 //! - `maskers`: host log ingest with the masker chain on vs off (see
 //!   [`maskers`]).
+//! - `latency`: one job's trip hop by hop, and `hodei run` at the command
+//!   line beside Slurm's `srun` (see [`latency`]).
+//! - `footprint`: the host's memory with 100,000 stored jobs, and listing
+//!   by state against that history (see [`footprint`]).
 //! - `providers`: submit → first log line on a cold and a warm worker of
 //!   local and Docker pools (see [`providers`]).
 
+pub mod footprint;
+pub mod latency;
 pub mod logs;
 pub mod maskers;
 pub mod policies;
@@ -33,6 +39,10 @@ pub enum BenchCommand {
     Store(store::StoreArgs),
     /// Log latency (write → SSE reader) and throughput with real processes.
     Logs(logs::LogsArgs),
+    /// One job's trip hop by hop; `hodei run` vs `srun` at the command line.
+    Latency(latency::LatencyArgs),
+    /// Host memory and listing time with a long history.
+    Footprint(footprint::FootprintArgs),
     /// Submit → first log line on cold and warm workers of local and
     /// Docker pools.
     Providers(providers::ProvidersArgs),
@@ -52,6 +62,8 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Policies(args) => policies::run(&args).await,
         BenchCommand::Store(args) => store::run(&args).await,
         BenchCommand::Logs(args) => logs::run(&args).await,
+        BenchCommand::Latency(args) => latency::run(&args).await,
+        BenchCommand::Footprint(args) => footprint::run(&args).await,
         BenchCommand::Providers(args) => providers::run(&args).await,
         BenchCommand::Maskers(args) => maskers::run(&args).await,
     }

@@ -41,14 +41,15 @@ pub struct SpineArgs {
 }
 
 /// A `hodei serve` child on a temporary data directory (also used by
-/// `bench logs` and `bench store`).
+/// `bench logs`, `store`, `latency` and `footprint`).
 pub(super) struct Host {
     child: Child,
     /// `http://ADDR` of its REST API.
     pub(super) base: String,
     /// `http://ADDR` of its agent gRPC port.
     pub(super) grpc: String,
-    _dir: tempfile::TempDir,
+    /// Removed when the host is dropped (when the benchmark made it).
+    temp_dir: Option<tempfile::TempDir>,
 }
 
 impl Host {
@@ -64,6 +65,18 @@ impl Host {
         extra: &[&str],
     ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
+        let mut host = Self::start_in(dir.path(), local_agents, slots, extra).await?;
+        host.temp_dir = Some(dir);
+        Ok(host)
+    }
+
+    /// The same on the data directory `dir`, which outlives the host.
+    pub(super) async fn start_in(
+        dir: &std::path::Path,
+        local_agents: u32,
+        slots: u32,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let mut child = Command::new(std::env::current_exe()?)
             .args([
                 "serve",
@@ -73,7 +86,7 @@ impl Host {
                 "127.0.0.1:0",
             ])
             .arg("--data-dir")
-            .arg(dir.path())
+            .arg(dir)
             .args(["--local-agents", &local_agents.to_string()])
             .args(["--local-agent-slots", &slots.to_string()])
             .args(["--api-auth", "off"])
@@ -103,8 +116,13 @@ impl Host {
             child,
             base,
             grpc,
-            _dir: dir,
+            temp_dir: None,
         })
+    }
+
+    /// The host process's id.
+    pub(super) fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// Waits until `agents` workers are connected (30 s at most).

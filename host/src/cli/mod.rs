@@ -96,7 +96,18 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // A client command is one request or stream at a time: one thread
+    // does it, without starting (and waking) a pool of workers per call
+    // (`hodei run --detach` spent more time waiting for its threads than
+    // for the host). The host and the benchmarks get the multi-threaded
+    // runtime.
+    let runtime = match cli.command {
+        Command::Serve(_) | Command::Bench(_) => tokio::runtime::Runtime::new(),
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("hodei: cannot start the runtime: {err}");

@@ -89,6 +89,17 @@ impl JobService {
         Ok(appended)
     }
 
+    /// The agent reported that an attempt ended, its result not stored
+    /// yet: the process is gone, so its slot takes the next job now, and
+    /// the next placement is stored in the same commit as this result
+    /// rather than in the one after it. [`JobService::finished`] does it
+    /// too; calling it first is what sessions do.
+    pub fn result_received(&self, worker: &WorkerId, id: JobId, attempt: u32) {
+        if self.cluster().exited(worker, id, attempt) {
+            self.scheduler.wake();
+        }
+    }
+
     /// How the agent says an attempt ended.
     pub async fn finished(
         &self,
@@ -99,6 +110,7 @@ impl JobService {
         error: Option<String>,
     ) -> ResultTaken {
         let now = Timestamp::now();
+        self.result_received(worker, id, attempt);
         let result = self
             .store
             .update(
@@ -184,6 +196,7 @@ impl JobService {
                             resources: job.spec.resources,
                             cancel_requested: job.cancel_requested,
                             placed: true,
+                            exited: false,
                         },
                     ));
                 }
@@ -199,6 +212,7 @@ impl JobService {
                             resources: Resources::default(),
                             cancel_requested: false,
                             placed: true,
+                            exited: false,
                         },
                     ));
                 }

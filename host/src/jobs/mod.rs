@@ -145,6 +145,7 @@ impl JobService {
                         resources: job.spec.resources,
                         cancel_requested: job.cancel_requested,
                         placed: true,
+                        exited: false,
                     };
                     self.cluster()
                         .restore_assignment(worker, job.id, assignment);

@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::broadcast::error::TryRecvError;
 use tokio::sync::watch;
 
 use super::board::{LatencyView, OfferView, PoolBoard, PoolView, PoolWorkerView};
@@ -135,6 +136,12 @@ impl PoolLoop {
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut events = self.host.jobs.bus().subscribe();
         loop {
+            // What else arrived meanwhile is covered by this pass: a burst
+            // of submits makes one pass, not one per job.
+            while !matches!(
+                events.try_recv(),
+                Err(TryRecvError::Empty | TryRecvError::Closed)
+            ) {}
             let leads = self.lead().await;
             if leads {
                 self.pass().await;
@@ -378,13 +385,14 @@ impl PoolLoop {
             .scheduler()
             .pending_demands()
             .iter()
-            .filter(|job| {
-                serves(&self.spec, &self.offer, &job.labels)
+            .filter(|(labels, _)| {
+                serves(&self.spec, &self.offer, labels)
                     && !pools.iter().any(|(spec, offer)| {
-                        spec.name < self.spec.name && serves(spec, offer, &job.labels)
+                        spec.name < self.spec.name && serves(spec, offer, labels)
                     })
             })
-            .count()
+            .map(|(_, jobs)| jobs)
+            .sum()
     }
 
     /// Creates one worker: the row first, then the provider. False when it

@@ -39,6 +39,11 @@ pub struct Assignment {
     /// reservation and its placement being written): only placed
     /// attempts have leases to renew.
     pub placed: bool,
+    /// The agent reported the attempt's end and its result is being
+    /// stored: its process is gone, so its slot and resources are free
+    /// for the next job (whose placement then shares the result's commit),
+    /// while the attempt is still held until the result is stored.
+    pub exited: bool,
 }
 
 #[derive(Debug)]
@@ -92,12 +97,15 @@ impl WorkerEntry {
     fn reserved(&self) -> Resources {
         self.assignments
             .values()
+            .filter(|a| !a.exited)
             .fold(Resources::default(), |acc, a| acc.plus(a.resources))
     }
 
     fn free_slots(&self) -> u32 {
-        let taken = u32::try_from(self.assignments.len()).unwrap_or(u32::MAX);
-        self.info.slots.saturating_sub(taken)
+        let taken = self.assignments.values().filter(|a| !a.exited).count();
+        self.info
+            .slots
+            .saturating_sub(u32::try_from(taken).unwrap_or(u32::MAX))
     }
 }
 
@@ -419,6 +427,24 @@ impl Cluster {
         // An ephemeral worker takes one job in its life.
         entry.retiring |= entry.info.ephemeral;
         Ok(link)
+    }
+
+    /// The agent reported that `job`'s `attempt` on `worker` ended: its
+    /// slot and resources are free from now on (see
+    /// [`Assignment::exited`]). True when that freed something.
+    pub fn exited(&self, worker: &WorkerId, job: JobId, attempt: u32) -> bool {
+        let mut workers = self.lock();
+        let held = workers
+            .get_mut(worker)
+            .and_then(|entry| entry.assignments.get_mut(&job))
+            .filter(|a| a.attempt == attempt && !a.exited);
+        match held {
+            Some(assignment) => {
+                assignment.exited = true;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Frees what `job`'s `attempt` held on `worker`. False when it held

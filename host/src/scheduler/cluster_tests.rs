@@ -29,6 +29,7 @@ fn assignment(attempt: u32, memory_mb: u64) -> Assignment {
         },
         cancel_requested: false,
         placed: true,
+        exited: false,
     }
 }
 
@@ -56,6 +57,29 @@ fn reservation_never_overcommits() {
     assert!(cluster.release(&w, small, 1));
     assert!(!cluster.release(&w, small, 1));
     assert!(cluster.reserve(&w, JobId::new(), assignment(1, 0)).is_ok());
+}
+
+#[test]
+fn an_exited_attempt_frees_its_slot_but_stays_held_until_released() {
+    let cluster = Cluster::default();
+    let (tx, _rx) = AgentLink::channel(1);
+    let w = WorkerId("w".into());
+    let session = cluster.connect(info("w", 1), tx, &[], &[]).session;
+    let (done, next) = (JobId::new(), JobId::new());
+    assert!(cluster.reserve(&w, done, assignment(1, 1000)).is_ok());
+    assert!(cluster.reserve(&w, next, assignment(1, 0)).is_err());
+    assert!(!cluster.exited(&w, done, 2), "another attempt");
+    assert!(cluster.exited(&w, done, 1));
+    assert!(!cluster.exited(&w, done, 1), "once");
+    assert_eq!(cluster.candidates()[0].free_slots, 1);
+    assert_eq!(
+        cluster.ownership(&w, session, done, 1),
+        Ownership::Holds,
+        "its result is still to be stored"
+    );
+    assert!(cluster.reserve(&w, next, assignment(1, 1000)).is_ok());
+    assert!(cluster.release(&w, done, 1));
+    assert_eq!(cluster.candidates()[0].free_slots, 0);
 }
 
 #[test]

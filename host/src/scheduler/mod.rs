@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 
 use self::cluster::{Assignment, Cluster};
 use self::policy::{Decision, Demand, PolicySource, decide};
-use self::queue::{PendingQueue, QueuedJob};
+use self::queue::{Labels, PendingQueue, QueuedJob};
 use crate::agents::AgentLink;
 use crate::domain::{JobId, Resources, Timestamp, WorkerId};
 
@@ -78,15 +78,10 @@ impl Scheduler {
         lock(&self.queue).remove(id);
     }
 
-    /// The queued jobs that may be placed now (not in a retry backoff), in
-    /// queue order: what the pools provision for.
-    pub fn pending_demands(&self) -> Vec<QueuedJob> {
-        let now = Timestamp::now();
-        lock(&self.queue)
-            .iter()
-            .filter(|j| j.not_before.is_none_or(|t| t <= now))
-            .cloned()
-            .collect()
+    /// How many queued jobs that may be placed now (not in a retry
+    /// backoff) ask for each label set: what the pools provision for.
+    pub fn pending_demands(&self) -> Vec<(Arc<Labels>, usize)> {
+        lock(&self.queue).demand_by_labels(Timestamp::now())
     }
 
     /// Asks for a round soon (capacity changed).
@@ -160,6 +155,7 @@ impl Scheduler {
                 resources: job.resources,
                 cancel_requested: false,
                 placed: false,
+                exited: false,
             };
             // The cluster re-checks under its own lock: an agent may have
             // gone since the snapshot was taken.

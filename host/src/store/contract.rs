@@ -65,6 +65,7 @@ pub async fn run_all(store: Arc<dyn JobStore>) {
     a_log_past_its_quota_ends_with_a_marker(store.as_ref()).await;
     logs_of_a_stale_attempt_are_refused(store.as_ref()).await;
     listing_pages_newest_first_and_filters(store.as_ref()).await;
+    listing_by_state_follows_every_transition(store.as_ref()).await;
     plugins_and_settings_round_trip(store.as_ref()).await;
     pending_jobs_come_in_queue_order(store.as_ref()).await;
     leases_are_renewed_per_attempt_and_expire(store.as_ref()).await;
@@ -449,6 +450,104 @@ async fn listing_pages_newest_first_and_filters(store: &dyn JobStore) {
         .unwrap();
     assert!(succeeded.iter().all(|j| j.state == JobState::Succeeded));
     assert!(!succeeded.is_empty());
+}
+
+/// The ids `list` returns for one state (newest first).
+async fn ids_in(
+    store: &dyn JobStore,
+    state: JobState,
+    before: Option<crate::domain::JobId>,
+    limit: usize,
+) -> Vec<crate::domain::JobId> {
+    let jobs = store
+        .list(ListQuery {
+            state: Some(state),
+            before,
+            limit,
+        })
+        .await
+        .unwrap();
+    assert!(jobs.iter().all(|j| j.state == state), "{state} list");
+    jobs.iter().map(|j| j.id).collect()
+}
+
+async fn listing_by_state_follows_every_transition(store: &dyn JobStore) {
+    let waiting = Job::new(spec(0), Timestamp::now());
+    store.insert(waiting.clone()).await.unwrap();
+    let ran = scheduled(store).await;
+    let cancelled = Job::new(spec(0), Timestamp::now());
+    store.insert(cancelled.clone()).await.unwrap();
+    assert!(
+        ids_in(store, JobState::Scheduled, None, 1000)
+            .await
+            .contains(&ran.id)
+    );
+    store
+        .update(ran.id, Box::new(|j| j.start(1, Timestamp::now())))
+        .await
+        .unwrap();
+    assert!(
+        !ids_in(store, JobState::Scheduled, None, 1000)
+            .await
+            .contains(&ran.id)
+    );
+    assert!(
+        ids_in(store, JobState::Running, None, 1000)
+            .await
+            .contains(&ran.id)
+    );
+    store
+        .update(
+            ran.id,
+            Box::new(|j| j.finish(1, Outcome::Exited(0), None, Timestamp::now())),
+        )
+        .await
+        .unwrap();
+    store
+        .update(
+            cancelled.id,
+            Box::new(|j| j.request_cancel(Timestamp::now()).map(|_| ())),
+        )
+        .await
+        .unwrap();
+    // A refused change moves nothing.
+    let refused = store
+        .update(ran.id, Box::new(|j| j.start(1, Timestamp::now())))
+        .await;
+    assert!(refused.is_err());
+
+    let pending = ids_in(store, JobState::Pending, None, 1000).await;
+    assert!(pending.contains(&waiting.id));
+    assert!(!pending.contains(&ran.id) && !pending.contains(&cancelled.id));
+    assert!(
+        !ids_in(store, JobState::Running, None, 1000)
+            .await
+            .contains(&ran.id)
+    );
+    assert_eq!(
+        ids_in(store, JobState::Succeeded, None, 1).await,
+        vec![ran.id]
+    );
+    assert_eq!(
+        ids_in(store, JobState::Cancelled, None, 1).await,
+        vec![cancelled.id]
+    );
+
+    // Pages within one state: newest first, continued by `before`.
+    let mut newer = Vec::new();
+    for _ in 0..3 {
+        let job = Job::new(spec(0), Timestamp::now());
+        newer.push(job.id);
+        store.insert(job).await.unwrap();
+    }
+    assert_eq!(
+        ids_in(store, JobState::Pending, None, 2).await,
+        vec![newer[2], newer[1]]
+    );
+    assert_eq!(
+        ids_in(store, JobState::Pending, Some(newer[1]), 2).await,
+        vec![newer[0], waiting.id]
+    );
 }
 
 async fn concurrent_writers_all_land(store: Arc<dyn JobStore>) {

@@ -31,7 +31,7 @@ use async_trait::async_trait;
 pub use self::ledger::WorkerLedger;
 pub use self::postgres::{PgOptions, PgStore};
 pub use self::records::{RecordChange, RecordStore, RecordUpdate};
-pub use self::redb::RedbStore;
+pub use self::redb::{DEFAULT_CACHE_BYTES, RedbStore};
 use crate::domain::{DomainError, Job, JobId, JobState, LogRecord, Timestamp};
 
 /// A state change to apply to a job inside the store's transaction.
@@ -203,13 +203,18 @@ pub enum StorageKind {
 }
 
 /// Opens the configured adapter. The one place backends are registered.
+/// `cache_bytes` bounds the embedded store's page cache.
 pub async fn open(
     kind: StorageKind,
     data_dir: &Path,
+    cache_bytes: usize,
     postgres: &PgOptions,
 ) -> Result<Arc<dyn JobStore>, StoreError> {
     match kind {
-        StorageKind::Redb => Ok(Arc::new(RedbStore::open(&data_dir.join("hodei.redb"))?)),
+        StorageKind::Redb => Ok(Arc::new(RedbStore::open_with_cache(
+            &data_dir.join("hodei.redb"),
+            cache_bytes,
+        )?)),
         StorageKind::Postgres => Ok(Arc::new(PgStore::connect(postgres).await?)),
     }
 }

@@ -274,17 +274,25 @@ impl JobStore for PgStore {
     }
 
     async fn list(&self, query: ListQuery) -> Result<Vec<Job>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT doc::text AS doc FROM jobs \
-             WHERE ($1::text IS NULL OR state = $1) AND ($2::uuid IS NULL OR id < $2) \
-             ORDER BY id DESC LIMIT $3",
-        )
-        .bind(query.state.map(JobState::as_str))
-        .bind(query.before.map(|id| id.0))
-        .bind(to_i64(query.limit as u64))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(backend)?;
+        // No `$1 IS NULL OR …` in these: a prepared statement's generic
+        // plan could then not seek the `jobs_state` index or the key.
+        let sql = match query.state {
+            Some(_) => {
+                "SELECT doc::text AS doc FROM jobs WHERE state = $1 AND id < $2 \
+                        ORDER BY state, id DESC LIMIT $3"
+            }
+            None => {
+                "SELECT doc::text AS doc FROM jobs WHERE $1::text IS NULL AND id < $2 \
+                     ORDER BY id DESC LIMIT $3"
+            }
+        };
+        let rows = sqlx::query(sql)
+            .bind(query.state.map(JobState::as_str))
+            .bind(query.before.map_or(uuid::Uuid::max(), |id| id.0))
+            .bind(to_i64(query.limit as u64))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
         rows.iter().map(decode_row).collect()
     }
 
