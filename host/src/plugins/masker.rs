@@ -24,7 +24,7 @@ mod bindings {
 }
 
 use bindings::SecretMaskerPre;
-use bindings::hodei::masker::types::{Entry, Stream};
+use bindings::hodei::masker::types::{Lines, Stream};
 
 /// Where a line comes from, as the masker sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,31 +178,52 @@ impl MaskerInstance {
         session: SessionHandle,
         lines: &[(Origin, &[u8])],
     ) -> Result<Vec<Vec<u8>>, CallError> {
-        let entries: Vec<Entry> = lines
-            .iter()
-            .map(|(origin, data)| Entry {
-                stream: origin.wit(),
-                data: data.to_vec(),
-            })
-            .collect();
+        // Columns: three block copies into the component, whatever the
+        // number of lines.
+        let mut batch = Lines {
+            streams: Vec::with_capacity(lines.len()),
+            ends: Vec::with_capacity(lines.len()),
+            data: Vec::with_capacity(lines.iter().map(|(_, d)| d.len()).sum()),
+        };
+        for (origin, data) in lines {
+            batch.streams.push(origin.wit());
+            batch.data.extend_from_slice(data);
+            batch
+                .ends
+                .push(u32::try_from(batch.data.len()).unwrap_or(u32::MAX));
+        }
         engine.arm(&mut self.store);
         let masked = self
             .bindings
             .hodei_masker_masker()
             .session()
-            .call_mask(&mut self.store, session.0, &entries)
+            .call_mask(&mut self.store, session.0, &batch)
             .map_err(|e| failure(&self.store, "mask", &e))?;
-        if masked.len() != entries.len() {
-            return Err(CallError {
-                function: "mask",
-                message: format!(
-                    "returned {} lines for {} (a masker answers one line per line)",
-                    masked.len(),
-                    entries.len()
-                ),
-            });
+        let wrong = |message: String| CallError {
+            function: "mask",
+            message,
+        };
+        if masked.ends.len() != lines.len() {
+            return Err(wrong(format!(
+                "returned {} lines for {} (a masker answers one line per line)",
+                masked.ends.len(),
+                lines.len()
+            )));
         }
-        Ok(masked)
+        let mut start = 0usize;
+        let mut out = Vec::with_capacity(lines.len());
+        for end in masked.ends {
+            let end = end as usize;
+            if end < start || end > masked.data.len() {
+                return Err(wrong(format!(
+                    "answered line ends that do not fit its {} bytes",
+                    masked.data.len()
+                )));
+            }
+            out.push(masked.data[start..end].to_vec());
+            start = end;
+        }
+        Ok(out)
     }
 
     /// Closes a session (its state is dropped inside the instance).

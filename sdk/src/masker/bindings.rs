@@ -18,4 +18,4 @@ wit_bindgen::generate!({
 });
 
 pub use exports::hodei::masker::masker::{Guest, GuestSession};
-pub use hodei::masker::types::{Entry, Info, Stream};
+pub use hodei::masker::types::{Info, Lines, Masked, Stream};

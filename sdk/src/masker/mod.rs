@@ -71,7 +71,19 @@ pub mod bindings;
 mod export;
 pub mod testing;
 
-pub use bindings::{Entry, Info, Stream};
+pub use bindings::{Info, Stream};
+
+/// One line of a batch: its stream and its bytes, without terminator (not
+/// always UTF-8). The WIT carries a batch as columns (`lines`); the export
+/// hands a session one `Entry` per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Where the line came from.
+    pub stream: Stream,
+    /// The line's bytes.
+    pub data: Vec<u8>,
+}
+
 #[doc(hidden)]
 pub use export::Exported;
 
