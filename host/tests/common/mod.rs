@@ -351,7 +351,7 @@ impl Host {
     /// Reads the SSE log stream to its end, handing `each` the event name
     /// and the raw data of every event, unparsed.
     pub fn sse_raw(&self, id: &str, query: &str, mut each: impl FnMut(&str, &str)) {
-        let response = http_agent()
+        let response = stream_agent()
             .get(&self.url(&format!("/api/v1/jobs/{id}/logs{query}")))
             .call()
             .expect("sse request");
@@ -374,7 +374,7 @@ impl Host {
 
     /// Reads the SSE log stream to its end.
     pub fn sse(&self, id: &str, query: &str) -> Vec<SseEvent> {
-        let response = http_agent()
+        let response = stream_agent()
             .get(&self.url(&format!("/api/v1/jobs/{id}/logs{query}")))
             .call()
             .expect("sse request");
@@ -521,6 +521,19 @@ fn http_agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into()
+}
+
+/// For reading a whole log stream: the answer must start within 2 minutes,
+/// but reading the body may take long (2.6 million lines of a 200 MB log,
+/// parsed by a debug build on a loaded 2-core machine, took more than the
+/// 2 minutes `http_agent` allows for a whole call).
+fn stream_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_recv_response(Some(Duration::from_secs(120)))
+        .timeout_recv_body(Some(Duration::from_secs(30 * 60)))
         .build()
         .into()
 }
