@@ -6,7 +6,13 @@
 //!   means the job is fsynced (no agents, so nothing competes);
 //! - completed jobs/s: a fresh host with local agents, `true` jobs submitted
 //!   by 64 clients, timed from the first submit until the host has finished
-//!   them all.
+//!   them all;
+//! - with `--secure`, what TLS and API tokens cost: each submit round runs
+//!   `--runs` times against a plain host and a host with TLS (`hodei certs
+//!   init` output) and token auth (its admin token, no rate limit),
+//!   alternating, and the medians and their ratio are printed. Both use
+//!   HTTP/1.1 keep-alive connections, one per client, so the difference is
+//!   TLS and the token check, not h2 multiplexing.
 //!
 //! Build with `--release` for figures worth comparing.
 
@@ -38,6 +44,12 @@ pub struct SpineArgs {
     /// Slots per local agent.
     #[arg(long, default_value_t = 8)]
     slots: u32,
+    /// Measure submits plain and with TLS + token auth, side by side.
+    #[arg(long)]
+    secure: bool,
+    /// Rounds per mode with `--secure` (medians are printed).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
 }
 
 /// A `hodei serve` child on a temporary data directory (also used by
@@ -89,7 +101,11 @@ impl Host {
             .arg(dir)
             .args(["--local-agents", &local_agents.to_string()])
             .args(["--local-agent-slots", &slots.to_string()])
-            .args(["--api-auth", "off"])
+            .args(if extra.contains(&"--api-auth") {
+                &[][..]
+            } else {
+                &["--api-auth", "off"][..]
+            })
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -168,6 +184,17 @@ pub(super) async fn submit_load(
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(clients)
         .build()?;
+    submit_with(&http, base, clients, total, body).await
+}
+
+/// The same through `http` (which carries any CA and token).
+async fn submit_with(
+    http: &reqwest::Client,
+    base: &str,
+    clients: usize,
+    total: usize,
+    body: serde_json::Value,
+) -> anyhow::Result<f64> {
     let left = Arc::new(AtomicUsize::new(total));
     let url = format!("{base}/api/v1/jobs");
     let started = Instant::now();
@@ -208,6 +235,9 @@ pub(super) async fn finished(http: &reqwest::Client, base: &str) -> anyhow::Resu
 
 /// Runs the benchmark and prints a table.
 pub async fn run(args: SpineArgs) -> anyhow::Result<()> {
+    if args.secure {
+        return secure(&args).await;
+    }
     println!("| measurement | figure |");
     println!("|---|---|");
     let body = json!({ "args": ["true"] });
@@ -239,5 +269,89 @@ pub async fn run(args: SpineArgs) -> anyhow::Result<()> {
         args.agents, args.slots, args.jobs
     );
     host.stop().await;
+    Ok(())
+}
+
+/// Durable submits/s of one round against a fresh host, plain or with TLS
+/// and token auth.
+async fn secure_round(secure: bool, clients: usize, submits: usize) -> anyhow::Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let body = json!({ "args": ["true"] });
+    let builder = reqwest::Client::builder()
+        .http1_only()
+        .pool_max_idle_per_host(clients);
+    if !secure {
+        let host = Host::start_in(dir.path(), 0, 1, &[]).await?;
+        let rate = submit_with(&builder.build()?, &host.base, clients, submits, body).await;
+        host.stop().await;
+        return rate;
+    }
+    let tls = dir.path().join("tls");
+    crate::tls::certs::init(&tls, Vec::new(), 1)?;
+    let (cert, key) = (tls.join("server.pem"), tls.join("server.key"));
+    let host = Host::start_in(
+        dir.path(),
+        0,
+        1,
+        &[
+            "--api-auth",
+            "tokens",
+            "--api-submit-rate",
+            "0",
+            "--tls-cert",
+            cert.to_str().context("temp path is not UTF-8")?,
+            "--tls-key",
+            key.to_str().context("temp path is not UTF-8")?,
+        ],
+    )
+    .await?;
+    let token = std::fs::read_to_string(dir.path().join("admin.token"))?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", token.trim()).parse()?,
+    );
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(tls.join("ca.pem"))?)?;
+    let http = builder
+        .add_root_certificate(ca)
+        .default_headers(headers)
+        .build()?;
+    let rate = submit_with(&http, &host.base, clients, submits, body).await;
+    host.stop().await;
+    rate
+}
+
+fn median(mut figures: Vec<f64>) -> f64 {
+    figures.sort_by(f64::total_cmp);
+    figures.get(figures.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// `--secure`: plain against TLS + tokens, alternating, medians and ratio.
+async fn secure(args: &SpineArgs) -> anyhow::Result<()> {
+    println!(
+        "| durable submits/s (redb), {} jobs per round, median of {} | plain | TLS + token | ratio |",
+        args.submits, args.runs
+    );
+    println!("|---|---:|---:|---:|");
+    for &clients in &args.clients {
+        let (mut plain, mut secured) = (Vec::new(), Vec::new());
+        for run in 0..args.runs.max(1) {
+            // Alternate which goes first, so drift of the machine does not
+            // favour one mode.
+            for secure in [run % 2 == 1, run % 2 == 0] {
+                let rate = secure_round(secure, clients, args.submits).await?;
+                if secure {
+                    secured.push(rate)
+                } else {
+                    plain.push(rate)
+                }
+            }
+        }
+        let (plain, secured) = (median(plain), median(secured));
+        println!(
+            "| {clients} client(s) | {plain:.0} | {secured:.0} | {:.2} |",
+            secured / plain
+        );
+    }
     Ok(())
 }

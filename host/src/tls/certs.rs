@@ -75,6 +75,48 @@ fn validity(params: &mut CertificateParams, days: i64) {
     params.not_after = now + Duration::days(days.max(1));
 }
 
+/// Writes a new CA (`ca.pem`, `ca.key`) and a server certificate signed by
+/// it (`server.pem`, `server.key`) into `dir`, valid for loopback and
+/// `names`; nothing is overwritten.
+pub fn init(dir: &Path, names: Vec<String>, days: i64) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "Hodei Jobs private CA");
+    ca.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+    ];
+    validity(&mut ca, days.saturating_mul(5));
+    let ca_key = KeyPair::generate()?;
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let ca_key_pem = ca_key.serialize_pem();
+    let mut sans = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    sans.extend(names);
+    let mut server = CertificateParams::new(sans)?;
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "hodei host");
+    server.use_authority_key_identifier_extension = true;
+    server.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    validity(&mut server, days);
+    let server_key = KeyPair::generate()?;
+    let issuer = Issuer::new(ca, ca_key);
+    let server_cert = server.signed_by(&server_key, &issuer)?;
+    write_new(&dir.join("ca.pem"), &ca_cert.pem(), false)?;
+    write_new(&dir.join("ca.key"), &ca_key_pem, true)?;
+    write_new(&dir.join("server.pem"), &server_cert.pem(), false)?;
+    write_new(&dir.join("server.key"), &server_key.serialize_pem(), true)?;
+    Ok(())
+}
+
 /// Runs a `hodei certs` subcommand.
 pub fn run(command: CertsCommand) -> anyhow::Result<()> {
     match command {
@@ -85,42 +127,7 @@ pub fn run(command: CertsCommand) -> anyhow::Result<()> {
             days,
         } => {
             let dir = dir.unwrap_or_else(|| data_dir.join("tls"));
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            let mut ca = CertificateParams::new(Vec::<String>::new())?;
-            ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            ca.distinguished_name
-                .push(DnType::CommonName, "Hodei Jobs private CA");
-            ca.key_usages = vec![
-                KeyUsagePurpose::DigitalSignature,
-                KeyUsagePurpose::KeyCertSign,
-                KeyUsagePurpose::CrlSign,
-            ];
-            validity(&mut ca, days.saturating_mul(5));
-            let ca_key = KeyPair::generate()?;
-            let ca_cert = ca.self_signed(&ca_key)?;
-            let ca_key_pem = ca_key.serialize_pem();
-            let mut sans = vec![
-                "localhost".to_owned(),
-                "127.0.0.1".to_owned(),
-                "::1".to_owned(),
-            ];
-            sans.extend(names);
-            let mut server = CertificateParams::new(sans)?;
-            server
-                .distinguished_name
-                .push(DnType::CommonName, "hodei host");
-            server.use_authority_key_identifier_extension = true;
-            server.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-            server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-            validity(&mut server, days);
-            let server_key = KeyPair::generate()?;
-            let issuer = Issuer::new(ca, ca_key);
-            let server_cert = server.signed_by(&server_key, &issuer)?;
-            write_new(&dir.join("ca.pem"), &ca_cert.pem(), false)?;
-            write_new(&dir.join("ca.key"), &ca_key_pem, true)?;
-            write_new(&dir.join("server.pem"), &server_cert.pem(), false)?;
-            write_new(&dir.join("server.key"), &server_key.serialize_pem(), true)?;
+            init(&dir, names, days)?;
             println!(
                 "wrote {0}/ca.pem, ca.key, server.pem, server.key\n\
                  serve:  hodei serve --tls-cert {0}/server.pem --tls-key {0}/server.key\n\
