@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use crate::agents::{AgentLimits, LimitArgs};
 use crate::auth::AuthMode;
+use crate::auth::agents::AgentAuthMode;
 use crate::masking::ChainEntry;
 use crate::plugins::{ActiveChoice, Limits};
 use crate::providers::PoolSpec;
@@ -103,6 +104,12 @@ pub struct ServeArgs {
     /// `tokens` or `off` [default: tokens].
     #[arg(long, env = "HODEI_API_AUTH", value_enum)]
     pub api_auth: Option<AuthMode>,
+    /// Which tokens agents may present: `shared` (the shared agent token
+    /// too), `tokens` (bootstrap and registration tokens only), `strict`
+    /// (`tokens` and a client certificate from `--client-ca`)
+    /// [default: shared].
+    #[arg(long, env = "HODEI_AGENT_AUTH", value_enum)]
+    pub agent_auth: Option<AgentAuthMode>,
     /// Submits per second one API token may make (a burst of one second's
     /// worth; 429 with Retry-After past it); 0: no limit [default: 200].
     #[arg(long, env = "HODEI_API_SUBMIT_RATE")]
@@ -162,6 +169,7 @@ struct FileConfig {
     policy_config: Option<String>,
     maskers: Option<Vec<String>>,
     api_auth: Option<AuthMode>,
+    agent_auth: Option<AgentAuthMode>,
     api_submit_rate: Option<u32>,
     insecure: Option<bool>,
     secrets_key_file: Option<PathBuf>,
@@ -211,6 +219,8 @@ pub struct ServeConfig {
     pub maskers: Option<Vec<ChainEntry>>,
     /// REST authentication.
     pub api_auth: AuthMode,
+    /// Which tokens agents may present.
+    pub agent_auth: AgentAuthMode,
     /// Submits per second per API token (0: no limit).
     pub api_submit_rate: u32,
     /// Non-loopback without TLS and tokens is allowed.
@@ -287,6 +297,17 @@ impl ServeArgs {
             let beside = tls.as_ref()?.cert.with_file_name("ca.pem");
             beside.is_file().then_some(beside)
         });
+        let agent_auth = self
+            .agent_auth
+            .or(file.agent_auth)
+            .unwrap_or(AgentAuthMode::Shared);
+        if agent_auth == AgentAuthMode::Strict
+            && tls.as_ref().is_none_or(|tls| tls.client_ca.is_none())
+        {
+            anyhow::bail!(
+                "agent_auth strict needs mutual TLS: tls_cert, tls_key and client_ca (--client-ca)"
+            );
+        }
         let pg = PgOptions::default();
         let postgres = PgOptions {
             url: self.database_url.or(file.database_url),
@@ -345,6 +366,7 @@ impl ServeArgs {
             policy,
             maskers,
             api_auth: self.api_auth.or(file.api_auth).unwrap_or(AuthMode::Tokens),
+            agent_auth,
             api_submit_rate: self.api_submit_rate.or(file.api_submit_rate).unwrap_or(200),
             insecure: self.insecure || file.insecure.unwrap_or(false),
             secrets_key_file,

@@ -19,6 +19,7 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::agents::{AgentGateway, GatewayConfig};
 use crate::api::{AppState, router};
+use crate::auth::agents::AgentTokens;
 use crate::auth::{ApiTokens, AuthMode};
 use crate::bus::Bus;
 use crate::config::ServeConfig;
@@ -66,6 +67,10 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             .with_submit_rate(config.api_submit_rate),
     );
     tokens.spawn_refresh();
+    let agent_tokens = AgentTokens::load(store.records())
+        .await
+        .context("cannot load the agent tokens")?;
+    agent_tokens.spawn_refresh();
     let engine = PluginEngine::new(config.plugin_limits, Some(&config.plugin_cache_dir))
         .context("cannot start the WebAssembly engine")?;
     let registry = Arc::new(PolicyRegistry::new(engine.clone()));
@@ -147,6 +152,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             usage: Arc::clone(&usage),
             provisioner: Arc::clone(&provisioner),
             tokens,
+            agent_tokens: Arc::clone(&agent_tokens),
         },
         config.max_body_bytes,
     );
@@ -185,6 +191,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             limits: Arc::new(config.agent_limits.clone()),
             ledger: jobs.store().ledger(),
             masking,
+            agent_tokens,
+            agent_auth: config.agent_auth,
         },
     );
     let mut server = tonic::transport::Server::builder();

@@ -82,8 +82,51 @@ fn fixture(host: &Host, method: &str, path: &str) -> (String, Body) {
             Body::None,
         ),
         ("GET", "/healthz" | "/api/v1/jobs" | "/api/v1/workers" | "/api/v1/pools")
-        | ("GET", "/api/v1/policies" | "/api/v1/maskers" | "/api/v1/tokens") => {
+        | ("GET", "/api/v1/policies" | "/api/v1/maskers" | "/api/v1/tokens")
+        | ("GET", "/api/v1/agent-tokens" | "/api/v1/agents/credentials") => {
             (path.to_owned(), Body::None)
+        }
+        ("POST", "/api/v1/agent-tokens") => (
+            path.to_owned(),
+            Body::Json(json!({ "pool": "gpu", "ttl_secs": 60, "uses": 2 })),
+        ),
+        ("DELETE", "/api/v1/agent-tokens/{id}") => {
+            let made = put("/api/v1/agent-tokens", Body::Json(json!({})));
+            (
+                format!(
+                    "/api/v1/agent-tokens/{}",
+                    made["record"]["id"].as_str().unwrap()
+                ),
+                Body::None,
+            )
+        }
+        ("DELETE", "/api/v1/agents/credentials/{id}") => {
+            // A credential exists once an agent redeemed a bootstrap token.
+            let made = put("/api/v1/agent-tokens", Body::Json(json!({})));
+            let token = made["token"].as_str().unwrap();
+            let _agent = Agent::start_env(host, "bound", "", 1, &[("HODEI_TOKEN", token)]);
+            let mut agent_id = None;
+            common::wait_until(
+                "the agent redeems its token",
+                Duration::from_secs(30),
+                || {
+                    let (_, listing) = call(
+                        "GET",
+                        &host.url("/api/v1/agents/credentials"),
+                        Some(&admin),
+                        Body::None,
+                    );
+                    agent_id = listing["credentials"]
+                        .as_array()
+                        .and_then(|c| c.iter().find(|c| c["name"] == json!("bound")))
+                        .map(|c| c["agent_id"].as_str().unwrap().to_owned());
+                    agent_id.is_some()
+                },
+            );
+            (
+                format!("/api/v1/agents/credentials/{}", agent_id.unwrap()),
+                Body::None,
+            )
         }
         ("POST", "/api/v1/jobs") => (
             path.to_owned(),

@@ -1,6 +1,9 @@
 //! The agent gateway: the tonic service agents dial into.
 //!
-//! Owns authentication (a bearer token, checked before any message is read),
+//! Owns authentication (a bearer token, checked before any message is read:
+//! the shared agent token, a provisioned worker's registration token, or a
+//! bootstrap token that binds the agent's id, see `auth::agents`; which are
+//! accepted is `--agent-auth`),
 //! the agent's identity (an id proved by its secret), the limits of what an
 //! agent may send (`limits`), who may speak for a job (only the current
 //! session of the worker holding its attempt), registration and
@@ -29,6 +32,7 @@ use hodei_proto::v1::agent_service_server::{AgentService, AgentServiceServer};
 use hodei_proto::v1::{AgentMessage, ServerMessage};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::agents::{AgentAuthMode, AgentTokens};
 use crate::jobs::JobService;
 use crate::masking::Masking;
 use crate::providers::tokens::{TOKEN_PREFIX, token_hash};
@@ -51,6 +55,10 @@ pub struct GatewayConfig {
     /// The masker chain every log batch and error string passes through
     /// before the host keeps it.
     pub masking: Arc<Masking>,
+    /// Bootstrap tokens and the credentials they bound.
+    pub agent_tokens: Arc<AgentTokens>,
+    /// Which tokens are accepted.
+    pub agent_auth: AgentAuthMode,
 }
 
 /// What an agent authenticated with.
@@ -61,6 +69,9 @@ pub(crate) enum Credential {
     /// A provisioned worker's registration token, by its hash: that
     /// worker only (checked against the ledger at `Register`).
     Worker(String),
+    /// A bootstrap token (`hodei_…`): redeemed by, or bound to, the agent
+    /// id of `Register`.
+    Bootstrap(String),
 }
 
 /// The `AgentService` implementation.
@@ -92,17 +103,22 @@ impl AgentGateway {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
+        let shared_allowed = self.config.agent_auth == AgentAuthMode::Shared;
         match presented {
             Some(token)
-                if constant_time_eq::constant_time_eq(
-                    token.as_bytes(),
-                    self.config.token.as_bytes(),
-                ) =>
+                if shared_allowed
+                    && constant_time_eq::constant_time_eq(
+                        token.as_bytes(),
+                        self.config.token.as_bytes(),
+                    ) =>
             {
                 Ok(Credential::Shared)
             }
             Some(token) if token.starts_with(TOKEN_PREFIX) => {
                 Ok(Credential::Worker(token_hash(token)))
+            }
+            Some(token) if token.starts_with(crate::auth::tokens::TOKEN_PREFIX) => {
+                Ok(Credential::Bootstrap(token.to_owned()))
             }
             _ => {
                 let peer = request

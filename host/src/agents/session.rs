@@ -17,7 +17,7 @@ use hodei_proto::v1::{
     Ack, AgentMessage, JobResult, LogBatch, Refused, Register, RegisterAck, RunningJob,
     agent_message,
 };
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status, Streaming};
@@ -25,6 +25,7 @@ use tonic::{Code, Status, Streaming};
 use super::limits::AgentLimits;
 use super::link::AgentLink;
 use super::{Credential, GatewayConfig, ServerStream, coalesce, wire};
+use crate::auth::agents::{AgentTokens, Claim};
 use crate::domain::{DomainError, JobId, Timestamp, WorkerId, WorkerInfo, WorkerMetrics};
 use crate::jobs::{JobService, ResultTaken};
 use crate::masking::Masking;
@@ -68,8 +69,42 @@ pub(super) async fn open(
 
     // A provisioned worker is known by the id its pool gave it, and only
     // the agent that first redeemed its token may register as it.
+    let mut labels: std::collections::BTreeMap<String, String> =
+        register.labels.clone().into_iter().collect();
+    let mut bound = false;
     let provisioned = match credential {
         Credential::Shared => None,
+        Credential::Bootstrap(token) => {
+            let claim = Claim {
+                agent_id: &register.agent_id,
+                name: &register.name,
+                pool: register.labels.get("pool").map(String::as_str),
+            };
+            match config
+                .agent_tokens
+                .admit(&token, claim, Timestamp::now())
+                .await
+            {
+                Ok(Ok(admitted)) => {
+                    if let Some(pool) = admitted.pool {
+                        labels.insert("pool".into(), pool);
+                    }
+                    tracing::info!(target: "hodei::audit", event = "agent_admitted", %peer,
+                        agent_id = %register.agent_id, token = %admitted.token_id, "agent admitted by a bootstrap token");
+                    bound = true;
+                    None
+                }
+                Ok(Err(refusal)) => {
+                    tracing::warn!(target: "hodei::audit", event = "agent_refused", %peer,
+                        agent_id = %register.agent_id, %refusal, "agent rejected: bootstrap token refused");
+                    return Err(Status::unauthenticated(refusal.to_string()));
+                }
+                Err(err) => {
+                    tracing::error!(%err, "cannot check a bootstrap token");
+                    return Err(Status::unavailable("cannot check the agent token now"));
+                }
+            }
+        }
         Credential::Worker(hash) => {
             match config
                 .ledger
@@ -106,7 +141,7 @@ pub(super) async fn open(
         version: register.version.clone(),
         os: register.os.clone(),
         arch: register.arch.clone(),
-        labels: register.labels.clone().into_iter().collect(),
+        labels: labels.into_iter().collect(),
         slots: register.slots,
         capacity: wire::capacity(&register),
         pool: provisioned.as_ref().map(|row| row.pool.clone()),
@@ -151,6 +186,13 @@ pub(super) async fn open(
         link,
         refusals: 0,
         starting: HashMap::new(),
+        revocation: bound.then(|| {
+            (
+                Arc::clone(&config.agent_tokens),
+                register.agent_id.clone(),
+                config.agent_tokens.watch(),
+            )
+        }),
     };
     tokio::spawn(async move {
         if let Err(status) = session.run(inbound).await {
@@ -161,6 +203,22 @@ pub(super) async fn open(
     // session (the task's and the cluster's) is gone.
     let closing = futures::stream::once(closed_rx).filter_map(|r| async move { r.ok().map(Err) });
     Ok(ReceiverStream::new(rx).map(Ok).chain(closing).boxed())
+}
+
+/// Resolves when the session's credential is revoked; never for a session
+/// without one.
+async fn revoked(revocation: &mut Option<(Arc<AgentTokens>, String, watch::Receiver<u64>)>) {
+    let Some((tokens, agent, changes)) = revocation else {
+        return std::future::pending().await;
+    };
+    loop {
+        if tokens.is_revoked(agent) {
+            return;
+        }
+        if changes.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
 }
 
 fn validate(register: &Register, limits: &AgentLimits) -> Result<(), Status> {
@@ -211,6 +269,9 @@ struct Session {
     /// Starts being stored, by job: a job's result is stored after its
     /// start, while other jobs' messages go on meanwhile.
     starting: HashMap<JobId, JoinHandle<()>>,
+    /// For an agent admitted by a bootstrap token: where its credential's
+    /// revocation shows, its id, and the wake-up when revocations change.
+    revocation: Option<(Arc<AgentTokens>, String, watch::Receiver<u64>)>,
 }
 
 impl Session {
@@ -244,6 +305,9 @@ impl Session {
                         self.link.try_keepalive();
                         continue;
                     }
+                    () = revoked(&mut self.revocation) => {
+                        return Err(Status::unauthenticated("this agent's credential was revoked"));
+                    }
                 },
             };
             match next {
@@ -275,7 +339,15 @@ impl Session {
     }
 
     /// A newer session of the same agent replaced this one: close it.
+    /// (Revocation is checked here too, so a busy stream notices it.)
     fn still_current(&self) -> Result<(), Status> {
+        if let Some((tokens, agent, _)) = &self.revocation
+            && tokens.is_revoked(agent)
+        {
+            return Err(Status::unauthenticated(
+                "this agent's credential was revoked",
+            ));
+        }
         if self.jobs.cluster().is_current(&self.worker, self.id) {
             Ok(())
         } else {

@@ -2,11 +2,12 @@
 //! input into the one JSON error shape.
 //!
 //! One file per resource: `jobs`, `logs` (SSE), `workers`, `policies`,
-//! `maskers`, `pools`, `tokens`; who may call which route is declared
+//! `maskers`, `pools`, `tokens`, `agents` (agent tokens and credentials); who may call which route is declared
 //! with the route ([`routes`], see `crate::auth::guard`);
 //! `error` owns the error shape.
 //! `dashboard` serves the web UI (assets embedded in the binary).
 
+mod agents;
 mod dashboard;
 pub mod error;
 mod jobs;
@@ -24,6 +25,7 @@ use axum::{Router, middleware};
 use tower_http::limit::RequestBodyLimitLayer;
 
 use self::error::ApiError;
+use crate::auth::agents::AgentTokens;
 use crate::auth::guard::{self, Routes};
 use crate::auth::{Access, ApiTokens, Scope};
 use crate::jobs::JobService;
@@ -51,6 +53,8 @@ pub struct AppState {
     pub provisioner: Arc<Provisioner>,
     /// The API tokens every request is checked against.
     pub tokens: Arc<ApiTokens>,
+    /// Agents' bootstrap tokens and credentials.
+    pub agent_tokens: Arc<AgentTokens>,
 }
 
 /// `axum::Json` whose rejections are [`ApiError`]s.
@@ -131,6 +135,22 @@ pub fn routes() -> Routes<AppState> {
         .route(
             "/api/v1/tokens/{id}",
             guard::delete(Needs(Admin), tokens::revoke),
+        )
+        .route(
+            "/api/v1/agent-tokens",
+            guard::post(Needs(Admin), agents::create).get(Needs(Admin), agents::list),
+        )
+        .route(
+            "/api/v1/agent-tokens/{id}",
+            guard::delete(Needs(Admin), agents::revoke),
+        )
+        .route(
+            "/api/v1/agents/credentials",
+            guard::get(Needs(WorkersRead), agents::credentials),
+        )
+        .route(
+            "/api/v1/agents/credentials/{id}",
+            guard::delete(Needs(Admin), agents::revoke_credential),
         )
 }
 

@@ -14,6 +14,7 @@
 //!   401 (no or bad token) or 403 (scope missing) in the API's one error
 //!   shape.
 
+pub mod agents;
 pub mod guard;
 pub mod tokens;
 

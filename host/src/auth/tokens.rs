@@ -158,7 +158,7 @@ fn checksum(random: &[u8]) -> String {
 }
 
 /// A fresh token.
-fn generate() -> String {
+pub(crate) fn generate() -> String {
     let mut rng = rand::rng();
     let random: String = (0..RANDOM_CHARS)
         .map(|_| char::from(BASE62[rng.random_range(0..BASE62.len())]))
@@ -177,7 +177,7 @@ pub fn well_formed(token: &str) -> bool {
 }
 
 /// The key a token is stored under.
-fn hash(token: &str) -> String {
+pub(crate) fn hash(token: &str) -> String {
     format!("{:x}", Sha256::digest(token.as_bytes()))
 }
 

@@ -1,6 +1,7 @@
 //! The `hodei` command line: `serve` runs the host; every other command is
 //! a client of its REST API (one file per command).
 
+mod agent_token;
 pub mod client;
 mod jobs;
 mod logs;
@@ -68,6 +69,10 @@ enum Command {
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Agents' bootstrap tokens (create, ls, revoke) and the credentials
+    /// they bound (agents, revoke-agent).
+    #[command(subcommand)]
+    AgentToken(agent_token::AgentTokenCommand),
     /// Manage secret maskers (WebAssembly plugins) and the masker chain.
     #[command(subcommand)]
     Masker(masker::MaskerCommand),
@@ -143,6 +148,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Policy(command) => policy::run(&client, command).await.map(|()| 0),
         Command::Masker(command) => masker::run(&client, command).await.map(|()| 0),
         Command::Token(command) => token::run(&client, command).await.map(|()| 0),
+        Command::AgentToken(command) => agent_token::run(&client, command).await.map(|()| 0),
         Command::Certs(command) => crate::tls::certs::run(command).map(|()| 0),
         Command::Plugin(command) => plugin::run(command).await.map(|()| 0),
         Command::Bench(command) => crate::bench::run(command).await.map(|()| 0),

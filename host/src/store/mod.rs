@@ -218,3 +218,19 @@ pub async fn open(
         StorageKind::Postgres => Ok(Arc::new(PgStore::connect(postgres).await?)),
     }
 }
+
+#[cfg(test)]
+/// The admin URL of the test server (`scripts/postgres.sh` prints it).
+/// Without one the test is skipped, unless `CI=true`: CI must run it.
+pub(crate) fn test_database_url() -> Option<String> {
+    match std::env::var("HODEI_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true but HODEI_TEST_DATABASE_URL is not set: run scripts/postgres.sh")
+        }
+        _ => {
+            eprintln!("skipped: HODEI_TEST_DATABASE_URL is not set (scripts/postgres.sh)");
+            None
+        }
+    }
+}
