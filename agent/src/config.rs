@@ -65,6 +65,13 @@ pub struct Args {
     #[arg(long, env = "HODEI_CLIENT_KEY", requires = "client_cert")]
     pub client_key: Option<PathBuf>,
 
+    /// Keep this agent's identity (the secret its id is derived from) in
+    /// this file, created 0600 when missing, so a restarted agent is the
+    /// same agent: the credential a bootstrap token bound to its id stays
+    /// valid [default: a new identity per process].
+    #[arg(long, env = "HODEI_IDENTITY_FILE")]
+    pub identity_file: Option<PathBuf>,
+
     /// Receive SIGINT (cancel and exit) when the parent dies (for agents the host spawns).
     #[arg(long, env = "HODEI_EXIT_WITH_PARENT")]
     pub exit_with_parent: bool,

@@ -231,7 +231,10 @@ fn agent(args: Args) -> anyhow::Result<Agent> {
     let sampler = MachineSampler::new();
     // The id is derived from a secret only this process knows, so no other
     // agent can take it over (see the protocol header).
-    let (agent_secret, agent_id) = hodei_proto::new_agent_identity();
+    let (agent_secret, agent_id) = match &args.identity_file {
+        Some(path) => identity_from_file(path)?,
+        None => hodei_proto::new_agent_identity(),
+    };
     let identity = Register {
         protocol_version: PROTOCOL_VERSION,
         agent_id,
@@ -268,4 +271,36 @@ fn agent(args: Args) -> anyhow::Result<Agent> {
         jobs,
         sampler: Mutex::new(sampler),
     })
+}
+
+/// The identity kept in `path`: its secret and the id it proves; a new one
+/// is written (0600, never overwritten) when the file does not exist.
+fn identity_from_file(path: &std::path::Path) -> anyhow::Result<(String, String)> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::read_to_string(path) {
+        Ok(secret) => {
+            let secret = secret.trim().to_owned();
+            anyhow::ensure!(
+                secret.len() >= 32 && secret.bytes().all(|b| b.is_ascii_alphanumeric()),
+                "{} does not hold an agent identity (remove it to make a new one)",
+                path.display()
+            );
+            let id = hodei_proto::agent_id_for_secret(&secret);
+            Ok((secret, id))
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let (secret, id) = hodei_proto::new_agent_identity();
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            file.write_all(secret.as_bytes())?;
+            file.sync_all()?;
+            Ok((secret, id))
+        }
+        Err(err) => Err(anyhow::Error::new(err).context(format!("cannot read {}", path.display()))),
+    }
 }

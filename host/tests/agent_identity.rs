@@ -153,3 +153,43 @@ fn strict_mode_without_mutual_tls_is_a_config_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("client_ca"), "{stderr}");
 }
+
+#[test]
+fn an_agent_keeping_its_identity_comes_back_with_its_one_use_token() {
+    let host = Host::start_with(&["--agent-auth", "tokens"]);
+    let dir = tempfile::tempdir().unwrap();
+    let identity = dir.path().join("identity");
+    let identity = identity.to_str().unwrap();
+    let once = create(&host, &["--uses", "1"]);
+    let env = [
+        ("HODEI_TOKEN", once.as_str()),
+        ("HODEI_IDENTITY_FILE", identity),
+    ];
+
+    let first = Agent::start_env(&host, "kept", "", 1, &env);
+    host.wait_workers(1);
+    let id_before = first.worker_id(&host);
+    drop(first);
+    wait_until(
+        "the killed agent disconnects",
+        Duration::from_secs(30),
+        || !connected(&host, "kept"),
+    );
+
+    // The restarted process proves the same id, so the spent token still
+    // admits it.
+    let again = Agent::start_env(&host, "kept", "", 1, &env);
+    wait_until(
+        "the restarted agent reconnects",
+        Duration::from_secs(30),
+        || connected(&host, "kept"),
+    );
+    assert_eq!(again.worker_id(&host), id_before);
+
+    // Another process without that identity is refused.
+    let mut other = agent_with(&host, "other", "", &once);
+    assert_eq!(exit_code(&mut other, Duration::from_secs(30)), Some(2));
+    let mode = std::fs::metadata(identity).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(mode.permissions().mode() & 0o777, 0o600);
+}
