@@ -321,19 +321,8 @@ impl AgentTokens {
     /// Reloads every [`REFRESH`] while `self` lives, so a revocation on
     /// another host sharing the store closes streams here.
     pub fn spawn_refresh(self: &Arc<Self>) {
-        let tokens = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(REFRESH);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(tokens) = tokens.upgrade() else {
-                    return;
-                };
-                if let Err(err) = tokens.refresh().await {
-                    tracing::warn!(%err, "cannot reload agent credentials; keeping the previous view");
-                }
-            }
+        super::spawn_refresh(self, REFRESH, "agent credentials", |tokens| async move {
+            tokens.refresh().await
         });
     }
 

@@ -119,3 +119,33 @@ pub fn local_token_path(port: u16) -> Option<std::path::PathBuf> {
         })?;
     Some(config.join("hodei").join("tokens").join(port.to_string()))
 }
+
+/// Calls `refresh` on the value behind `target` every `period` while that
+/// value lives (a weak reference: the task does not keep it alive), so
+/// changes made by another host sharing the store count here. A failed
+/// refresh keeps the previous view and is logged as about `what`.
+pub(crate) fn spawn_refresh<T, F, Fut>(
+    target: &std::sync::Arc<T>,
+    period: std::time::Duration,
+    what: &'static str,
+    refresh: F,
+) where
+    T: Send + Sync + 'static,
+    F: Fn(std::sync::Arc<T>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), crate::store::StoreError>> + Send,
+{
+    let target = std::sync::Arc::downgrade(target);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(target) = target.upgrade() else {
+                return;
+            };
+            if let Err(err) = refresh(target).await {
+                tracing::warn!(%err, "cannot reload {what}; keeping the previous view");
+            }
+        }
+    });
+}

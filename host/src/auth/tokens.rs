@@ -306,19 +306,8 @@ impl ApiTokens {
 
     /// Reloads every [`REFRESH`] until the process ends.
     pub fn spawn_refresh(self: &Arc<Self>) {
-        let tokens = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(REFRESH);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(tokens) = tokens.upgrade() else {
-                    return;
-                };
-                if let Err(err) = tokens.refresh().await {
-                    tracing::warn!(%err, "cannot reload the API tokens; keeping the previous view");
-                }
-            }
+        super::spawn_refresh(self, REFRESH, "the API tokens", |tokens| async move {
+            tokens.refresh().await
         });
     }
 
