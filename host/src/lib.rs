@@ -49,6 +49,7 @@ pub mod domain;
 pub mod jobs;
 pub mod logs;
 pub mod masking;
+pub mod metrics;
 pub mod plugins;
 pub mod providers;
 pub mod scheduler;

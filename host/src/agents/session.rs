@@ -482,8 +482,13 @@ impl Session {
         // counted before the masker chain has seen it.
         self.masking.mask_lines(id, batch.attempt, &mut lines).await;
         let quota = self.limits.log_quota_bytes;
+        let (count, bytes) = (
+            lines.len() as u64,
+            lines.iter().map(|l| l.data.len() as u64).sum::<u64>(),
+        );
         match self.jobs.append_logs(id, batch.attempt, lines, quota).await {
             Ok(appended) => {
+                self.jobs.metrics().logs_stored(count, bytes);
                 if appended.quota_reached {
                     self.quota_reached(id, &batch.job_id, batch.attempt).await;
                 }

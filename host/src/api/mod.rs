@@ -13,6 +13,7 @@ pub mod error;
 mod jobs;
 mod logs;
 mod maskers;
+mod metrics;
 mod policies;
 mod pools;
 mod tokens;
@@ -87,6 +88,7 @@ pub fn routes() -> Routes<AppState> {
             guard::get(Needs(LogsRead), logs::raw),
         )
         .route("/healthz", guard::get(Public, workers::healthz))
+        .route("/metrics", guard::get(Needs(WorkersRead), metrics::scrape))
         .route(
             "/api/v1/jobs",
             guard::post(Needs(JobsSubmit), jobs::submit).get(Needs(JobsRead), jobs::list),

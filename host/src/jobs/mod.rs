@@ -54,6 +54,7 @@ pub struct JobService {
     bus: Bus,
     lease: Duration,
     finished_total: AtomicU64,
+    metrics: Arc<crate::metrics::Metrics>,
     pools: Arc<PoolBoard>,
     sealer: Arc<Sealer>,
 }
@@ -73,6 +74,7 @@ impl JobService {
             bus,
             lease,
             finished_total: AtomicU64::new(0),
+            metrics: Arc::default(),
             pools: Arc::new(PoolBoard::default()),
             sealer: Arc::new(Sealer::ephemeral()),
         }
@@ -91,6 +93,11 @@ impl JobService {
         &self.sealer
     }
 
+    /// The counters `/metrics` shows.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
     /// Jobs this process saw reach a terminal state.
     pub fn finished_count(&self) -> u64 {
         self.finished_total.load(Ordering::Relaxed)
@@ -99,6 +106,7 @@ impl JobService {
     fn publish_state(&self, job: &Job) {
         if job.state.is_terminal() {
             self.finished_total.fetch_add(1, Ordering::Relaxed);
+            self.metrics.finished(job.state);
         }
         self.bus.publish(Event::JobStateChanged(job.id, job.state));
     }
@@ -165,6 +173,7 @@ impl JobService {
         spec.secrets = self.sealer.seal_all(std::mem::take(&mut spec.secrets));
         let job = Job::new(spec, Timestamp::now());
         self.store.insert(job.clone()).await?;
+        self.metrics.submitted();
         self.scheduler.enqueue(QueuedJob::of(&job));
         self.bus.publish(Event::JobCreated(job.id));
         Ok(job)
@@ -275,6 +284,11 @@ impl JobService {
             }
         };
         self.cluster().confirm(&worker, id, attempt);
+        if let Some(at) = job.scheduled_at {
+            let eligible = job.not_before.unwrap_or(job.created_at).max(job.created_at);
+            let micros = u64::try_from(at.0.saturating_sub(eligible.0)).unwrap_or(0);
+            self.metrics.placed(Duration::from_micros(micros));
+        }
         let mut job = job;
         match self.sealer.open_all(&job.spec.secrets) {
             Ok(opened) => job.spec.secrets = opened,

@@ -1,0 +1,101 @@
+//! `/metrics` against a real host and agent: scraped before and after known
+//! work, the counters moved by exactly that work, and the text is what
+//! Prometheus reads (content type, `# EOF`).
+#![allow(clippy::unwrap_used)] // test helpers are assertions
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{Agent, Host, script};
+
+/// Every sample line of a scrape: `name{labels}` → value.
+fn scrape(host: &Host) -> BTreeMap<String, f64> {
+    let response = ureq::get(&host.url("/metrics")).call().unwrap();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    let text = response.into_body().read_to_string().unwrap();
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').unwrap();
+            (name.to_owned(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+fn delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, name: &str) -> f64 {
+    after.get(name).copied().unwrap_or(0.0) - before.get(name).copied().unwrap_or(0.0)
+}
+
+#[test]
+fn counters_move_by_exactly_the_work_done() {
+    let host = Host::start();
+    let _agent = Agent::start(&host, "metered", "", 2);
+    host.wait_workers(1);
+    let before = scrape(&host);
+    assert_eq!(before["hodei_agents_connected"], 1.0);
+
+    // Three jobs: two succeed, one fails; each prints two lines of 5 bytes.
+    let jobs = [
+        script("echo one11; echo two22"),
+        script("echo thr33; echo fou44"),
+        script("echo fiv55; echo six66; exit 3"),
+    ];
+    let ids: Vec<String> = jobs.iter().map(|job| host.submit_ok(job)).collect();
+    for id in &ids {
+        host.wait_state(id, &["SUCCEEDED", "FAILED"], Duration::from_secs(60));
+    }
+    let after = scrape(&host);
+
+    assert_eq!(delta(&before, &after, "hodei_jobs_submitted_total"), 3.0);
+    assert_eq!(
+        delta(
+            &before,
+            &after,
+            "hodei_jobs_finished_total{outcome=\"succeeded\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        delta(
+            &before,
+            &after,
+            "hodei_jobs_finished_total{outcome=\"failed\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        delta(&before, &after, "hodei_log_lines_ingested_total"),
+        6.0
+    );
+    assert_eq!(
+        delta(&before, &after, "hodei_log_ingested_bytes_total"),
+        30.0
+    );
+    assert_eq!(
+        delta(&before, &after, "hodei_job_queue_wait_seconds_count"),
+        3.0
+    );
+    assert_eq!(after["hodei_jobs_queued"], 0.0);
+    assert_eq!(after["hodei_agents_connected"], 1.0);
+    assert_eq!(after["hodei_agents_draining"], 0.0);
+    // No job id in any series.
+    for series in after.keys() {
+        assert!(
+            ids.iter().all(|id| !series.contains(id.as_str())),
+            "{series}"
+        );
+    }
+}
