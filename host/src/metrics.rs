@@ -126,6 +126,12 @@ impl Metrics {
         self.jobs_submitted.inc();
     }
 
+    /// `count` jobs were accepted at once (a batch).
+    pub fn submitted_many(&self, count: usize) {
+        self.jobs_submitted
+            .inc_by(u64::try_from(count).unwrap_or(u64::MAX));
+    }
+
     /// A job reached `state` (counted only when it is terminal).
     pub fn finished(&self, state: JobState) {
         if state.is_terminal() {

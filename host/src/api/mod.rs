@@ -1,13 +1,14 @@
 //! The REST API: routes, shared state, and the extractors that turn bad
 //! input into the one JSON error shape.
 //!
-//! One file per resource: `jobs`, `logs` (SSE), `workers`, `policies`,
+//! One file per resource: `jobs` (and `batch`, many jobs in one commit), `logs` (SSE), `workers`, `policies`,
 //! `maskers`, `pools`, `tokens`, `agents` (agent tokens and credentials); who may call which route is declared
 //! with the route ([`routes`], see `crate::auth::guard`);
 //! `error` owns the error shape.
 //! `dashboard` serves the web UI (assets embedded in the binary).
 
 mod agents;
+mod batch;
 mod dashboard;
 pub mod error;
 mod jobs;
@@ -92,6 +93,10 @@ pub fn routes() -> Routes<AppState> {
         .route(
             "/api/v1/jobs",
             guard::post(Needs(JobsSubmit), jobs::submit).get(Needs(JobsRead), jobs::list),
+        )
+        .route(
+            "/api/v1/jobs/batch",
+            guard::post(Needs(JobsSubmit), batch::submit),
         )
         .route("/api/v1/jobs/{id}", guard::get(Needs(JobsRead), jobs::get))
         .route(

@@ -4,6 +4,7 @@
 //! (store, scheduler, agents, api) speaks these types, so the rules live in
 //! one place and are unit-tested without a runtime.
 
+mod event;
 mod job;
 mod log;
 mod provisioned;
@@ -13,6 +14,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use event::{EventId, EventKind, EventRecord, StoredEvent};
 pub use job::{Command, Job, JobId, JobSpec, JobState, Outcome};
 pub use log::{Admission, LogRecord, LogStream, admit, quota_marker};
 pub use provisioned::{ProvisionedWorker, TokenRefusal, WorkerPhase};

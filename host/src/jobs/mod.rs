@@ -179,6 +179,25 @@ impl JobService {
         Ok(job)
     }
 
+    /// Accepts many jobs in one durable commit: all of them or none.
+    pub async fn submit_batch(&self, specs: Vec<JobSpec>) -> Result<Vec<Job>, StoreError> {
+        let now = Timestamp::now();
+        let jobs: Vec<Job> = specs
+            .into_iter()
+            .map(|mut spec| {
+                spec.secrets = self.sealer.seal_all(std::mem::take(&mut spec.secrets));
+                Job::new(spec, now)
+            })
+            .collect();
+        self.store.insert_many(jobs.clone()).await?;
+        self.metrics.submitted_many(jobs.len());
+        self.scheduler.enqueue_many(jobs.iter().map(QueuedJob::of));
+        for job in &jobs {
+            self.bus.publish(Event::JobCreated(job.id));
+        }
+        Ok(jobs)
+    }
+
     /// One job with its pending reason.
     pub async fn get(&self, id: JobId) -> Result<Option<JobDetails>, StoreError> {
         Ok(self.store.get(id).await?.map(|job| self.details(job)))

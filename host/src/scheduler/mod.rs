@@ -73,6 +73,16 @@ impl Scheduler {
         self.wake.notify_one();
     }
 
+    /// Queues many jobs under one lock, then asks for one round.
+    pub fn enqueue_many(&self, jobs: impl IntoIterator<Item = QueuedJob>) {
+        let mut queue = lock(&self.queue);
+        for job in jobs {
+            queue.push(job);
+        }
+        drop(queue);
+        self.wake.notify_one();
+    }
+
     /// Takes a job out of the queue (it was cancelled).
     pub fn dequeue(&self, id: JobId) {
         lock(&self.queue).remove(id);

@@ -32,7 +32,9 @@ pub use self::ledger::WorkerLedger;
 pub use self::postgres::{PgOptions, PgStore};
 pub use self::records::{RecordChange, RecordStore, RecordUpdate};
 pub use self::redb::{DEFAULT_CACHE_BYTES, RedbStore};
-use crate::domain::{DomainError, Job, JobId, JobState, LogRecord, Timestamp};
+use crate::domain::{
+    DomainError, EventId, EventRecord, Job, JobId, JobState, LogRecord, StoredEvent, Timestamp,
+};
 
 /// A state change to apply to a job inside the store's transaction.
 pub type Transition = Box<dyn FnOnce(&mut Job) -> Result<(), DomainError> + Send>;
@@ -100,6 +102,24 @@ pub struct Renewal {
 pub trait JobStore: Send + Sync + 'static {
     /// Stores a new job durably.
     async fn insert(&self, job: Job) -> Result<(), StoreError>;
+
+    /// Stores new jobs durably in one transaction: all of them or none.
+    async fn insert_many(&self, jobs: Vec<Job>) -> Result<(), StoreError>;
+
+    /// Appends an event that is not part of a job change (a worker's).
+    /// Job events need no call: every adapter writes them in the same
+    /// transaction as the change they describe.
+    async fn append_event(&self, event: EventRecord) -> Result<(), StoreError>;
+
+    /// Up to `limit` events after `after` (from the oldest kept when
+    /// `None`), in log order. An event appears here only once every event
+    /// before it does, so a reader resuming from the last id it saw misses
+    /// none.
+    async fn events_after(
+        &self,
+        after: Option<EventId>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
 
     /// One job.
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError>;

@@ -16,6 +16,14 @@
 //!   in flight into one multi-row `INSERT … SELECT FROM UNNEST(…)`. A caller
 //!   is answered after that transaction commits.
 //!
+//! - Events (`GET /api/v1/events`) are rows written by the same statement
+//!   as the job change they describe. Sequences are handed out before
+//!   commit, so commit order is not sequence order; each row carries its
+//!   transaction id and readers take only rows of transactions older than
+//!   every running one (`pg_snapshot_xmin`), in (xid, seq) order. A row
+//!   committed later than a reader's page can only sort after it, so a
+//!   reader resuming from its last id misses nothing, on any host.
+//!
 //! The schema is in `host/migrations/`, embedded in the binary and applied
 //! at connect.
 
@@ -36,7 +44,10 @@ use super::records::PgRecords;
 use super::{
     Appended, AttemptRef, JobStore, ListQuery, Renewal, StoreError, Transition, WorkerLedger,
 };
-use crate::domain::{DomainError, Job, JobId, JobState, LogRecord, LogStream, Timestamp, admit};
+use crate::domain::{
+    DomainError, EventId, EventRecord, Job, JobId, JobState, LogRecord, LogStream, StoredEvent,
+    Timestamp, admit,
+};
 
 /// Most submits one multi-row insert takes.
 const MAX_GROUP: usize = 1000;
@@ -188,7 +199,7 @@ type InsertQueue = mpsc::Receiver<(Job, oneshot::Sender<Result<(), StoreError>>)
 async fn insert_writer(pool: PgPool, mut queue: InsertQueue) {
     let mut batch = Vec::with_capacity(MAX_GROUP);
     while queue.recv_many(&mut batch, MAX_GROUP).await > 0 {
-        let result = insert_many(&pool, &batch).await;
+        let result = insert_rows(&pool, batch.iter().map(|(job, _)| job)).await;
         for (_, reply) in batch.drain(..) {
             let _ = reply.send(match &result {
                 Ok(()) => Ok(()),
@@ -199,16 +210,21 @@ async fn insert_writer(pool: PgPool, mut queue: InsertQueue) {
     }
 }
 
-async fn insert_many(
+/// Inserts jobs with one statement: all of them or none.
+async fn insert_rows<'a>(
     pool: &PgPool,
-    batch: &[(Job, oneshot::Sender<Result<(), StoreError>>)],
+    jobs: impl ExactSizeIterator<Item = &'a Job>,
 ) -> Result<(), StoreError> {
-    let mut ids = Vec::with_capacity(batch.len());
-    let mut states = Vec::with_capacity(batch.len());
-    let mut priorities = Vec::with_capacity(batch.len());
-    let mut attempts = Vec::with_capacity(batch.len());
-    let mut docs = Vec::with_capacity(batch.len());
-    for (job, _) in batch {
+    let mut ids = Vec::with_capacity(jobs.len());
+    let mut states = Vec::with_capacity(jobs.len());
+    let mut priorities = Vec::with_capacity(jobs.len());
+    let mut attempts = Vec::with_capacity(jobs.len());
+    let mut docs = Vec::with_capacity(jobs.len());
+    let mut events = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        if let Some(event) = EventRecord::of_job(job, None) {
+            events.push(serde_json::to_string(&event).map_err(backend)?);
+        }
         let c = Columns::of(job)?;
         ids.push(c.id);
         states.push(c.state.to_owned());
@@ -217,14 +233,16 @@ async fn insert_many(
         docs.push(c.doc);
     }
     sqlx::query(
-        "INSERT INTO jobs (id, state, priority, attempt, doc) \
-         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::int4[], $4::int4[], $5::text[]::jsonb[])",
+        "WITH inserted AS (INSERT INTO jobs (id, state, priority, attempt, doc) \
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::int4[], $4::int4[], $5::text[]::jsonb[])) \
+         INSERT INTO events (doc) SELECT * FROM UNNEST($6::text[]::jsonb[])",
     )
     .bind(&ids)
     .bind(&states)
     .bind(&priorities)
     .bind(&attempts)
     .bind(&docs)
+    .bind(&events)
     .execute(pool)
     .await
     .map_err(backend)?;
@@ -260,6 +278,54 @@ impl JobStore for PgStore {
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn insert_many(&self, jobs: Vec<Job>) -> Result<(), StoreError> {
+        insert_rows(&self.pool, jobs.iter()).await
+    }
+
+    async fn append_event(&self, event: EventRecord) -> Result<(), StoreError> {
+        let doc = serde_json::to_string(&event).map_err(backend)?;
+        sqlx::query("INSERT INTO events (doc) VALUES ($1::text::jsonb)")
+            .bind(doc)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn events_after(
+        &self,
+        after: Option<EventId>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let EventId(xid, seq) = after.unwrap_or_default();
+        let rows = sqlx::query(
+            "SELECT xid::text AS xid, seq, doc::text AS doc FROM events \
+             WHERE (xid, seq) > ($1::text::xid8, $2) \
+             AND xid < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY xid, seq LIMIT $3",
+        )
+        .bind(xid.to_string())
+        .bind(to_i64(seq))
+        .bind(to_i64(limit as u64))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                let xid: String = row.try_get("xid").map_err(backend)?;
+                let seq: i64 = row.try_get("seq").map_err(backend)?;
+                let doc: String = row.try_get("doc").map_err(backend)?;
+                Ok(StoredEvent {
+                    id: EventId(
+                        xid.parse().map_err(backend)?,
+                        u64::try_from(seq).map_err(backend)?,
+                    ),
+                    event: serde_json::from_str(&doc).map_err(backend)?,
+                })
+            })
+            .collect()
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
@@ -329,11 +395,18 @@ impl JobStore for PgStore {
             .ok_or(StoreError::NotFound(id))?;
         let mut job = decode_row(&row)?;
         // A refused transition drops `tx`, which rolls back and unlocks.
+        let before = job.state;
         change(&mut job)?;
         let c = Columns::of(&job)?;
+        let event = EventRecord::of_job(&job, Some(before))
+            .map(|event| serde_json::to_string(&event))
+            .transpose()
+            .map_err(backend)?;
         sqlx::query(
-            "UPDATE jobs SET state = $2, priority = $3, attempt = $4, worker_id = $5, \
-             cancel_requested = $6, scheduled_at = $7, doc = $8::jsonb WHERE id = $1",
+            "WITH updated AS (UPDATE jobs SET state = $2, priority = $3, attempt = $4, \
+             worker_id = $5, cancel_requested = $6, scheduled_at = $7, doc = $8::jsonb \
+             WHERE id = $1) \
+             INSERT INTO events (doc) SELECT $9::text::jsonb WHERE $9::text IS NOT NULL",
         )
         .bind(c.id)
         .bind(c.state)
@@ -343,6 +416,7 @@ impl JobStore for PgStore {
         .bind(c.cancel_requested)
         .bind(c.scheduled_at)
         .bind(c.doc)
+        .bind(event)
         .execute(&mut *tx)
         .await
         .map_err(backend)?;

@@ -20,14 +20,16 @@
 //! of output offered (for the log quota; absent reads as 0); `plugins` name → component
 //! bytes; `settings` key → value; `leases` u128 id → (attempt, µs when its
 //! agent was last heard from); `jobs_by_state` (u8 state, u128 id) → ()
-//! (see [`index`]; built at open for files from before it).
+//! (see [`index`]; built at open for files from before it); `events` u64
+//! sequence → JSON event (see [`events`], written with the changes).
 //!
 //! Memory: redb caches pages up to a fixed size ([`RedbStore::open_with_cache`],
 //! the `--store-cache-mb` setting), so the host's footprint does not grow
 //! with the file.
 //!
 //! Files: `writer.rs` (the writer thread and the write side of every
-//! table), `index.rs` (the state index), `tests.rs`.
+//! table), `index.rs` (the state index), `events.rs` (the event log),
+//! `tests.rs`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -38,14 +40,17 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::index::BY_STATE;
 use self::writer::{WriteOp, writer_loop};
-use super::codec::{decode_chunk, decode_job, decode_line_v1, encode_chunk};
+use super::codec::{decode_chunk, decode_job, decode_line_v1, encode_chunk, encode_job};
 use super::ledger::RedbLedger;
 use super::records::RedbRecords;
 use super::{
     Appended, AttemptRef, JobStore, ListQuery, Renewal, StoreError, Transition, WorkerLedger,
 };
-use crate::domain::{Job, JobId, JobState, LogRecord, Timestamp};
+use crate::domain::{
+    EventId, EventRecord, Job, JobId, JobState, LogRecord, StoredEvent, Timestamp,
+};
 
+mod events;
 mod index;
 mod writer;
 
@@ -194,6 +199,27 @@ impl JobStore for RedbStore {
     async fn insert(&self, job: Job) -> Result<(), StoreError> {
         self.submit(|reply| WriteOp::Insert(Box::new(job), reply))
             .await
+    }
+
+    async fn insert_many(&self, jobs: Vec<Job>) -> Result<(), StoreError> {
+        // Encoded up front: a job that cannot be encoded refuses the batch
+        // before anything reaches the transaction.
+        let encoded = jobs.iter().map(encode_job).collect::<Result<Vec<_>, _>>()?;
+        self.submit(|reply| WriteOp::InsertMany(jobs, encoded, reply))
+            .await
+    }
+
+    async fn append_event(&self, event: EventRecord) -> Result<(), StoreError> {
+        self.submit(|reply| WriteOp::AppendEvent(Box::new(event), reply))
+            .await
+    }
+
+    async fn events_after(
+        &self,
+        after: Option<EventId>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.read(move |db| events::after(db, after, limit)).await
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {

@@ -5,18 +5,25 @@
 use redb::{Database, ReadableTable};
 use tokio::sync::{mpsc, oneshot};
 
+use super::events::EventLog;
 use super::index::StateIndex;
 use super::{
     ACTIVE, JOBS, LEASES, LOG_BYTES, LOG_CHUNKS, LOG_HEADS, MAX_GROUP, PLUGINS, SETTINGS, key,
     on_worker,
 };
-use crate::domain::{DomainError, Job, JobId, JobState, LogRecord, Timestamp, admit};
+use crate::domain::{DomainError, EventRecord, Job, JobId, JobState, LogRecord, Timestamp, admit};
 use crate::store::codec::{decode_job, encode_chunk, encode_job};
 use crate::store::{Appended, AttemptRef, Renewal, StoreError, Transition};
 
 /// A write waiting for the writer thread.
 pub(super) enum WriteOp {
     Insert(Box<Job>, oneshot::Sender<Result<(), StoreError>>),
+    /// Jobs with their encodings, all in this group's transaction.
+    InsertMany(
+        Vec<Job>,
+        Vec<Vec<u8>>,
+        oneshot::Sender<Result<(), StoreError>>,
+    ),
     Update(JobId, Transition, oneshot::Sender<Result<Job, StoreError>>),
     AppendLogs {
         id: JobId,
@@ -28,6 +35,7 @@ pub(super) enum WriteOp {
     PutPlugin(String, Vec<u8>, oneshot::Sender<Result<(), StoreError>>),
     DeletePlugin(String, oneshot::Sender<Result<(), StoreError>>),
     PutSetting(String, String, oneshot::Sender<Result<(), StoreError>>),
+    AppendEvent(Box<EventRecord>, oneshot::Sender<Result<(), StoreError>>),
     RenewLeases(
         Vec<AttemptRef>,
         Timestamp,
@@ -73,6 +81,7 @@ enum Reply {
 
 fn commit_group(db: &Database, batch: &mut Vec<WriteOp>) {
     let mut replies = Vec::with_capacity(batch.len());
+    let mut ops = batch.drain(..);
     let committed = (|| -> Result<(), StoreError> {
         let txn = db.begin_write().map_err(StoreError::backend)?;
         {
@@ -86,10 +95,27 @@ fn commit_group(db: &Database, batch: &mut Vec<WriteOp>) {
                 settings: txn.open_table(SETTINGS).map_err(StoreError::backend)?,
                 leases: txn.open_table(LEASES).map_err(StoreError::backend)?,
                 by_state: StateIndex::open(&txn)?,
+                events: EventLog::open(&txn)?,
             };
-            for op in batch.drain(..) {
+            for op in ops.by_ref() {
                 replies.push(match op {
                     WriteOp::Insert(job, reply) => Reply::Insert(reply, tables.insert(&job)),
+                    WriteOp::InsertMany(jobs, encoded, reply) => {
+                        let written = jobs
+                            .iter()
+                            .zip(&encoded)
+                            .try_for_each(|(job, bytes)| tables.insert_encoded(job, bytes));
+                        if let Err(err) = written {
+                            // A half-written batch must not commit: the
+                            // group's transaction is abandoned, and every
+                            // op in it is answered with the failure (those
+                            // not reached yet, below).
+                            let message = err.to_string();
+                            replies.push(Reply::Insert(reply, Err(err)));
+                            return Err(StoreError::Backend(message));
+                        }
+                        Reply::Insert(reply, Ok(()))
+                    }
                     WriteOp::Update(id, change, reply) => {
                         Reply::Update(reply, tables.update(id, change))
                     }
@@ -124,6 +150,9 @@ fn commit_group(db: &Database, batch: &mut Vec<WriteOp>) {
                             .map(drop)
                             .map_err(StoreError::backend),
                     ),
+                    WriteOp::AppendEvent(event, reply) => {
+                        Reply::Insert(reply, tables.events.append(&event))
+                    }
                     WriteOp::RenewLeases(attempts, seen, reply) => {
                         Reply::Leases(reply, tables.renew_leases(attempts, seen))
                     }
@@ -134,13 +163,13 @@ fn commit_group(db: &Database, batch: &mut Vec<WriteOp>) {
     })();
     // Callers learn their result only now, after the commit: an answer
     // before durability would be a promise the disk has not kept.
+    let failed = || {
+        committed
+            .as_ref()
+            .err()
+            .map(|e| StoreError::Backend(e.to_string()))
+    };
     for reply in replies {
-        let failed = || {
-            committed
-                .as_ref()
-                .err()
-                .map(|e| StoreError::Backend(e.to_string()))
-        };
         match reply {
             Reply::Insert(tx, r) => drop(tx.send(failed().map_or(r, Err))),
             Reply::Update(tx, r) => drop(tx.send(failed().map_or(r, Err))),
@@ -148,10 +177,30 @@ fn commit_group(db: &Database, batch: &mut Vec<WriteOp>) {
             Reply::Leases(tx, r) => drop(tx.send(failed().map_or(r, Err))),
         }
     }
-    if let Err(err) = committed {
+    // Ops the transaction never reached (it failed before them) get the
+    // failure too; a failed op is not repeated.
+    for op in ops {
+        op.refuse(|| failed().unwrap_or(StoreError::Closed));
+    }
+    if let Err(err) = &committed {
         tracing::error!(%err, "redb commit failed");
-        // A failed op is not repeated: its caller got the error.
-        batch.clear();
+    }
+}
+
+impl WriteOp {
+    /// Answers the caller with an error without doing anything.
+    fn refuse(self, err: impl Fn() -> StoreError) {
+        match self {
+            Self::Insert(_, reply)
+            | Self::InsertMany(_, _, reply)
+            | Self::PutPlugin(_, _, reply)
+            | Self::DeletePlugin(_, reply)
+            | Self::PutSetting(_, _, reply)
+            | Self::AppendEvent(_, reply) => drop(reply.send(Err(err()))),
+            Self::Update(_, _, reply) => drop(reply.send(Err(err()))),
+            Self::AppendLogs { reply, .. } => drop(reply.send(Err(err()))),
+            Self::RenewLeases(_, _, reply) => drop(reply.send(Err(err()))),
+        }
     }
 }
 
@@ -166,20 +215,25 @@ struct Tables<'txn> {
     settings: redb::Table<'txn, &'static str, &'static str>,
     leases: redb::Table<'txn, u128, (u32, i64)>,
     by_state: StateIndex<'txn>,
+    events: EventLog<'txn>,
 }
 
 impl Tables<'_> {
     fn insert(&mut self, job: &Job) -> Result<(), StoreError> {
-        let bytes = encode_job(job)?;
+        self.insert_encoded(job, &encode_job(job)?)
+    }
+
+    fn insert_encoded(&mut self, job: &Job, bytes: &[u8]) -> Result<(), StoreError> {
         self.jobs
-            .insert(key(job.id), bytes.as_slice())
+            .insert(key(job.id), bytes)
             .map_err(StoreError::backend)?;
         if !job.state.is_terminal() {
             self.active
                 .insert(key(job.id), ())
                 .map_err(StoreError::backend)?;
         }
-        self.by_state.moved(job.id, None, job.state)
+        self.by_state.moved(job.id, None, job.state)?;
+        self.events.job(job, None)
     }
 
     fn load(&self, id: JobId) -> Result<Job, StoreError> {
@@ -200,6 +254,7 @@ impl Tables<'_> {
             .insert(key(id), bytes.as_slice())
             .map_err(StoreError::backend)?;
         self.by_state.moved(id, Some(before), job.state)?;
+        self.events.job(&job, Some(before))?;
         if job.state.is_terminal() {
             self.active.remove(key(id)).map_err(StoreError::backend)?;
             self.leases.remove(key(id)).map_err(StoreError::backend)?;
