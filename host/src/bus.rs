@@ -26,6 +26,8 @@ pub enum Event {
     WorkerConnected(WorkerId),
     /// An agent's stream ended.
     WorkerDisconnected(WorkerId),
+    /// A worker event reached the store's event log.
+    WorkerEvent(WorkerId),
 }
 
 /// Cheap to clone; every clone publishes to the same subscribers.

@@ -434,7 +434,7 @@ impl Session {
     }
 
     fn heartbeat(&mut self, hb: hodei_proto::v1::Heartbeat) -> Result<(), Status> {
-        self.jobs.cluster().heartbeat(
+        self.jobs.heartbeat(
             &self.worker,
             WorkerMetrics {
                 cpu_percent: hb.cpu_percent,

@@ -2,7 +2,8 @@
 //! input into the one JSON error shape.
 //!
 //! One file per resource: `jobs` (and `batch`, many jobs in one commit), `logs` (SSE), `workers`, `policies`,
-//! `maskers`, `pools`, `tokens`, `agents` (agent tokens and credentials); who may call which route is declared
+//! `maskers`, `pools`, `tokens`, `agents` (agent tokens and credentials), `events` (the
+//! event log as SSE); who may call which route is declared
 //! with the route ([`routes`], see `crate::auth::guard`);
 //! `error` owns the error shape.
 //! `dashboard` serves the web UI (assets embedded in the binary).
@@ -11,6 +12,7 @@ mod agents;
 mod batch;
 mod dashboard;
 pub mod error;
+mod events;
 mod jobs;
 mod logs;
 mod maskers;
@@ -106,6 +108,10 @@ pub fn routes() -> Routes<AppState> {
         .route(
             "/api/v1/jobs/{id}/logs",
             guard::get(Needs(LogsRead), logs::stream),
+        )
+        .route(
+            "/api/v1/events",
+            guard::get(Needs(JobsRead), events::stream),
         )
         .route(
             "/api/v1/workers",

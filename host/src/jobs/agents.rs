@@ -7,7 +7,8 @@ use super::{JobService, ResultTaken};
 use crate::agents::{AgentLink, CANCELLED_BY_USER};
 use crate::bus::Event;
 use crate::domain::{
-    JobId, JobState, LogRecord, Outcome, Resources, Timestamp, WorkerId, WorkerInfo, WorkerMetrics,
+    EventKind, EventRecord, JobId, JobState, LogRecord, Outcome, Resources, Timestamp, WorkerId,
+    WorkerInfo, WorkerMetrics,
 };
 use crate::scheduler::cluster::{Assignment, Reconciled};
 use crate::scheduler::queue::QueuedJob;
@@ -41,10 +42,17 @@ impl JobService {
         draining: bool,
     ) -> Reconciled {
         let worker = info.id.clone();
+        let info_labels = info.labels.clone();
         let reconciled = self
             .cluster()
             .connect(info, link.clone(), confirmed, abandoned);
+        self.record_worker_event(EventKind::WorkerConnected, &worker, info_labels);
         if draining {
+            self.record_worker_event(
+                EventKind::WorkerDraining,
+                &worker,
+                self.cluster().labels_of(&worker),
+            );
             self.cluster().heartbeat(
                 &worker,
                 WorkerMetrics {
@@ -70,9 +78,40 @@ impl JobService {
     pub fn agent_disconnected(&self, worker: &WorkerId, session: u64) -> bool {
         let gone = self.cluster().disconnect(worker, session);
         if gone {
+            let labels = self.cluster().labels_of(worker);
+            self.record_worker_event(EventKind::WorkerDisconnected, worker, labels);
             self.bus.publish(Event::WorkerDisconnected(worker.clone()));
         }
         gone
+    }
+
+    /// The agent's heartbeat: its figures, and a `worker.draining` event
+    /// when it began draining with this one.
+    pub fn heartbeat(&self, worker: &WorkerId, metrics: WorkerMetrics) {
+        if self.cluster().heartbeat(worker, metrics) {
+            let labels = self.cluster().labels_of(worker);
+            self.record_worker_event(EventKind::WorkerDraining, worker, labels);
+        }
+    }
+
+    /// Appends a worker event to the store's event log, in the background
+    /// (callers are on an agent's message path), then rings the bus.
+    pub(crate) fn record_worker_event(
+        &self,
+        kind: EventKind,
+        worker: &WorkerId,
+        labels: std::collections::BTreeMap<String, String>,
+    ) {
+        let event = EventRecord::of_worker(kind, &worker.0, labels);
+        let store = std::sync::Arc::clone(&self.store);
+        let bus = self.bus.clone();
+        let worker = worker.clone();
+        tokio::spawn(async move {
+            match store.append_event(event).await {
+                Ok(()) => bus.publish(Event::WorkerEvent(worker)),
+                Err(err) => tracing::warn!(%worker, %err, "cannot record worker event"),
+            }
+        });
     }
 
     /// Stores log lines within the job's log `quota` (see

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::JobService;
 use crate::agents::CANCELLED_BY_USER;
 use crate::bus::Event;
-use crate::domain::Timestamp;
+use crate::domain::{EventKind, Timestamp};
 use crate::scheduler::cluster::CancelSend;
 
 /// How often leases are renewed and checked.
@@ -26,9 +26,10 @@ impl JobService {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            for worker in self.cluster().expire(self.lease) {
-                tracing::warn!(%worker, "worker forgotten (silent past the lease)");
-                self.bus.publish(Event::WorkerDisconnected(worker));
+            for info in self.cluster().expire(self.lease) {
+                tracing::warn!(worker = %info.id, "worker forgotten (silent past the lease)");
+                self.record_worker_event(EventKind::WorkerLost, &info.id, info.labels);
+                self.bus.publish(Event::WorkerDisconnected(info.id));
             }
             self.renew_leases().await;
             if started.elapsed() < self.lease {

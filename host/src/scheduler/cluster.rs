@@ -363,12 +363,26 @@ impl Cluster {
         }
     }
 
-    /// Latest figures from a heartbeat.
-    pub fn heartbeat(&self, worker: &WorkerId, metrics: WorkerMetrics) {
-        if let Some(entry) = self.lock().get_mut(worker) {
-            entry.metrics = metrics;
-            entry.last_seen = Instant::now();
+    /// Latest figures from a heartbeat. True when the worker began
+    /// draining with it.
+    pub fn heartbeat(&self, worker: &WorkerId, metrics: WorkerMetrics) -> bool {
+        match self.lock().get_mut(worker) {
+            Some(entry) => {
+                let began = metrics.draining && !entry.metrics.draining;
+                entry.metrics = metrics;
+                entry.last_seen = Instant::now();
+                began
+            }
+            None => false,
         }
+    }
+
+    /// A known worker's labels (empty for one not known).
+    pub fn labels_of(&self, worker: &WorkerId) -> std::collections::BTreeMap<String, String> {
+        self.lock()
+            .get(worker)
+            .map(|w| w.info.labels.clone())
+            .unwrap_or_default()
     }
 
     /// Any message from the agent proves it is alive.
@@ -501,7 +515,7 @@ impl Cluster {
     /// or disconnected and not back) and returns them. Their jobs are not
     /// lost here: their leases in the store stopped being renewed when the
     /// agent fell silent, and the lease monitor loses them.
-    pub fn expire(&self, lease: Duration) -> Vec<WorkerId> {
+    pub fn expire(&self, lease: Duration) -> Vec<WorkerInfo> {
         let mut workers = self.lock();
         let now = Instant::now();
         let dead: Vec<WorkerId> = workers
@@ -509,10 +523,10 @@ impl Cluster {
             .filter(|(_, w)| now.duration_since(w.last_seen) > lease)
             .map(|(id, _)| id.clone())
             .collect();
-        for id in &dead {
-            workers.remove(id);
-        }
-        dead
+        dead.iter()
+            .filter_map(|id| workers.remove(id))
+            .map(|w| w.info)
+            .collect()
     }
 
     /// The store now records `attempt` of `job` on `worker`.

@@ -131,7 +131,12 @@ fn silent_workers_are_forgotten_and_only_placed_attempts_are_held() {
     assert_eq!(cluster.held()[0].attempts.len(), 2);
     assert!(cluster.expire(Duration::from_secs(60)).is_empty());
     std::thread::sleep(Duration::from_millis(5));
-    assert_eq!(cluster.expire(Duration::from_millis(1)), vec![w]);
+    let expired: Vec<WorkerId> = cluster
+        .expire(Duration::from_millis(1))
+        .into_iter()
+        .map(|info| info.id)
+        .collect();
+    assert_eq!(expired, vec![w]);
     assert!(cluster.held().is_empty());
 }
 

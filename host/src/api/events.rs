@@ -1,0 +1,246 @@
+//! `GET /api/v1/events`: what happens to jobs and workers, as server-sent
+//! events read from the store's durable event log.
+//!
+//! Each event is `id: <event id>` + `event: <kind>` + `data: {…}`. The log
+//! is the truth and the bus only a doorbell: the stream reads the store
+//! after the last id it sent, then waits for the bus (or a short tick, for
+//! events other hosts wrote to a shared store) and reads again. So a client
+//! that reconnects with `Last-Event-ID` (or `?after=`) gets every event
+//! after that one exactly once, across a host restart too, and a slow
+//! client cannot lose events the bus dropped.
+//!
+//! Filters: `kind` (comma-separated kinds or families: `job`,
+//! `worker.lost`) and `label` (`key=value`, comma-separated; all must
+//! match the job's or the worker's labels).
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::io::Write;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+
+use super::{ApiQuery, AppState};
+use crate::api::error::ApiError;
+use crate::bus::Event;
+use crate::domain::{EventId, EventKind, EventRecord, JobState, StoredEvent};
+
+/// Events read from the store per page.
+const PAGE: usize = 500;
+/// How long the stream waits without a wake-up before reading again
+/// (events written by other hosts reach this one only through the store).
+const POLL: Duration = Duration::from_millis(500);
+/// Idle time after which a comment line is sent.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// Query of the events endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventParams {
+    /// Kinds or families, comma-separated (`job`, `worker.lost`).
+    kind: Option<String>,
+    /// `key=value` pairs, comma-separated; all must match.
+    label: Option<String>,
+    /// Start after this event id (`Last-Event-ID` wins when both are given).
+    after: Option<String>,
+}
+
+/// Which events a client asked for.
+#[derive(Debug, Default)]
+struct Filter {
+    kinds: Option<Vec<EventKind>>,
+    labels: BTreeMap<String, String>,
+}
+
+impl Filter {
+    fn parse(params: &EventParams) -> Result<Self, ApiError> {
+        let mut problems = Vec::new();
+        let kinds = params.kind.as_deref().map(|raw| {
+            let mut kinds = Vec::new();
+            for name in raw.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                let matching: Vec<EventKind> = EventKind::ALL
+                    .into_iter()
+                    .filter(|k| {
+                        let wire = k.as_str();
+                        wire == name || wire.split('.').next() == Some(name)
+                    })
+                    .collect();
+                if matching.is_empty() {
+                    problems.push((
+                        "kind".to_owned(),
+                        format!(
+                            "unknown kind {name:?}; one of job, worker, {}",
+                            EventKind::ALL.map(EventKind::as_str).join(", ")
+                        ),
+                    ));
+                }
+                kinds.extend(matching);
+            }
+            kinds
+        });
+        let mut labels = BTreeMap::new();
+        for pair in params
+            .label
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .filter(|p| !p.is_empty())
+        {
+            match pair.split_once('=') {
+                Some((key, value)) if !key.is_empty() => {
+                    labels.insert(key.to_owned(), value.to_owned());
+                }
+                _ => problems.push(("label".to_owned(), format!("{pair:?} is not key=value"))),
+            }
+        }
+        if problems.is_empty() {
+            Ok(Self { kinds, labels })
+        } else {
+            Err(ApiError::validation(problems))
+        }
+    }
+
+    fn matches(&self, event: &EventRecord) -> bool {
+        self.kinds.as_ref().is_none_or(|k| k.contains(&event.kind))
+            && self
+                .labels
+                .iter()
+                .all(|(k, v)| event.labels.get(k) == Some(v))
+    }
+}
+
+/// The data of one event.
+#[derive(Serialize)]
+struct EventData<'a> {
+    id: String,
+    kind: &'static str,
+    at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    job_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<JobState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous_state: Option<JobState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempt: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    worker_id: Option<&'a str>,
+    labels: &'a BTreeMap<String, String>,
+}
+
+fn write_event(out: &mut Vec<u8>, stored: &StoredEvent) {
+    let event = &stored.event;
+    let id = stored.id.to_string();
+    let _ = write!(out, "id: {id}\nevent: {}\ndata: ", event.kind.as_str());
+    let data = EventData {
+        id,
+        kind: event.kind.as_str(),
+        at: event.at.to_rfc3339(),
+        job_id: event.job_id.map(|id| id.to_string()),
+        state: event.state,
+        previous_state: event.previous_state,
+        attempt: event.attempt,
+        worker_id: event.worker_id.as_deref(),
+        labels: &event.labels,
+    };
+    if serde_json::to_writer(&mut *out, &data).is_err() {
+        out.extend_from_slice(b"{}");
+    }
+    out.extend_from_slice(b"\n\n");
+}
+
+fn parse_after(raw: &str, field: &str) -> Result<EventId, ApiError> {
+    raw.trim().parse().map_err(|_| {
+        ApiError::validation(vec![(
+            field.to_owned(),
+            format!("{raw:?} is not an event id"),
+        )])
+    })
+}
+
+/// The SSE handler.
+pub async fn stream(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(params): ApiQuery<EventParams>,
+) -> Result<impl IntoResponse, ApiError> {
+    let filter = Filter::parse(&params)?;
+    let resume = match headers.get("last-event-id") {
+        Some(value) => Some(parse_after(
+            value.to_str().unwrap_or_default(),
+            "Last-Event-ID",
+        )?),
+        None => params
+            .after
+            .as_deref()
+            .map(|raw| parse_after(raw, "after"))
+            .transpose()?,
+    };
+    let jobs = state.jobs;
+    // Subscribed before the first read: a change committed between that
+    // read and the wait still rings.
+    let mut bell = jobs.bus().subscribe();
+    let body = async_stream::stream! {
+        let mut cursor = resume;
+        let mut idle = tokio::time::Instant::now();
+        loop {
+            match jobs.store().events_after(cursor, PAGE).await {
+                Ok(page) => {
+                    let full = page.len() == PAGE;
+                    let mut chunk = Vec::new();
+                    for stored in &page {
+                        cursor = Some(stored.id);
+                        if filter.matches(&stored.event) {
+                            write_event(&mut chunk, stored);
+                        }
+                    }
+                    if !chunk.is_empty() {
+                        idle = tokio::time::Instant::now();
+                        yield Ok::<_, Infallible>(Bytes::from(chunk));
+                    }
+                    if full {
+                        continue;
+                    }
+                }
+                Err(err) => {
+                    // The client keeps its place: it reconnects with the
+                    // last id it got.
+                    let mut chunk = b"event: error\ndata: ".to_vec();
+                    let _ = serde_json::to_writer(
+                        &mut chunk,
+                        &serde_json::json!({ "error": "STORE_UNAVAILABLE", "message": err.to_string() }),
+                    );
+                    chunk.extend_from_slice(b"\n\n");
+                    yield Ok(Bytes::from(chunk));
+                    return;
+                }
+            }
+            if idle.elapsed() >= KEEPALIVE {
+                idle = tokio::time::Instant::now();
+                yield Ok(Bytes::from_static(b":\n\n"));
+            }
+            // A change (or a lag, or the tick) means: read again. Log
+            // lines are not changes of this log.
+            let changed = async {
+                loop {
+                    match bell.recv().await {
+                        Ok(event) if matches!(*event, Event::LogAppended(..)) => {}
+                        _ => break,
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(POLL, changed).await;
+        }
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(body),
+    ))
+}
