@@ -4,6 +4,9 @@
 //! and ports picked by the OS, then measures over HTTP, as a user would:
 //! - durable submits/s: N clients each POST jobs back to back; every 201
 //!   means the job is fsynced (no agents, so nothing competes);
+//! - durable batch submits: jobs/s when clients POST `/api/v1/jobs/batch`
+//!   with `--batch-size` jobs each (every 201 means the whole batch is
+//!   fsynced);
 //! - completed jobs/s: a fresh host with local agents, `true` jobs submitted
 //!   by 64 clients, timed from the first submit until the host has finished
 //!   them all;
@@ -35,6 +38,15 @@ pub struct SpineArgs {
     /// Client counts to measure submits with.
     #[arg(long, value_delimiter = ',', default_values_t = [1, 64])]
     clients: Vec<usize>,
+    /// Jobs each batch submit round posts, in batches.
+    #[arg(long, default_value_t = 200_000)]
+    batch_jobs: usize,
+    /// Jobs per batch.
+    #[arg(long, default_value_t = 1_000)]
+    batch_size: usize,
+    /// Concurrent clients posting batches.
+    #[arg(long, default_value_t = 4)]
+    batch_clients: usize,
     /// Trivial jobs run end to end.
     #[arg(long, default_value_t = 5_000)]
     jobs: usize,
@@ -220,6 +232,48 @@ async fn submit_with(
     Ok(total as f64 / started.elapsed().as_secs_f64())
 }
 
+/// Posts `batches` batch bodies from `clients` concurrent clients; returns
+/// batches/s.
+async fn submit_batches(
+    base: &str,
+    clients: usize,
+    batches: usize,
+    body: serde_json::Value,
+) -> anyhow::Result<f64> {
+    let http = reqwest::Client::new();
+    let left = Arc::new(AtomicUsize::new(batches));
+    let url = format!("{base}/api/v1/jobs/batch");
+    // Serialized once: the figure is the host's, not this client's JSON.
+    let body = bytes::Bytes::from(serde_json::to_vec(&body)?);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let (http, left, url, body) = (http.clone(), Arc::clone(&left), url.clone(), body.clone());
+        tasks.spawn(async move {
+            while left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                let response = http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await?;
+                if response.status() != reqwest::StatusCode::CREATED {
+                    bail!("batch submit answered {}", response.status());
+                }
+                response.bytes().await?;
+            }
+            Ok(())
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result??;
+    }
+    Ok(batches as f64 / started.elapsed().as_secs_f64())
+}
+
 /// `jobs_finished` of the host's `/healthz`.
 pub(super) async fn finished(http: &reqwest::Client, base: &str) -> anyhow::Result<u64> {
     let health: serde_json::Value = http
@@ -250,6 +304,19 @@ pub async fn run(args: SpineArgs) -> anyhow::Result<()> {
         );
         host.stop().await;
     }
+
+    let host = Host::start(0, 1).await?;
+    let batch = json!({ "jobs": vec![body.clone(); args.batch_size] });
+    let batches = args.batch_jobs.div_ceil(args.batch_size.max(1));
+    let rate = submit_batches(&host.base, args.batch_clients, batches, batch).await?
+        * args.batch_size as f64;
+    println!(
+        "| durable submits/s in batches of {}, {} client(s), {} jobs (redb) | {rate:.0} |",
+        args.batch_size,
+        args.batch_clients,
+        batches * args.batch_size
+    );
+    host.stop().await;
 
     let host = Host::start(args.agents, args.slots).await?;
     host.wait_agents(args.agents).await?;
