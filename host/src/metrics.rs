@@ -9,8 +9,13 @@
 //! Prometheus' conventions (base units, `_total` on counters, added by the
 //! encoder); no label carries a job id, so the series stay bounded. Each
 //! host counts what it saw: with several hosts on one database, sum them.
+//!
+//! What lies below the job service (the store's commits, plugin calls, the
+//! scheduler's rounds) records into [`instruments`], one set per process,
+//! which every [`Metrics`] registry also shows.
 
-use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::sync::{LazyLock, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -29,6 +34,93 @@ pub struct Outcome {
     pub outcome: String,
 }
 
+/// The label of the per-plugin series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabel {
+    /// `policy` or `masker`.
+    pub world: String,
+    /// The plugin's name.
+    pub plugin: String,
+}
+
+/// The label of `hodei_jobs_pending`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PendingReason {
+    /// `backoff` (waiting out a retry delay), `no_matching_worker` (no
+    /// connected worker has its labels), `waiting_for_capacity`.
+    pub reason: String,
+}
+
+/// Instruments of the layers below the job service, one set per process.
+#[derive(Debug)]
+pub struct Instruments {
+    plugin_calls: Family<PluginLabel, Histogram, fn() -> Histogram>,
+    plugin_errors: Family<PluginLabel, Counter>,
+    store_commit: Histogram,
+    scheduling_round: Histogram,
+}
+
+/// 10 µs to about 5 s, quadrupling.
+fn short_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_01, 4.0, 10))
+}
+
+/// The process's instruments.
+pub fn instruments() -> &'static Instruments {
+    static INSTRUMENTS: LazyLock<Instruments> = LazyLock::new(|| Instruments {
+        plugin_calls: Family::new_with_constructor(short_buckets),
+        plugin_errors: Family::default(),
+        store_commit: short_buckets(),
+        scheduling_round: short_buckets(),
+    });
+    &INSTRUMENTS
+}
+
+impl Instruments {
+    /// A call of `world` (`policy`, `masker`) into `plugin` answered in
+    /// `elapsed`, or failed (`None`: it trapped, timed out or answered
+    /// wrong).
+    pub fn plugin_call(&self, world: &str, plugin: &str, elapsed: Option<std::time::Duration>) {
+        let label = PluginLabel {
+            world: world.to_owned(),
+            plugin: plugin.to_owned(),
+        };
+        match elapsed {
+            Some(elapsed) => self
+                .plugin_calls
+                .get_or_create(&label)
+                .observe(elapsed.as_secs_f64()),
+            None => {
+                self.plugin_errors.get_or_create(&label).inc();
+            }
+        }
+    }
+
+    /// A store transaction (one group commit) took `elapsed` to be durable.
+    pub fn store_commit(&self, elapsed: std::time::Duration) {
+        self.store_commit.observe(elapsed.as_secs_f64());
+    }
+
+    /// One scheduling round took `elapsed`.
+    pub fn scheduling_round(&self, elapsed: std::time::Duration) {
+        self.scheduling_round.observe(elapsed.as_secs_f64());
+    }
+}
+
+/// Pending jobs by why they wait, and the oldest one's age.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PendingSummary {
+    /// Waiting out a retry delay.
+    pub backoff: u64,
+    /// No connected worker has the labels they ask for.
+    pub no_matching_worker: u64,
+    /// A matching worker exists: waiting for a slot or capacity (or the
+    /// next round).
+    pub waiting_for_capacity: u64,
+    /// Seconds since the oldest queued job was submitted.
+    pub oldest_age_seconds: f64,
+}
+
 /// What the scrape reads from the rest of the host.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Snapshot {
@@ -38,6 +130,8 @@ pub struct Snapshot {
     pub agents_connected: u64,
     /// Of those, the ones draining.
     pub agents_draining: u64,
+    /// The queue by reason.
+    pub pending: PendingSummary,
 }
 
 /// Every metric of the host, registered once.
@@ -52,6 +146,8 @@ pub struct Metrics {
     queued: Gauge,
     agents_connected: Gauge,
     agents_draining: Gauge,
+    pending: Family<PendingReason, Gauge>,
+    oldest_pending: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -106,8 +202,47 @@ impl Default for Metrics {
             "Connected agents that are draining",
             agents_draining.clone(),
         );
+        let pending = Family::<PendingReason, Gauge>::default();
+        registry.register(
+            "jobs_pending",
+            "Jobs in this host's queue by why they wait",
+            pending.clone(),
+        );
+        let oldest_pending = Gauge::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "oldest_pending_job_age",
+            "Time since the oldest job in this host's queue was submitted (0 when none waits)",
+            Unit::Seconds,
+            oldest_pending.clone(),
+        );
+        let below = instruments();
+        registry.register_with_unit(
+            "plugin_call_duration",
+            "Calls into Wasm plugins (policies, maskers), by plugin",
+            Unit::Seconds,
+            below.plugin_calls.clone(),
+        );
+        registry.register(
+            "plugin_call_errors",
+            "Plugin calls that trapped, timed out or answered wrong, by plugin",
+            below.plugin_errors.clone(),
+        );
+        registry.register_with_unit(
+            "store_commit_duration",
+            "From a store transaction's start to its durable commit (redb: one group commit; PostgreSQL: one job change)",
+            Unit::Seconds,
+            below.store_commit.clone(),
+        );
+        registry.register_with_unit(
+            "scheduling_round_duration",
+            "One scheduling round: the queue walked against the cluster",
+            Unit::Seconds,
+            below.scheduling_round.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
+            pending,
+            oldest_pending,
             jobs_submitted,
             jobs_finished,
             log_lines,
@@ -162,6 +297,19 @@ impl Metrics {
         gauge(&self.queued, now.queued);
         gauge(&self.agents_connected, now.agents_connected);
         gauge(&self.agents_draining, now.agents_draining);
+        for (reason, count) in [
+            ("backoff", now.pending.backoff),
+            ("no_matching_worker", now.pending.no_matching_worker),
+            ("waiting_for_capacity", now.pending.waiting_for_capacity),
+        ] {
+            gauge(
+                &self.pending.get_or_create(&PendingReason {
+                    reason: reason.to_owned(),
+                }),
+                count,
+            );
+        }
+        self.oldest_pending.set(now.pending.oldest_age_seconds);
         let mut text = String::new();
         let registry = self
             .registry
@@ -190,6 +338,12 @@ mod tests {
             queued: 4,
             agents_connected: 2,
             agents_draining: 1,
+            pending: PendingSummary {
+                backoff: 1,
+                no_matching_worker: 2,
+                waiting_for_capacity: 1,
+                oldest_age_seconds: 2.5,
+            },
         });
         for line in [
             "hodei_jobs_submitted_total 2",
@@ -199,6 +353,8 @@ mod tests {
             "hodei_jobs_queued 4",
             "hodei_agents_connected 2",
             "hodei_agents_draining 1",
+            "hodei_jobs_pending{reason=\"no_matching_worker\"} 2",
+            "hodei_oldest_pending_job_age_seconds 2.5",
             "hodei_job_queue_wait_seconds_count 1",
             "hodei_job_queue_wait_seconds_bucket{le=\"0.004\"} 1",
             "hodei_job_queue_wait_seconds_bucket{le=\"0.002\"} 0",

@@ -99,3 +99,44 @@ fn counters_move_by_exactly_the_work_done() {
         );
     }
 }
+
+#[test]
+fn pending_jobs_are_counted_by_reason_with_the_oldest_age() {
+    let host = Host::start();
+    let _agent = Agent::start(&host, "blue", "team=blue", 1);
+    host.wait_workers(1);
+    let mut nowhere = script("true");
+    nowhere["labels"] = serde_json::json!({ "pool": "nowhere" });
+    for _ in 0..3 {
+        host.submit_ok(&nowhere);
+    }
+    // One slot, held by a long job: the next blue job waits for capacity.
+    let mut blue = script("echo started; sleep 30");
+    blue["labels"] = serde_json::json!({ "team": "blue" });
+    let running = host.submit_ok(&blue);
+    host.wait_state(&running, &["RUNNING"], Duration::from_secs(60));
+    host.submit_ok(&blue);
+    std::thread::sleep(Duration::from_millis(300));
+    let now = scrape(&host);
+    assert_eq!(now["hodei_jobs_pending{reason=\"no_matching_worker\"}"], 3.0);
+    assert_eq!(
+        now["hodei_jobs_pending{reason=\"waiting_for_capacity\"}"],
+        1.0
+    );
+    assert_eq!(now["hodei_jobs_pending{reason=\"backoff\"}"], 0.0);
+    assert_eq!(now["hodei_jobs_queued"], 4.0);
+    let age = now["hodei_oldest_pending_job_age_seconds"];
+    assert!(age >= 0.3 && age < 120.0, "{age}");
+    // Scheduling rounds and store commits were timed.
+    assert!(now["hodei_scheduling_round_duration_seconds_count"] >= 1.0);
+    assert!(now["hodei_store_commit_duration_seconds_count"] >= 5.0);
+    // The default masker chain is Wasm: the running job's line went
+    // through it, and its calls are timed per plugin.
+    common::wait_until("masker calls in /metrics", Duration::from_secs(30), || {
+        scrape(&host).iter().any(|(series, count)| {
+            series.starts_with("hodei_plugin_call_duration_seconds_count{")
+                && series.contains("world=\"masker\"")
+                && *count >= 1.0
+        })
+    });
+}

@@ -19,6 +19,7 @@ pub async fn scrape(State(state): State<AppState>) -> impl IntoResponse {
         queued: state.jobs.scheduler().queued() as u64,
         agents_connected: connected.clone().count() as u64,
         agents_draining: connected.filter(|w| w.metrics.draining).count() as u64,
+        pending: state.jobs.scheduler().pending_summary(),
     };
     (
         [(header::CONTENT_TYPE, OPENMETRICS)],

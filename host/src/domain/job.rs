@@ -26,6 +26,14 @@ impl JobId {
         Self(Uuid::now_v7())
     }
 
+    /// When the id was made (its UUIDv7 time, millisecond precision);
+    /// `None` for an id that is not a v7.
+    pub fn created_at(self) -> Option<Timestamp> {
+        let (secs, nanos) = self.0.get_timestamp()?.to_unix();
+        let micros = i128::from(secs) * 1_000_000 + i128::from(nanos / 1_000);
+        i64::try_from(micros).ok().map(Timestamp)
+    }
+
     /// Parses the canonical hyphenated form.
     pub fn parse(s: &str) -> Result<Self, DomainError> {
         Uuid::parse_str(s)

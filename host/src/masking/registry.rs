@@ -199,7 +199,7 @@ impl MaskerRegistry {
             sha256: format!("{:x}", Sha256::digest(bytes)),
             info,
             compiled,
-            health: Health::default(),
+            health: Health::for_plugin("masker", name),
         });
         let chain = self.chain.load_full();
         let in_chain = chain.links.iter().any(|l| l.plugin.name == name);

@@ -44,9 +44,10 @@ struct Counters {
     latency_us: hdrhistogram::Histogram<u64>,
 }
 
-/// A plugin's health (see the module docs).
+/// A plugin's health (see the module docs), and the series it feeds in
+/// `/metrics` (`world`, `plugin`), if any.
 #[derive(Debug)]
-pub struct Health(Mutex<Counters>);
+pub struct Health(Mutex<Counters>, Option<(&'static str, String)>);
 
 /// What the API shows of a plugin's health.
 #[derive(Debug, Clone, Serialize)]
@@ -69,23 +70,34 @@ pub struct HealthView {
 
 impl Default for Health {
     fn default() -> Self {
-        Self(Mutex::new(Counters {
-            calls: 0,
-            errors: 0,
-            consecutive_failures: 0,
-            failing: None,
-            backoff: FIRST_BACKOFF,
-            disabled_until: None,
-            last_error: None,
-            latency_us: hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)
-                .expect("static histogram bounds are valid"),
-        }))
+        Self(
+            Mutex::new(Counters {
+                calls: 0,
+                errors: 0,
+                consecutive_failures: 0,
+                failing: None,
+                backoff: FIRST_BACKOFF,
+                disabled_until: None,
+                last_error: None,
+                latency_us: hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)
+                    .expect("static histogram bounds are valid"),
+            }),
+            None,
+        )
     }
 }
 
 impl Health {
     fn lock(&self) -> std::sync::MutexGuard<'_, Counters> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The health of plugin `name` of `world` (`policy`, `masker`), whose
+    /// calls also show in `/metrics`.
+    pub fn for_plugin(world: &'static str, name: &str) -> Self {
+        let mut health = Self::default();
+        health.1 = Some((world, name.to_owned()));
+        health
     }
 
     /// False while the plugin is backing off.
@@ -107,11 +119,17 @@ impl Health {
         }
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         health.latency_us.saturating_record(micros.max(1));
+        if let Some((world, plugin)) = &self.1 {
+            crate::metrics::instruments().plugin_call(world, plugin, Some(elapsed));
+        }
     }
 
     /// Counts a failed call and keeps it as the last error; answers the
     /// backoff started by this failure, if one did.
     pub fn record_failure(&self, error: &CallError) -> Option<Duration> {
+        if let Some((world, plugin)) = &self.1 {
+            crate::metrics::instruments().plugin_call(world, plugin, None);
+        }
         let mut health = self.lock();
         health.calls += 1;
         health.errors += 1;

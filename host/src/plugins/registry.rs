@@ -226,7 +226,7 @@ impl PolicyRegistry {
             sha256: format!("{:x}", Sha256::digest(bytes)),
             compiled,
             pool: Mutex::default(),
-            health: Health::default(),
+            health: Health::for_plugin("policy", name),
         });
         let active = self.active.load_full();
         if active.name == name {

@@ -131,6 +131,43 @@ impl Scheduler {
     /// one that already failed this round is skipped without asking the
     /// policy again, since nothing it could see has changed.
     pub fn round(&self) -> Vec<Placement> {
+        let started = std::time::Instant::now();
+        let placements = self.round_inner();
+        crate::metrics::instruments().scheduling_round(started.elapsed());
+        placements
+    }
+
+    /// The queue by why its jobs wait (for `/metrics`). Costs the number
+    /// of distinct label sets times the workers, plus one pass over the
+    /// queue for the oldest job.
+    pub fn pending_summary(&self) -> crate::metrics::PendingSummary {
+        let now = Timestamp::now();
+        let workers = self.cluster.candidates();
+        let queue = lock(&self.queue);
+        let mut summary = crate::metrics::PendingSummary::default();
+        let mut eligible = 0;
+        for (labels, count) in queue.demand_by_labels(now) {
+            let count = count as u64;
+            eligible += count;
+            let matched = workers
+                .iter()
+                .any(|w| labels.iter().all(|(k, v)| w.labels.get(k) == Some(v)));
+            if matched {
+                summary.waiting_for_capacity += count;
+            } else {
+                summary.no_matching_worker += count;
+            }
+        }
+        summary.backoff = (queue.len() as u64).saturating_sub(eligible);
+        if let Some(oldest) = queue.iter().map(|job| job.id).min() {
+            summary.oldest_age_seconds = oldest
+                .created_at()
+                .map_or(0.0, |at| (now.0 - at.0).max(0) as f64 / 1e6);
+        }
+        summary
+    }
+
+    fn round_inner(&self) -> Vec<Placement> {
         let mut queue = lock(&self.queue);
         let mut candidates = self.cluster.candidates();
         let policy = self.policy.current();

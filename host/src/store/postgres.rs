@@ -386,6 +386,7 @@ impl JobStore for PgStore {
     }
 
     async fn update(&self, id: JobId, change: Transition) -> Result<Job, StoreError> {
+        let started = std::time::Instant::now();
         let mut tx = self.pool.begin().await.map_err(backend)?;
         let row = sqlx::query("SELECT doc::text AS doc FROM jobs WHERE id = $1 FOR UPDATE")
             .bind(id.0)
@@ -421,6 +422,7 @@ impl JobStore for PgStore {
         .await
         .map_err(backend)?;
         tx.commit().await.map_err(backend)?;
+        crate::metrics::instruments().store_commit(started.elapsed());
         Ok(job)
     }
 

@@ -82,6 +82,7 @@ enum Reply {
 fn commit_group(db: &Database, batch: &mut Vec<WriteOp>) {
     let mut replies = Vec::with_capacity(batch.len());
     let mut ops = batch.drain(..);
+    let started = std::time::Instant::now();
     let committed = (|| -> Result<(), StoreError> {
         let txn = db.begin_write().map_err(StoreError::backend)?;
         {
@@ -161,6 +162,7 @@ fn commit_group(db: &Database, batch: &mut Vec<WriteOp>) {
         }
         txn.commit().map_err(StoreError::backend)
     })();
+    crate::metrics::instruments().store_commit(started.elapsed());
     // Callers learn their result only now, after the commit: an answer
     // before durability would be a promise the disk has not kept.
     let failed = || {
