@@ -13,6 +13,10 @@ eval "$(./scripts/postgres.sh)"
 # chromium and chromium-driver when missing.
 ./scripts/chromium.sh
 
+# /metrics is checked with Prometheus' promtool: install Debian's
+# prometheus package (for the tool) when missing.
+./scripts/promtool.sh
+
 # The in-tree policy plugins are built for wasm32-wasip2 by host/build.rs.
 rustup target add wasm32-wasip2 >/dev/null
 

@@ -10,29 +10,89 @@ use std::time::Duration;
 
 use common::{Agent, Host, script};
 
-/// Every sample line of a scrape: `name{labels}` → value.
-fn scrape(host: &Host) -> BTreeMap<String, f64> {
-    let response = ureq::get(&host.url("/metrics")).call().unwrap();
-    let content_type = response
-        .headers()
-        .get("content-type")
+/// The scrape's text, checked by `promtool check metrics` (Prometheus'
+/// own linter) when it is installed (scripts/promtool.sh); under CI=true
+/// it must be.
+fn promtool_check(text: &str) {
+    use std::io::Write;
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(err) => {
+            assert!(
+                std::env::var("CI").is_err(),
+                "promtool is missing under CI ({err}): scripts/promtool.sh installs it"
+            );
+            eprintln!("skipping promtool check: {err} (scripts/promtool.sh installs it)");
+            return;
+        }
+    };
+    child
+        .stdin
+        .take()
         .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
     assert!(
-        content_type.starts_with("application/openmetrics-text"),
-        "{content_type}"
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
-    let text = response.into_body().read_to_string().unwrap();
-    assert!(text.ends_with("# EOF\n"), "{text}");
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| {
-            let (name, value) = l.rsplit_once(' ').unwrap();
-            (name.to_owned(), value.parse().unwrap())
-        })
-        .collect()
+}
+
+/// Every sample line of a scrape: `name{labels}` → value. Scraped as
+/// Prometheus does (OpenMetrics) and as `curl` does (text 0.0.4, which
+/// promtool checks); both carry the same samples.
+fn scrape(host: &Host) -> BTreeMap<String, f64> {
+    let get = |accept: &str| {
+        let response = ureq::get(&host.url("/metrics"))
+            .header("accept", accept)
+            .call()
+            .unwrap();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        (content_type, response.into_body().read_to_string().unwrap())
+    };
+    let (open_type, open) = get("application/openmetrics-text;version=1.0.0,text/plain;q=0.5");
+    assert!(
+        open_type.starts_with("application/openmetrics-text"),
+        "{open_type}"
+    );
+    assert!(open.ends_with("# EOF\n"), "{open}");
+    let (text_type, text) = get("*/*");
+    assert!(
+        text_type.starts_with("text/plain; version=0.0.4"),
+        "{text_type}"
+    );
+    promtool_check(&text);
+    let samples = |body: &str| -> BTreeMap<String, f64> {
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| {
+                let (name, value) = l.rsplit_once(' ').unwrap();
+                (name.to_owned(), value.parse().unwrap())
+            })
+            .collect()
+    };
+    let (open, text) = (samples(&open), samples(&text));
+    assert_eq!(
+        open.keys().collect::<Vec<_>>(),
+        text.keys().collect::<Vec<_>>(),
+        "same series in both formats"
+    );
+    open
 }
 
 fn delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, name: &str) -> f64 {
@@ -118,7 +178,10 @@ fn pending_jobs_are_counted_by_reason_with_the_oldest_age() {
     host.submit_ok(&blue);
     std::thread::sleep(Duration::from_millis(300));
     let now = scrape(&host);
-    assert_eq!(now["hodei_jobs_pending{reason=\"no_matching_worker\"}"], 3.0);
+    assert_eq!(
+        now["hodei_jobs_pending{reason=\"no_matching_worker\"}"],
+        3.0
+    );
     assert_eq!(
         now["hodei_jobs_pending{reason=\"waiting_for_capacity\"}"],
         1.0
