@@ -40,8 +40,22 @@ pub struct Cli {
     /// ./hodei-data/tls/ca.pem when present].
     #[arg(long, env = "HODEI_CA_CERT", global = true)]
     ca_cert: Option<std::path::PathBuf>,
+    /// How log lines on stderr are written: `text` for people, `json` (one
+    /// object per line, with the spans it happened in) for collectors.
+    #[arg(long, env = "HODEI_LOG_FORMAT", global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The format of log lines (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line: timestamp, level, target, fields, and
+    /// the current span with its parents (`span`, `spans`).
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,11 +110,19 @@ pub fn main() -> ExitCode {
             _ => "warn",
         })
     });
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
     // A client command is one request or stream at a time: one thread
     // does it, without starting (and waking) a pool of workers per call
     // (`hodei run --detach` spent more time waiting for its threads than

@@ -23,7 +23,10 @@ impl JobService {
             .update(id, Box::new(move |job| job.start(attempt, now)))
             .await
         {
-            Ok(job) => self.publish_state(&job),
+            Ok(job) => {
+                self.traces.step(id, attempt, "started");
+                self.publish_state(&job);
+            }
             Err(err) => tracing::debug!(job = %id, attempt, %err, "start ignored"),
         }
     }
@@ -159,6 +162,7 @@ impl JobService {
             .await;
         let taken = match result {
             Ok(job) => {
+                self.traces.ended(&job, attempt);
                 self.publish_state(&job);
                 ResultTaken::Done
             }
@@ -189,6 +193,7 @@ impl JobService {
         match result {
             Ok(job) => {
                 tracing::warn!(job = %id, attempt, why, state = %job.state, "attempt lost");
+                self.traces.ended(&job, attempt);
                 if job.state == JobState::Pending {
                     self.scheduler.enqueue(QueuedJob::of(&job));
                 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 mod agents;
 mod leases;
+mod traces;
 
 use crate::agents::CANCELLED_BY_USER;
 use crate::bus::{Bus, Event};
@@ -57,6 +58,7 @@ pub struct JobService {
     metrics: Arc<crate::metrics::Metrics>,
     pools: Arc<PoolBoard>,
     sealer: Arc<Sealer>,
+    traces: traces::JobTraces,
 }
 
 impl JobService {
@@ -77,6 +79,7 @@ impl JobService {
             metrics: Arc::default(),
             pools: Arc::new(PoolBoard::default()),
             sealer: Arc::new(Sealer::ephemeral()),
+            traces: traces::JobTraces::default(),
         }
     }
 
@@ -174,6 +177,7 @@ impl JobService {
         let job = Job::new(spec, Timestamp::now());
         self.store.insert(job.clone()).await?;
         self.metrics.submitted();
+        self.traces.submitted(&job);
         self.scheduler.enqueue(QueuedJob::of(&job));
         self.bus.publish(Event::JobCreated(job.id));
         Ok(job)
@@ -191,6 +195,9 @@ impl JobService {
             .collect();
         self.store.insert_many(jobs.clone()).await?;
         self.metrics.submitted_many(jobs.len());
+        for job in &jobs {
+            self.traces.submitted(job);
+        }
         self.scheduler.enqueue_many(jobs.iter().map(QueuedJob::of));
         for job in &jobs {
             self.bus.publish(Event::JobCreated(job.id));
@@ -307,6 +314,8 @@ impl JobService {
             let eligible = job.not_before.unwrap_or(job.created_at).max(job.created_at);
             let micros = u64::try_from(at.0.saturating_sub(eligible.0)).unwrap_or(0);
             self.metrics.placed(Duration::from_micros(micros));
+            self.traces
+                .scheduled(id, attempt, &worker, Duration::from_micros(micros));
         }
         let mut job = job;
         match self.sealer.open_all(&job.spec.secrets) {
@@ -329,6 +338,7 @@ impl JobService {
             tracing::info!(job = %id, %worker, "agent went away before its assignment was sent");
             return;
         }
+        self.traces.step(id, attempt, "assigned");
         self.bus.publish(Event::JobScheduled(id, worker.clone()));
         // A cancel that raced the assignment may have reached the agent
         // before the job did; send it again now that the job is there.

@@ -86,6 +86,8 @@ impl Host {
 
     fn spawn(data_dir: &Path, extra: &[String], env: &[(String, String)]) -> Self {
         let mut command = Command::new(hodei_bin());
+        // The test's environment wins (RUST_LOG included).
+        command.env("RUST_LOG", "info");
         command.envs(env.iter().map(|(k, v)| (k, v)));
         command.arg("serve");
         // Defaults for test hosts, each overridable by the test. Plugin
@@ -109,7 +111,6 @@ impl Host {
             .arg(data_dir)
             .args(["--agent-token", TOKEN])
             .args(extra)
-            .env("RUST_LOG", "info")
             // Shared by every test host: each plugin is compiled once.
             .env(
                 "HODEI_PLUGIN_CACHE_DIR",
