@@ -95,9 +95,7 @@ impl Health {
     /// The health of plugin `name` of `world` (`policy`, `masker`), whose
     /// calls also show in `/metrics`.
     pub fn for_plugin(world: &'static str, name: &str) -> Self {
-        let mut health = Self::default();
-        health.1 = Some((world, name.to_owned()));
-        health
+        Self(Self::default().0, Some((world, name.to_owned())))
     }
 
     /// False while the plugin is backing off.
