@@ -189,7 +189,7 @@ fn pending_jobs_are_counted_by_reason_with_the_oldest_age() {
     assert_eq!(now["hodei_jobs_pending{reason=\"backoff\"}"], 0.0);
     assert_eq!(now["hodei_jobs_queued"], 4.0);
     let age = now["hodei_oldest_pending_job_age_seconds"];
-    assert!(age >= 0.3 && age < 120.0, "{age}");
+    assert!((0.3..120.0).contains(&age), "{age}");
     // Scheduling rounds and store commits were timed.
     assert!(now["hodei_scheduling_round_duration_seconds_count"] >= 1.0);
     assert!(now["hodei_store_commit_duration_seconds_count"] >= 5.0);
