@@ -606,3 +606,7 @@ enum Owned {
 /// The reason for a job-scoped message from a session that does not hold
 /// the job's attempt.
 const NOT_YOURS: &str = "job attempt is not assigned to this worker's session";
+
+#[cfg(test)]
+#[path = "decode_fuzz.rs"]
+mod decode_fuzz;

@@ -19,6 +19,8 @@ mod maskers;
 mod metrics;
 mod policies;
 mod pools;
+#[cfg(test)]
+mod spec_fuzz;
 mod tokens;
 mod workers;
 
