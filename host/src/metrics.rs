@@ -43,6 +43,13 @@ pub struct PluginLabel {
     pub plugin: String,
 }
 
+/// The label of the per-pool series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabel {
+    /// The worker pool's name.
+    pub pool: String,
+}
+
 /// The label of `hodei_jobs_pending`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PendingReason {
@@ -58,6 +65,13 @@ pub struct Instruments {
     plugin_errors: Family<PluginLabel, Counter>,
     store_commit: Histogram,
     scheduling_round: Histogram,
+    provider_create: Family<PoolLabel, Histogram, fn() -> Histogram>,
+    provider_failures: Family<PoolLabel, Counter>,
+}
+
+/// 10 ms to about 5 minutes, doubling.
+fn long_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.01, 2.0, 15))
 }
 
 /// 10 µs to about 5 s, quadrupling.
@@ -72,6 +86,8 @@ pub fn instruments() -> &'static Instruments {
         plugin_errors: Family::default(),
         store_commit: short_buckets(),
         scheduling_round: short_buckets(),
+        provider_create: Family::new_with_constructor(long_buckets),
+        provider_failures: Family::default(),
     });
     &INSTRUMENTS
 }
@@ -99,6 +115,24 @@ impl Instruments {
     /// A store transaction (one group commit) took `elapsed` to be durable.
     pub fn store_commit(&self, elapsed: std::time::Duration) {
         self.store_commit.observe(elapsed.as_secs_f64());
+    }
+
+    /// A worker of `pool` went from requested to registered in `elapsed`.
+    pub fn provider_created(&self, pool: &str, elapsed: std::time::Duration) {
+        self.provider_create
+            .get_or_create(&PoolLabel {
+                pool: pool.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// A provider's `create` for `pool` failed.
+    pub fn provider_create_failed(&self, pool: &str) {
+        self.provider_failures
+            .get_or_create(&PoolLabel {
+                pool: pool.to_owned(),
+            })
+            .inc();
     }
 
     /// One scheduling round took `elapsed`.
@@ -238,6 +272,17 @@ impl Default for Metrics {
             "One scheduling round: the queue walked against the cluster",
             Unit::Seconds,
             below.scheduling_round.clone(),
+        );
+        registry.register_with_unit(
+            "provider_create_duration",
+            "From a pool asking its provider for a worker to that worker's agent registering, by pool",
+            Unit::Seconds,
+            below.provider_create.clone(),
+        );
+        registry.register(
+            "provider_create_failures",
+            "Provider create calls that failed, by pool",
+            below.provider_failures.clone(),
         );
         Self {
             registry: Mutex::new(registry),

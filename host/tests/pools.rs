@@ -50,6 +50,19 @@ fn pool_until(host: &Host, name: &str, what: &str, done: impl Fn(&Value) -> bool
     view
 }
 
+/// The value of one series in the host's `/metrics` (0 when absent).
+fn metric(host: &Host, series: &str) -> f64 {
+    let text = ureq::get(&host.url("/metrics"))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 fn alive(pid: u64) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .is_ok_and(|stat| stat.split_whitespace().nth(2).is_none_or(|s| s != "Z"))
@@ -109,9 +122,15 @@ fn a_local_pool_grows_for_demand_within_max_and_shrinks_to_zero_when_idle() {
         pids.iter().all(|pid| !alive(*pid))
     });
     let view = pool(&host, "burst");
-    assert!(
-        view["create_latency"]["count"].as_u64().unwrap() >= 1,
-        "{view}"
+    let created = view["create_latency"]["count"].as_u64().unwrap();
+    assert!(created >= 1, "{view}");
+    // The same figure in /metrics, as a histogram per pool.
+    assert_eq!(
+        metric(
+            &host,
+            "hodei_provider_create_duration_seconds_count{pool=\"burst\"}"
+        ),
+        created as f64
     );
 }
 
@@ -231,6 +250,13 @@ max = 1
         v["state"] == json!("backoff") && failures(v) >= 2
     });
     let before = failures(&view);
+    assert!(
+        metric(
+            &host,
+            "hodei_provider_create_failures_total{pool=\"flaky\"}"
+        ) >= before as f64,
+        "failures in /metrics"
+    );
     std::thread::sleep(Duration::from_secs(3));
     let view = pool(&host, "flaky");
     assert!(

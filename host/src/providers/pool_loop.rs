@@ -470,6 +470,7 @@ impl PoolLoop {
     async fn create_failed(&mut self, id: &str, err: &ProviderCallError) {
         let message = format!("create {id}: {err}");
         tracing::warn!(pool = %self.spec.name, "{message}");
+        crate::metrics::instruments().provider_create_failed(&self.spec.name);
         self.destroy(id).await;
         // The create's error says more than the cleanup's.
         self.note_error(message.clone());
@@ -567,6 +568,8 @@ impl PoolLoop {
             if let Some(ms) = row.start_latency_ms()
                 && self.measured.insert(row.id.clone())
             {
+                crate::metrics::instruments()
+                    .provider_created(&self.spec.name, Duration::from_millis(ms));
                 if self.latencies.len() == LATENCY_SAMPLES {
                     self.latencies.remove(0);
                 }
