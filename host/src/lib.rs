@@ -50,6 +50,8 @@ pub mod jobs;
 pub mod logs;
 pub mod masking;
 pub mod metrics;
+#[cfg(feature = "otel")]
+pub mod otel;
 pub mod plugins;
 pub mod providers;
 pub mod scheduler;

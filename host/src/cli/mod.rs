@@ -110,19 +110,31 @@ pub fn main() -> ExitCode {
             _ => "warn",
         })
     });
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cli.log_format {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match cli.log_format {
         LogFormat::Text => logs
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
+            .boxed(),
         LogFormat::Json => logs
             .json()
             .with_current_span(true)
             .with_span_list(true)
-            .init(),
-    }
+            .boxed(),
+    };
+    let subscriber = tracing_subscriber::registry().with(filter).with(logs);
+    #[cfg(feature = "otel")]
+    let (subscriber, otel_provider) = match crate::otel::layer() {
+        Ok(Some((layer, provider))) => (subscriber.with(Some(layer)), Some(provider)),
+        Ok(None) => (subscriber.with(None), None),
+        Err(err) => {
+            eprintln!("hodei: OpenTelemetry export not started: {err:#}");
+            (subscriber.with(None), None)
+        }
+    };
+    subscriber.init();
     // A client command is one request or stream at a time: one thread
     // does it, without starting (and waking) a pool of workers per call
     // (`hodei run --detach` spent more time waiting for its threads than
@@ -141,7 +153,13 @@ pub fn main() -> ExitCode {
             return ExitCode::from(run::EXIT_HODEI_FAILED);
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    let outcome = runtime.block_on(dispatch(cli));
+    #[cfg(feature = "otel")]
+    if let Some(provider) = otel_provider {
+        // Flushes the spans still batched.
+        let _ = provider.shutdown();
+    }
+    match outcome {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("hodei: {err:#}");
