@@ -10,9 +10,10 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiJson, ApiQuery, AppState};
-use crate::api::error::ApiError;
+use crate::api::error::{ApiError, ErrorBody};
 use crate::domain::{Command, Job, JobId, JobSpec, JobState, Resources};
 use crate::jobs::JobDetails;
 use crate::store::ListQuery;
@@ -28,23 +29,41 @@ const MAX_ATTEMPTS_LIMIT: u32 = 100;
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 1000;
 
-/// Body of `POST /api/v1/jobs`.
-#[derive(Debug, Deserialize)]
+/// Body of `POST /api/v1/jobs`: exactly one of `command` and `args`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "name": "build",
+    "command": "make -j4 && make test",
+    "env": {"RUST_LOG": "info"},
+    "secrets": {"DEPLOY_TOKEN": "s3cr3t-value-1234"},
+    "labels": {"os": "linux"},
+    "resources": {"cpu_millis": 2000, "memory_mb": 1024},
+    "priority": 10,
+    "timeout_secs": 3600,
+    "max_attempts": 3
+}))]
 pub struct SubmitJob {
-    /// Display name; defaults to the command.
+    /// Display name (at most 256 characters); defaults to the command's
+    /// first line.
+    #[schema(max_length = 256)]
     pub name: Option<String>,
-    /// A bash script (exclusive with `args`).
+    /// A bash script (exclusive with `args`): not blank, no NUL byte.
+    #[schema(pattern = r"^[^\u0000]*\S[^\u0000]*$")]
     pub command: Option<String>,
-    /// An argv vector (exclusive with `command`).
+    /// An argv vector (exclusive with `command`): the program first, no
+    /// NUL byte.
+    #[schema(min_items = 1)]
     pub args: Option<Vec<String>>,
-    /// Environment variables.
+    /// Environment variables, by valid name (`[A-Za-z_][A-Za-z0-9_]*`).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// Secret environment variables: write-only.
+    /// Secret environment variables: write-only (the job shows their
+    /// names), masked in the log, each at least `MIN_SECRET_LEN` (8) bytes,
+    /// none also in `env`.
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
-    /// Required worker labels.
+    /// Required worker labels (names not empty).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// Capacity to reserve.
@@ -53,9 +72,11 @@ pub struct SubmitJob {
     /// Higher first.
     #[serde(default)]
     pub priority: i32,
-    /// Wall-clock limit in seconds.
+    /// Wall-clock limit in seconds (at least 1; absent: none).
+    #[schema(minimum = 1)]
     pub timeout_secs: Option<u64>,
-    /// Attempts allowed for infrastructure failures (default 3).
+    /// Attempts allowed for infrastructure failures (1 to 100, default 3).
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
 }
 
@@ -131,8 +152,12 @@ impl SubmitJob {
         if self.labels.keys().any(|k| k.is_empty()) {
             problem("labels", "label names must not be empty");
         }
-        if self.name.as_ref().is_some_and(|n| n.len() > MAX_NAME_LEN) {
-            problem("name", &format!("longer than {MAX_NAME_LEN} bytes"));
+        if self
+            .name
+            .as_ref()
+            .is_some_and(|n| n.chars().count() > MAX_NAME_LEN)
+        {
+            problem("name", &format!("longer than {MAX_NAME_LEN} characters"));
         }
         if self.timeout_secs == Some(0) {
             problem(
@@ -173,10 +198,15 @@ fn default_name(command: &Command) -> String {
 }
 
 /// A job as the API shows it. Secret values never appear; their names do.
-#[derive(Debug, Serialize)]
+/// Ids are UUID strings, times RFC 3339 (UTC, microseconds).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Job)]
 pub struct JobView {
+    #[schema(format = Uuid, example = "0193a5e2-7c4b-7d3e-9f21-4b8e2a1c6d0f")]
     id: String,
     name: String,
+    /// Where the job is in its life; the list filter and the log's `done`
+    /// event use the same name and values.
     state: JobState,
     #[serde(skip_serializing_if = "Option::is_none")]
     command: Option<String>,
@@ -199,9 +229,13 @@ pub struct JobView {
     /// agent's latest heartbeat; absent unless RUNNING.
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<JobUsage>,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(format = DateTime)]
     scheduled_at: Option<String>,
+    #[schema(format = DateTime)]
     started_at: Option<String>,
+    #[schema(format = DateTime)]
     finished_at: Option<String>,
 }
 
@@ -252,6 +286,14 @@ pub fn parse_id(raw: &str) -> Result<JobId, ApiError> {
 }
 
 /// `POST /api/v1/jobs`: 201 once the job is durable.
+#[utoipa::path(
+    post, path = "/api/v1/jobs", tag = "jobs",
+    request_body = SubmitJob,
+    responses(
+        (status = 201, description = "The job, durable", body = JobView),
+        (status = 400, description = "`VALIDATION_ERROR` (every problem, in `details`) or `MALFORMED_JSON`", body = ErrorBody),
+    )
+)]
 pub async fn submit(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<SubmitJob>,
@@ -262,6 +304,14 @@ pub async fn submit(
 }
 
 /// `GET /api/v1/jobs/{id}`.
+#[utoipa::path(
+    get, path = "/api/v1/jobs/{id}", tag = "jobs",
+    params(JobPath),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (status = 404, description = "No such job", body = ErrorBody),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -278,33 +328,59 @@ pub async fn get(
     Ok(Json(view))
 }
 
+/// The job of a path (`/api/v1/jobs/{id}/…`).
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct JobPath {
+    /// The job's id (a UUID; anything else names no job: 404).
+    #[param(format = Uuid, example = "0193a5e2-7c4b-7d3e-9f21-4b8e2a1c6d0f")]
+    #[allow(dead_code)]
+    id: String,
+}
+
 /// Query of `GET /api/v1/jobs`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
-    status: Option<String>,
+    /// Only jobs in this state (case-insensitive).
+    #[param(value_type = Option<JobState>)]
+    state: Option<String>,
+    /// Page size (1 to 1000, default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    #[param(format = Uuid)]
     cursor: Option<String>,
 }
 
 /// A page of jobs.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct JobPage {
     jobs: Vec<JobView>,
     /// Pass as `cursor` for the next page; null on the last page.
+    #[schema(format = Uuid)]
     next_cursor: Option<String>,
 }
 
-/// `GET /api/v1/jobs?status=&limit=&cursor=`, newest first.
+/// `GET /api/v1/jobs?state=&limit=&cursor=`, newest first.
+#[utoipa::path(
+    get, path = "/api/v1/jobs", tag = "jobs",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of jobs, newest first", body = JobPage),
+        (status = 400, description = "`VALIDATION_ERROR` (unknown state, limit out of range, bad cursor) or `INVALID_QUERY`", body = ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<JobPage>, ApiError> {
     let mut problems = Vec::new();
-    let status = params.status.as_deref().and_then(|s| {
+    let state_filter = params.state.as_deref().and_then(|s| {
         let parsed = JobState::parse(s);
         if parsed.is_none() {
-            problems.push(("status".to_owned(), format!("unknown state {s:?}")));
+            problems.push(("state".to_owned(), format!("unknown state {s:?}")));
         }
         parsed
     });
@@ -329,7 +405,7 @@ pub async fn list(
         return Err(ApiError::validation(problems));
     }
     let query = ListQuery {
-        state: status,
+        state: state_filter,
         before,
         limit: limit + 1,
     };
@@ -348,6 +424,15 @@ pub async fn list(
 
 /// `POST /api/v1/jobs/{id}/cancel`: 200 with the job; CANCELLED at once when
 /// pending, otherwise `cancel_requested` until the agent confirms.
+#[utoipa::path(
+    post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs",
+    params(JobPath),
+    responses(
+        (status = 200, description = "The job: CANCELLED when it was pending, else `cancel_requested`", body = JobView),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "`ILLEGAL_TRANSITION`: the job already ended", body = ErrorBody),
+    )
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -1,7 +1,7 @@
 //! `GET /api/v1/jobs/{id}/logs`: a job's log as server-sent events.
 //!
 //! Each line is `id: <sequence>` + `data: {"timestamp","stream","line","sequence"}`;
-//! the stream ends with `event: done` carrying the job's status. A client
+//! the stream ends with `event: done` carrying the job's `state`. A client
 //! that reconnects with `Last-Event-ID` resumes right after that line.
 //!
 //! Beside it, what a viewer of a long log needs: `logs/page` (a window of
@@ -22,11 +22,12 @@ use axum::response::IntoResponse;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
 use tokio_stream::wrappers::IntervalStream;
 
-use super::jobs::parse_id;
+use super::jobs::{JobPath, parse_id};
 use super::{ApiQuery, AppState};
-use crate::api::error::ApiError;
+use crate::api::error::{ApiError, ErrorBody};
 use crate::domain::{JobId, LogRecord, LogStream};
 use crate::logs::{self, LogItem, Start};
 use crate::store::StoreError;
@@ -37,8 +38,9 @@ const CHUNK_EVENTS: usize = 1000;
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
 /// Query of the logs endpoint.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct LogParams {
     /// Keep the stream open until the job ends.
     #[serde(default)]
@@ -49,12 +51,28 @@ pub struct LogParams {
 
 /// The data of one line's event. A struct rather than `json!`: no map is
 /// built per line, and the line is borrowed when it is valid UTF-8.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = LogLine)]
 struct LineData<'a> {
+    /// When the agent read it (RFC 3339).
+    #[schema(format = DateTime)]
     timestamp: String,
     stream: LogStream,
+    /// The line without its terminator (invalid UTF-8 replaced).
+    #[schema(value_type = String)]
     line: Cow<'a, str>,
+    /// Dense per job from 1, across attempts: the SSE `id:`.
     sequence: u64,
+}
+
+/// The data of the SSE `event: done` that ends a log: how the job ended.
+#[derive(Serialize, ToSchema)]
+#[schema(as = LogDone)]
+struct DoneData {
+    /// The job's state, as in the job JSON.
+    state: crate::domain::JobState,
+    exit_code: Option<i32>,
+    reason: Option<String>,
 }
 
 /// Largest window `logs/page` answers.
@@ -82,8 +100,9 @@ fn line_data(line: &LogRecord) -> LineData<'_> {
 }
 
 /// Query of `logs/page`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// The lines after this sequence.
     after: Option<u64>,
@@ -95,6 +114,15 @@ pub struct PageParams {
 
 /// `GET /api/v1/jobs/{id}/logs/page?after=|tail=&limit=`: `{"head", "lines"}`,
 /// `head` being the last sequence stored (sequences are dense from 1).
+#[utoipa::path(
+    get, path = "/api/v1/jobs/{id}/logs/page", tag = "logs",
+    params(JobPath, PageParams),
+    responses(
+        (status = 200, description = "A window of the log and its head", body = Page<'static>),
+        (status = 400, description = "`INVALID_QUERY`", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+    )
+)]
 pub async fn page(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -126,24 +154,51 @@ pub async fn page(
 }
 
 /// The answer of `logs/page`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = LogPage)]
 struct Page<'a> {
+    /// The last sequence stored (0: no line yet).
     head: u64,
     lines: Vec<LineData<'a>>,
 }
 
 /// Query of `logs/search`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SearchParams {
     /// The term: a literal, case-sensitive substring of the stored line.
+    #[param(min_length = 1)]
     q: String,
+}
+
+/// The answer of `logs/search`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = LogSearch)]
+struct SearchResult {
+    /// The term searched for.
+    query: String,
+    /// The last sequence stored when the search began.
+    head: u64,
+    /// How many lines matched.
+    count: usize,
+    /// The sequence of every matching line, in order.
+    matches: Vec<u64>,
 }
 
 /// `GET /api/v1/jobs/{id}/logs/search?q=`: `{"query", "head", "count",
 /// "matches"}`, `matches` the sequence of every line up to `head` (the last
 /// stored when the search began) containing `q`, in order, none left out.
 /// Lines are matched as stored (escape sequences included).
+#[utoipa::path(
+    get, path = "/api/v1/jobs/{id}/logs/search", tag = "logs",
+    params(JobPath, SearchParams),
+    responses(
+        (status = 200, description = "Every matching line's sequence", body = SearchResult),
+        (status = 400, description = "`VALIDATION_ERROR` (empty `q`) or `INVALID_QUERY`", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+    )
+)]
 pub async fn search(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -173,16 +228,24 @@ pub async fn search(
                 .map(|line| line.sequence),
         );
     }
-    Ok(axum::Json(json!({
-        "query": params.q,
-        "head": head,
-        "count": matches.len(),
-        "matches": matches,
-    })))
+    Ok(axum::Json(SearchResult {
+        query: params.q,
+        head,
+        count: matches.len(),
+        matches,
+    }))
 }
 
 /// `GET /api/v1/jobs/{id}/logs/raw`: every stored line, as stored, one per
 /// `\n`, streamed as `text/plain` (a download: `job-ID.log`).
+#[utoipa::path(
+    get, path = "/api/v1/jobs/{id}/logs/raw", tag = "logs",
+    params(JobPath),
+    responses(
+        (status = 200, description = "The whole log, one line per `\\n`", content_type = "text/plain; charset=utf-8", body = String),
+        (status = 404, description = "No such job", body = ErrorBody),
+    )
+)]
 pub async fn raw(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -219,6 +282,20 @@ pub async fn raw(
 }
 
 /// The SSE handler.
+#[utoipa::path(
+    get, path = "/api/v1/jobs/{id}/logs", tag = "logs",
+    params(
+        JobPath, LogParams,
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume right after this line's sequence"),
+    ),
+    responses(
+        (status = 200, description = "Server-sent events: per line `id: SEQUENCE` and `data:` a `LogLine`; \
+            at the end `event: done` with a `LogDone` (or `event: error`); `:` comments keep idle streams open",
+            content_type = "text/event-stream", body = String),
+        (status = 400, description = "`INVALID_QUERY`", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+    )
+)]
 pub async fn stream(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -281,11 +358,11 @@ fn write_event(out: &mut Vec<u8>, item: Result<LogItem, StoreError>) {
             out.extend_from_slice(b"event: done\ndata: ");
             serde_json::to_writer(
                 &mut *out,
-                &json!({
-                    "status": job.state,
-                    "exit_code": job.exit_code,
-                    "reason": job.reason,
-                }),
+                &DoneData {
+                    state: job.state,
+                    exit_code: job.exit_code,
+                    reason: job.reason,
+                },
             )
         }
         Err(err) => {

@@ -12,6 +12,11 @@ use crate::metrics::Snapshot;
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// `GET /metrics`.
+#[utoipa::path(
+    get, path = "/metrics", tag = "host",
+    responses((status = 200, description = "OpenMetrics text (Prometheus)",
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String))
+)]
 pub async fn scrape(State(state): State<AppState>) -> impl IntoResponse {
     let workers = state.jobs.cluster().views();
     let connected = workers.iter().filter(|w| w.connected);

@@ -5,7 +5,8 @@
 //! `maskers`, `pools`, `tokens`, `agents` (agent tokens and credentials); who may call which route is declared
 //! with the route ([`routes`], see `crate::auth::guard`);
 //! `error` owns the error shape.
-//! `dashboard` serves the web UI (assets embedded in the binary).
+//! `dashboard` serves the web UI (assets embedded in the binary);
+//! `openapi` the API's OpenAPI 3.1 document and its docs UI.
 
 mod agents;
 mod dashboard;
@@ -14,6 +15,7 @@ mod jobs;
 mod logs;
 mod maskers;
 mod metrics;
+pub mod openapi;
 mod policies;
 mod pools;
 mod tokens;
@@ -75,6 +77,8 @@ pub fn routes() -> Routes<AppState> {
     use Scope::{Admin, JobsCancel, JobsRead, JobsSubmit, LogsRead, WorkersRead};
     Routes::new()
         .merge(dashboard::routes())
+        .merge(openapi::docs_routes())
+        .route(openapi::SPEC_PATH, guard::get(Public, openapi::spec))
         .route(
             "/api/v1/jobs/{id}/logs/page",
             guard::get(Needs(LogsRead), logs::page),

@@ -17,8 +17,10 @@ use crate::plugins::provider::Capability;
 pub const MAX_POOL_WORKERS: u32 = 1000;
 
 /// One pool, as configured.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "docker-small", "provider": "docker", "config": "image=hodei-worker:0.1.0",
+    "grants": ["docker"], "labels": {"size": "small"}, "min": 0, "max": 4}))]
 pub struct PoolSpec {
     /// Unique name, `[a-z0-9-]`, e.g. `docker-small`.
     pub name: String,
