@@ -53,7 +53,7 @@ pub struct LogParams {
 /// built per line, and the line is borrowed when it is valid UTF-8.
 #[derive(Serialize, ToSchema)]
 #[schema(as = LogLine)]
-struct LineData<'a> {
+pub struct LineData<'a> {
     /// When the agent read it (RFC 3339).
     #[schema(format = DateTime)]
     timestamp: String,
@@ -68,7 +68,7 @@ struct LineData<'a> {
 /// The data of the SSE `event: done` that ends a log: how the job ended.
 #[derive(Serialize, ToSchema)]
 #[schema(as = LogDone)]
-struct DoneData {
+pub struct DoneData {
     /// The job's state, as in the job JSON.
     state: crate::domain::JobState,
     exit_code: Option<i32>,

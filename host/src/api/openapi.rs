@@ -56,7 +56,8 @@ pub const DOCS_PATH: &str = "/api/v1/docs/";
         agents::revoke_credential,
         spec,
     ),
-    components(schemas(ErrorBody, Scope)),
+    // What the SSE stream's `data:` lines carry (its body is text).
+    components(schemas(ErrorBody, Scope, logs::LineData<'static>, logs::DoneData)),
     modifiers(&Contract),
     tags(
         (name = "jobs", description = "Submit, list, get and cancel jobs"),
