@@ -15,7 +15,7 @@ use super::{ApiJson, AppState};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::auth::Authorized;
 use crate::auth::agents::{AgentCredential, BootstrapToken};
-use crate::domain::Timestamp;
+use crate::domain::{Timestamp, integral};
 
 /// Longest lifetime of a bootstrap token: it is for joining, not for
 /// keeping (the credential it yields does not expire).
@@ -38,11 +38,11 @@ pub struct Create {
     #[schema(min_length = 1, max_length = 128, pattern = r"\S")]
     pool: Option<String>,
     /// Seconds it may be redeemed for [default: 900].
-    #[serde(default)]
+    #[serde(default, deserialize_with = "integral::option")]
     #[schema(minimum = 1, maximum = 2592000)]
     ttl_secs: Option<u64>,
     /// Agents it may admit [default: 1].
-    #[serde(default)]
+    #[serde(default, deserialize_with = "integral::option")]
     #[schema(minimum = 1, maximum = 10000)]
     uses: Option<u32>,
 }

@@ -7,7 +7,7 @@
 //! makes by itself (unknown route, wrong method) get the same shape there.
 
 use axum::extract::Request;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -41,13 +41,22 @@ pub struct ErrorBody {
     pub message: String,
     /// Structured specifics: for `VALIDATION_ERROR` a list of
     /// `{"field", "problem"}`; otherwise usually null.
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = any_json)]
     pub details: Value,
     /// The request's id (`x-request-id`, the client's when it sent one).
     pub request_id: String,
     /// When the error was answered (RFC 3339).
     #[schema(format = DateTime)]
     pub timestamp: String,
+}
+
+/// Any JSON value (null included).
+fn any_json() -> utoipa::openapi::Schema {
+    utoipa::openapi::Schema::Object(
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::SchemaType::AnyValue)
+            .build(),
+    )
 }
 
 /// An error as the API reports it.
@@ -167,6 +176,21 @@ impl From<JsonRejection> for ApiError {
                     Self::new(status, "BAD_REQUEST", text)
                 }
             }
+        }
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::new(
+                status,
+                "PAYLOAD_TOO_LARGE",
+                "request body is over the limit",
+            )
+        } else {
+            Self::new(status, "BAD_REQUEST", rejection.body_text())
         }
     }
 }

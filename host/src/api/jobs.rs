@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiJson, ApiQuery, AppState};
 use crate::api::error::{ApiError, ErrorBody};
-use crate::domain::{Command, Job, JobId, JobSpec, JobState, Resources};
+use crate::domain::{Command, Job, JobId, JobSpec, JobState, Resources, integral};
 use crate::jobs::JobDetails;
 use crate::store::ListQuery;
 use crate::usage::JobUsage;
@@ -49,35 +49,121 @@ pub struct SubmitJob {
     #[schema(max_length = 256)]
     pub name: Option<String>,
     /// A bash script (exclusive with `args`): not blank, no NUL byte.
-    #[schema(pattern = r"^[^\u0000]*\S[^\u0000]*$")]
+    #[schema(pattern = r"^[^\x00]*\S[^\x00]*$")]
     pub command: Option<String>,
-    /// An argv vector (exclusive with `command`): the program first, no
-    /// NUL byte.
-    #[schema(min_items = 1)]
+    /// An argv vector (exclusive with `command`): the program first (not
+    /// empty), no NUL byte.
+    #[schema(schema_with = args_schema)]
     pub args: Option<Vec<String>>,
     /// Environment variables, by valid name (`[A-Za-z_][A-Za-z0-9_]*`).
     #[serde(default)]
+    #[schema(schema_with = env_schema)]
     pub env: BTreeMap<String, String>,
     /// Secret environment variables: write-only (the job shows their
-    /// names), masked in the log, each at least `MIN_SECRET_LEN` (8) bytes,
+    /// names), masked in the log, each at least `MIN_SECRET_LEN` bytes,
     /// none also in `env`.
     #[serde(default)]
+    #[schema(schema_with = secrets_schema)]
     pub secrets: BTreeMap<String, String>,
     /// Required worker labels (names not empty).
     #[serde(default)]
+    #[schema(schema_with = labels_schema)]
     pub labels: BTreeMap<String, String>,
     /// Capacity to reserve.
     #[serde(default)]
     pub resources: Resources,
     /// Higher first.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "integral::deserialize")]
     pub priority: i32,
     /// Wall-clock limit in seconds (at least 1; absent: none).
+    #[serde(default, deserialize_with = "integral::option")]
     #[schema(minimum = 1)]
     pub timeout_secs: Option<u64>,
     /// Attempts allowed for infrastructure failures (1 to 100, default 3).
+    #[serde(default, deserialize_with = "integral::option")]
     #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
+}
+
+/// What [`is_env_name`] accepts, for the document.
+const ENV_NAME_PATTERN: &str = "^[A-Za-z_][A-Za-z0-9_]*$";
+/// No NUL byte, for the document.
+const NO_NUL_PATTERN: &str = "^[^\\x00]*$";
+
+fn string_map(
+    names: utoipa::openapi::Object,
+    values: utoipa::openapi::Object,
+    description: &str,
+) -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some(description))
+        .property_names(Some(names))
+        .additional_properties(Some(AdditionalProperties::RefOr(values.into())))
+        .build()
+}
+
+fn string(pattern: Option<&str>, min_length: Option<usize>) -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(pattern)
+        .min_length(min_length)
+        .build()
+}
+
+fn env_schema() -> utoipa::openapi::Object {
+    string_map(
+        string(Some(ENV_NAME_PATTERN), None),
+        string(None, None),
+        "Environment variables, by valid name",
+    )
+}
+
+fn secrets_schema() -> utoipa::openapi::Object {
+    string_map(
+        string(Some(ENV_NAME_PATTERN), None),
+        string(None, Some(MIN_SECRET_LEN)),
+        "Secret environment variables (values of at least MIN_SECRET_LEN bytes; none also in `env`)",
+    )
+}
+
+fn labels_schema() -> utoipa::openapi::Object {
+    string_map(
+        string(None, Some(1)),
+        string(None, None),
+        "Required worker labels",
+    )
+}
+
+fn args_schema() -> utoipa::openapi::Array {
+    use utoipa::openapi::schema::ArrayBuilder;
+    // Every item without NUL; the first (the program) not empty.
+    let mut array = ArrayBuilder::new()
+        .items(string(Some(NO_NUL_PATTERN), None))
+        .min_items(Some(1))
+        .build();
+    array.prefix_items = vec![string(Some(NO_NUL_PATTERN), Some(1)).into()];
+    array
+}
+
+/// `command` and `args`: exactly one, as [`SubmitJob::into_spec`] checks;
+/// added to the `SubmitJob` schema by `super::openapi`.
+pub(super) fn command_or_args() -> utoipa::openapi::schema::OneOf {
+    use utoipa::openapi::Type;
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder};
+    // The one given is present and not null; the other absent or null.
+    let one = |given: &str, kind: Type, other: &str| {
+        ObjectBuilder::new()
+            .required(given)
+            .property(given, ObjectBuilder::new().schema_type(kind))
+            .property(other, ObjectBuilder::new().schema_type(Type::Null))
+    };
+    OneOfBuilder::new()
+        .item(one("command", Type::String, "args"))
+        .item(one("args", Type::Array, "command"))
+        .build()
 }
 
 fn is_env_name(name: &str) -> bool {

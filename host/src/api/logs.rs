@@ -32,6 +32,24 @@ use crate::domain::{JobId, LogRecord, LogStream};
 use crate::logs::{self, LogItem, Start};
 use crate::store::StoreError;
 
+/// Largest sequence or count of lines a query may name: JSON's exact
+/// integers (2^53 - 1), far past any log. Larger is refused.
+pub(super) const MAX_COUNT: u64 = (1 << 53) - 1;
+
+/// 400 when a query names a sequence or count past [`MAX_COUNT`].
+fn within_bounds(params: &[(&str, Option<u64>)]) -> Result<(), ApiError> {
+    let problems: Vec<(String, String)> = params
+        .iter()
+        .filter(|(_, value)| value.is_some_and(|v| v > MAX_COUNT))
+        .map(|(name, _)| ((*name).to_owned(), format!("at most {MAX_COUNT}")))
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::validation(problems))
+    }
+}
+
 /// Most events one body chunk carries (one page of the store).
 const CHUNK_EVENTS: usize = 1000;
 /// Idle time after which a comment line is sent.
@@ -46,6 +64,7 @@ pub struct LogParams {
     #[serde(default)]
     follow: bool,
     /// Start with the last `tail` lines instead of the first.
+    #[param(maximum = 9007199254740991_u64)] // MAX_COUNT, checked by a test
     tail: Option<u64>,
 }
 
@@ -63,6 +82,21 @@ pub struct LineData<'a> {
     line: Cow<'a, str>,
     /// Dense per job from 1, across attempts: the SSE `id:`.
     sequence: u64,
+}
+
+/// One server-sent event of a job's log, as the stream frames it.
+#[derive(ToSchema)]
+#[schema(as = LogEvent)]
+#[allow(dead_code)]
+pub struct EventDoc {
+    /// Absent for a line; `done` at the end of the log; `error` when
+    /// reading the store failed.
+    event: Option<String>,
+    /// A line's sequence (what `Last-Event-ID` resumes after).
+    id: Option<String>,
+    /// JSON: a `LogLine`; for `done` a `LogDone`; for `error` `{"error",
+    /// "message"}`.
+    data: String,
 }
 
 /// The data of the SSE `event: done` that ends a log: how the job ended.
@@ -105,10 +139,14 @@ fn line_data(line: &LogRecord) -> LineData<'_> {
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// The lines after this sequence.
+    #[param(maximum = 9007199254740991_u64)] // MAX_COUNT, checked by a test
     after: Option<u64>,
     /// Or the last `tail` lines.
+    #[param(maximum = 9007199254740991_u64)] // MAX_COUNT, checked by a test
     tail: Option<u64>,
-    /// At most this many lines (default and cap 5000).
+    /// At most this many lines (default and cap 5000: more is taken as
+    /// 5000).
+    #[param(maximum = 9007199254740991_u64)] // MAX_COUNT, checked by a test
     limit: Option<usize>,
 }
 
@@ -119,7 +157,7 @@ pub struct PageParams {
     params(JobPath, PageParams),
     responses(
         (status = 200, description = "A window of the log and its head", body = Page<'static>),
-        (status = 400, description = "`INVALID_QUERY`", body = ErrorBody),
+        (status = 400, description = "`INVALID_QUERY`, or `VALIDATION_ERROR` past the bounds", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
     )
 )]
@@ -128,6 +166,11 @@ pub async fn page(
     Path(id): Path<String>,
     ApiQuery(params): ApiQuery<PageParams>,
 ) -> Result<impl IntoResponse, ApiError> {
+    within_bounds(&[
+        ("after", params.after),
+        ("tail", params.tail),
+        ("limit", params.limit.map(|l| l as u64)),
+    ])?;
     let job_id = existing(&state, &id).await?;
     let store = state.jobs.store();
     let head = store.log_head(job_id).await?;
@@ -286,13 +329,13 @@ pub async fn raw(
     get, path = "/api/v1/jobs/{id}/logs", tag = "logs",
     params(
         JobPath, LogParams,
-        ("Last-Event-ID" = Option<u64>, Header, description = "Resume right after this line's sequence"),
+        ("Last-Event-ID" = Option<u64>, Header, nullable = false, description = "Resume right after this line's sequence"),
     ),
     responses(
         (status = 200, description = "Server-sent events: per line `id: SEQUENCE` and `data:` a `LogLine`; \
             at the end `event: done` with a `LogDone` (or `event: error`); `:` comments keep idle streams open",
-            content_type = "text/event-stream", body = String),
-        (status = 400, description = "`INVALID_QUERY`", body = ErrorBody),
+            content_type = "text/event-stream", body = EventDoc),
+        (status = 400, description = "`INVALID_QUERY`, or `VALIDATION_ERROR` for `tail` past its bound or a `Last-Event-ID` that is no sequence", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
     )
 )]
@@ -302,11 +345,25 @@ pub async fn stream(
     headers: HeaderMap,
     ApiQuery(params): ApiQuery<LogParams>,
 ) -> Result<impl IntoResponse, ApiError> {
+    within_bounds(&[("tail", params.tail)])?;
     let job_id = existing(&state, &id).await?;
-    let resume = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    // Only ids this stream gave (sequences) resume it; anything else is
+    // the client's mistake, not a reason to start over silently.
+    let resume = match headers.get("last-event-id") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::validation(vec![(
+                        "Last-Event-ID".into(),
+                        "not a line's sequence from this stream".into(),
+                    )])
+                })?,
+        ),
+    };
     let start = match (resume, params.tail) {
         (Some(seq), _) => Start::After(seq),
         (None, Some(n)) => Start::Tail(n),

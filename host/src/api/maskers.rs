@@ -62,7 +62,7 @@ pub async fn list(State(state): State<AppState>) -> Json<Value> {
 #[utoipa::path(
     post, path = "/api/v1/maskers", tag = "maskers",
     params(UploadParams),
-    request_body(content = ComponentDoc, content_type = "application/wasm",
+    request_body(content = ComponentDoc, content_type = "application/octet-stream",
         description = "A WebAssembly component of the `masker` world (at most 16 MiB)"),
     responses(
         (status = 201, description = "Compiled, validated and stored", body = Listing),

@@ -19,6 +19,7 @@ use axum::extract::Path;
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::schema::AllOfBuilder;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
@@ -90,6 +91,13 @@ impl Modify for Contract {
                 .to_owned(),
         );
         components.add_security_scheme(BEARER, SecurityScheme::Http(bearer));
+        if let Some(submit) = components.schemas.get_mut("SubmitJob") {
+            let fields = std::mem::replace(submit, Ref::from_schema_name("SubmitJob").into());
+            *submit = AllOfBuilder::new()
+                .item(fields)
+                .item(utoipa::openapi::Schema::OneOf(jobs::command_or_args()))
+                .into();
+        }
         let table = super::routes().merge(super::upload_routes());
         for (path, method, access) in table.table() {
             let Some(item) = doc.paths.paths.get_mut(path) else {

@@ -106,3 +106,22 @@ fn every_error_response_is_the_one_error_shape_and_access_matches_the_table() {
     }
     assert!(checked >= 30, "checked {checked} operations");
 }
+
+#[test]
+fn the_documented_bounds_of_log_queries_are_the_enforced_ones() {
+    let doc = document_json();
+    let mut seen = 0;
+    for path in ["/api/v1/jobs/{id}/logs", "/api/v1/jobs/{id}/logs/page"] {
+        for param in doc["paths"][path]["get"]["parameters"].as_array().unwrap() {
+            if ["after", "tail", "limit"].contains(&param["name"].as_str().unwrap()) {
+                assert_eq!(
+                    param["schema"]["maximum"].as_u64(),
+                    Some(crate::api::logs::MAX_COUNT),
+                    "{path} {param}"
+                );
+                seen += 1;
+            }
+        }
+    }
+    assert_eq!(seen, 4);
+}

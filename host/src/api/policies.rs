@@ -82,7 +82,8 @@ pub struct Listing {
     policies: Vec<Value>,
 }
 
-/// A component upload: the `.wasm` bytes.
+/// A component upload: the `.wasm` bytes (any content type is taken; the
+/// CLI sends `application/wasm`).
 #[derive(Debug, ToSchema)]
 #[schema(as = Component, value_type = String, format = Binary)]
 #[allow(dead_code)]
@@ -122,7 +123,7 @@ pub struct UploadParams {
 #[utoipa::path(
     post, path = "/api/v1/policies", tag = "policies",
     params(UploadParams),
-    request_body(content = ComponentDoc, content_type = "application/wasm",
+    request_body(content = ComponentDoc, content_type = "application/octet-stream",
         description = "A WebAssembly component of the `policy` world (at most 16 MiB)"),
     responses(
         (status = 201, description = "Compiled, validated and stored", body = Listing),

@@ -20,12 +20,15 @@ use crate::auth::{Authorized, Scope};
 #[serde(deny_unknown_fields)]
 #[schema(as = CreateApiToken, example = json!({"name": "ci", "scopes": ["jobs:submit", "logs:read"], "ttl_secs": 86400}))]
 pub struct Create {
+    /// 1 to 128 characters.
+    #[schema(min_length = 1, max_length = 128)]
     name: String,
-    /// What it allows; only scopes the caller holds.
-    #[schema(value_type = Vec<Scope>)]
+    /// What it allows (at least one); only scopes the caller holds.
+    #[schema(value_type = Vec<Scope>, min_items = 1)]
     scopes: BTreeSet<Scope>,
-    /// Lifetime in seconds; none: until revoked.
-    #[serde(default)]
+    /// Lifetime in seconds (at most 100 years); none: until revoked.
+    #[serde(default, deserialize_with = "crate::domain::integral::option")]
+    #[schema(minimum = 1, maximum = 3153600000_u64)]
     ttl_secs: Option<u64>,
 }
 

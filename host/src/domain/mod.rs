@@ -4,6 +4,7 @@
 //! (store, scheduler, agents, api) speaks these types, so the rules live in
 //! one place and are unit-tested without a runtime.
 
+pub mod integral;
 mod job;
 mod log;
 mod provisioned;

@@ -23,10 +23,10 @@ impl fmt::Display for WorkerId {
 #[serde(deny_unknown_fields)]
 pub struct Resources {
     /// Thousandths of a CPU core.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::integral::deserialize")]
     pub cpu_millis: u64,
     /// Memory in MiB.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::integral::deserialize")]
     pub memory_mb: u64,
 }
 
