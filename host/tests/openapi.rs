@@ -49,12 +49,14 @@ fn the_document_is_openapi_3_1_served_publicly_and_names_real_routes() {
     let host = Host::start_with(&["--api-auth", "tokens"]);
     let (status, content_type, body) = fetch(&host, "/api/v1/openapi.json");
     assert_eq!(status, 200, "{body}");
-    assert!(content_type.starts_with("application/json"), "{content_type}");
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
     let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
     assert_eq!(
-        doc["paths"]["/api/v1/jobs"]["get"]["parameters"][0]["name"],
-        "state",
+        doc["paths"]["/api/v1/jobs"]["get"]["parameters"][0]["name"], "state",
         "one vocabulary: the list filter is `state`"
     );
     assert_eq!(

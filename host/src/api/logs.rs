@@ -22,8 +22,8 @@ use axum::response::IntoResponse;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use utoipa::{IntoParams, ToSchema};
 use tokio_stream::wrappers::IntervalStream;
+use utoipa::{IntoParams, ToSchema};
 
 use super::jobs::{JobPath, parse_id};
 use super::{ApiQuery, AppState};
@@ -329,7 +329,7 @@ pub async fn raw(
     get, path = "/api/v1/jobs/{id}/logs", tag = "logs",
     params(
         JobPath, LogParams,
-        ("Last-Event-ID" = Option<u64>, Header, nullable = false, description = "Resume right after this line's sequence"),
+        ("Last-Event-ID" = Option<u64>, Header, nullable = false, maximum = 9007199254740991_u64, description = "Resume right after this line's sequence"),
     ),
     responses(
         (status = 200, description = "Server-sent events: per line `id: SEQUENCE` and `data:` a `LogLine`; \
@@ -356,6 +356,7 @@ pub async fn stream(
                 .to_str()
                 .ok()
                 .and_then(|v| v.trim().parse::<u64>().ok())
+                .filter(|seq| *seq <= MAX_COUNT)
                 .ok_or_else(|| {
                     ApiError::validation(vec![(
                         "Last-Event-ID".into(),

@@ -89,8 +89,7 @@ where
             )
             .into());
         }
-        let bytes = axum::body::Bytes::from_request(request, state)
-            .await?;
+        let bytes = axum::body::Bytes::from_request(request, state).await?;
         let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
         if first.is_some_and(|b| *b != b'{') {
             return Err(ApiError::validation(vec![(

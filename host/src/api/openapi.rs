@@ -127,7 +127,9 @@ fn error(description: &str) -> utoipa::openapi::Response {
         .description(description)
         .content(
             "application/json",
-            ContentBuilder::new().schema(Some(Ref::from_schema_name("Error"))).build(),
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Error")))
+                .build(),
         )
         .build()
 }
@@ -199,7 +201,11 @@ fn complete(op: &mut Operation, access: Access) {
             .any(|p| p.parameter_in == utoipa::openapi::path::ParameterIn::Query)
     });
     if has_query {
-        add(op, "400", "`INVALID_QUERY`: a parameter is unknown or malformed");
+        add(
+            op,
+            "400",
+            "`INVALID_QUERY`: a parameter is unknown or malformed",
+        );
     }
 }
 

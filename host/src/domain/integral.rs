@@ -110,8 +110,14 @@ mod tests {
     #[test]
     fn whole_numbers_in_either_spelling_are_taken() {
         assert_eq!(parse(r#"{"n": 3}"#), Ok(Body { n: 3, o: None }));
-        assert_eq!(parse(r#"{"n": 3.0, "o": -2.0}"#), Ok(Body { n: 3, o: Some(-2) }));
-        assert_eq!(parse(r#"{"n": 1e3, "o": null}"#), Ok(Body { n: 1000, o: None }));
+        assert_eq!(
+            parse(r#"{"n": 3.0, "o": -2.0}"#),
+            Ok(Body { n: 3, o: Some(-2) })
+        );
+        assert_eq!(
+            parse(r#"{"n": 1e3, "o": null}"#),
+            Ok(Body { n: 1000, o: None })
+        );
     }
 
     #[test]
