@@ -74,6 +74,12 @@ fn fixture(host: &Host, method: &str, path: &str) -> (String, Body) {
         ("GET", "/" | "/jobs" | "/workers" | "/plugins") => (path.to_owned(), Body::None),
         ("GET", "/jobs/{id}") => (format!("/jobs/{}", pending_job(host)), Body::None),
         ("GET", "/assets/{file}") => ("/assets/app.js".to_owned(), Body::None),
+        // The API's document and its docs UI (the bare path redirects to
+        // the directory, which the client follows).
+        ("GET", "/api/v1/openapi.json" | "/api/v1/docs" | "/api/v1/docs/") => {
+            (path.to_owned(), Body::None)
+        }
+        ("GET", "/api/v1/docs/{*file}") => ("/api/v1/docs/index.css".to_owned(), Body::None),
         ("GET", "/api/v1/jobs/{id}/logs/page" | "/api/v1/jobs/{id}/logs/raw") => {
             (path.replace("{id}", &pending_job(host)), Body::None)
         }
