@@ -25,3 +25,6 @@ rustup target add wasm32-wasip2 >/dev/null
 # `hodei-agent` lives in another package, so build both up front.
 cargo build --locked -p hodei -p hodei-agent
 cargo test --locked --workspace "$@"
+
+# The API's contract: schemathesis against a real host (see the script).
+./scripts/schemathesis.sh

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::domain::{JobId, WorkerId};
 
 /// What one running job uses: its whole process tree on the agent.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct JobUsage {
     /// The job.
     pub job_id: String,

@@ -105,7 +105,7 @@ fn load(mb: u64) {
     host.sse_raw(&id, "", |event, data| {
         if event == "done" {
             let done: serde_json::Value = serde_json::from_str(data).unwrap();
-            status = Some(done["status"].clone());
+            status = Some(done["state"].clone());
             return;
         }
         let record: Record<'_> = serde_json::from_str(data).unwrap();

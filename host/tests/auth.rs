@@ -74,6 +74,12 @@ fn fixture(host: &Host, method: &str, path: &str) -> (String, Body) {
         ("GET", "/" | "/jobs" | "/workers" | "/plugins") => (path.to_owned(), Body::None),
         ("GET", "/jobs/{id}") => (format!("/jobs/{}", pending_job(host)), Body::None),
         ("GET", "/assets/{file}") => ("/assets/app.js".to_owned(), Body::None),
+        // The API's document and its docs UI (the bare path redirects to
+        // the directory, which the client follows).
+        ("GET", "/api/v1/openapi.json" | "/api/v1/docs" | "/api/v1/docs/") => {
+            (path.to_owned(), Body::None)
+        }
+        ("GET", "/api/v1/docs/{*file}") => ("/api/v1/docs/index.css".to_owned(), Body::None),
         ("GET", "/api/v1/jobs/{id}/logs/page" | "/api/v1/jobs/{id}/logs/raw") => {
             (path.replace("{id}", &pending_job(host)), Body::None)
         }
@@ -86,6 +92,12 @@ fn fixture(host: &Host, method: &str, path: &str) -> (String, Body) {
         | ("GET", "/api/v1/agent-tokens" | "/api/v1/agents/credentials" | "/metrics") => {
             (path.to_owned(), Body::None)
         }
+        // The event stream ends once the stored events are sent.
+        ("GET", "/api/v1/events") => ("/api/v1/events?follow=false".to_owned(), Body::None),
+        ("POST", "/api/v1/jobs/batch") => (
+            path.to_owned(),
+            Body::Json(json!({ "jobs": [{ "command": "true" }, { "args": ["true"] }] })),
+        ),
         ("POST", "/api/v1/agent-tokens") => (
             path.to_owned(),
             Body::Json(json!({ "pool": "gpu", "ttl_secs": 60, "uses": 2 })),

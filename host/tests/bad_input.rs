@@ -77,9 +77,15 @@ fn bad_bodies_get_400_413_415_with_the_error_shape_and_change_nothing() {
     assert_eq!(status, 400);
     assert_error_shape(&body, "INVALID_QUERY");
 
-    let (status, body) = host.get("/api/v1/jobs?status=weird");
+    let (status, body) = host.get("/api/v1/jobs?state=weird");
     assert_eq!(status, 400);
     assert_error_shape(&body, "VALIDATION_ERROR");
+
+    // One vocabulary: the filter is `state`, like the job's field; the old
+    // name is an unknown parameter, not silently ignored.
+    let (status, body) = host.get("/api/v1/jobs?status=pending");
+    assert_eq!(status, 400);
+    assert_error_shape(&body, "INVALID_QUERY");
 
     assert_eq!(stored_snapshot(&host), before, "nothing stored changed");
     assert_eq!(host.job(&pending)["state"], json!("PENDING"));

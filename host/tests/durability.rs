@@ -100,7 +100,7 @@ fn follow_delivers_every_line_once_in_order_and_ends_with_done() {
     assert_eq!(sequences, (1..=300).collect::<Vec<u64>>());
     let done = events.last().unwrap();
     assert_eq!(done.event, "done");
-    assert_eq!(done.data["status"], json!("SUCCEEDED"));
+    assert_eq!(done.data["state"], json!("SUCCEEDED"));
     assert!(
         events
             .iter()

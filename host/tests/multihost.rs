@@ -278,7 +278,7 @@ fn any_host_follows_and_cancels_a_job_running_on_another_hosts_agent() {
     let expected: Vec<String> = (1..=30).map(|i| format!("line {i}")).collect();
     assert_eq!(lines, expected);
     assert_eq!(events.last().unwrap().event, "done");
-    assert_eq!(events.last().unwrap().data["status"], "SUCCEEDED");
+    assert_eq!(events.last().unwrap().data["state"], "SUCCEEDED");
     eprintln!("followed across hosts in {:?}", started.elapsed());
 
     // A cancel asked of the front host reaches the agent of the back host.

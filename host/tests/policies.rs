@@ -147,13 +147,13 @@ rmdir "$SLOT_MARKER.$s""#,
         assert!(Instant::now() < deadline, "jobs did not finish: {health}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let (_, failed) = host.get("/api/v1/jobs?status=failed&limit=10");
+    let (_, failed) = host.get("/api/v1/jobs?state=failed&limit=10");
     assert_eq!(
         failed["jobs"],
         json!([]),
         "no job failed (none overcommitted)"
     );
-    let (_, page) = host.get("/api/v1/jobs?status=succeeded&limit=1000");
+    let (_, page) = host.get("/api/v1/jobs?state=succeeded&limit=1000");
     assert!(
         page["jobs"]
             .as_array()

@@ -58,7 +58,7 @@ fn stdout_and_stderr_are_told_apart_and_exit_codes_recorded() {
     assert_eq!(stream_of("err-line"), Some(json!("stderr")));
     let done = events.last().unwrap();
     assert_eq!(done.event, "done");
-    assert_eq!(done.data["status"], json!("FAILED"));
+    assert_eq!(done.data["state"], json!("FAILED"));
     assert_eq!(done.data["exit_code"], json!(7));
 }
 
@@ -221,9 +221,9 @@ fn listing_pages_newest_first_with_a_status_filter() {
     let (_, page) = host.get(&format!("/api/v1/jobs?limit=10&cursor={cursor}"));
     assert_eq!(page["jobs"].as_array().unwrap().len(), 3);
     assert!(page["next_cursor"].is_null());
-    let (_, pending) = host.get("/api/v1/jobs?status=pending");
+    let (_, pending) = host.get("/api/v1/jobs?state=pending");
     assert_eq!(pending["jobs"].as_array().unwrap().len(), 5);
-    let (_, none) = host.get("/api/v1/jobs?status=succeeded");
+    let (_, none) = host.get("/api/v1/jobs?state=succeeded");
     assert_eq!(none["jobs"].as_array().unwrap().len(), 0);
 }
 

@@ -69,7 +69,7 @@ export function showJobs(app) {
   }
 
   const refresh = async () => {
-    const q = state.value ? `&status=${state.value}` : "";
+    const q = state.value ? `&state=${state.value}` : "";
     jobs = (await api(`/api/v1/jobs?limit=${LIMIT}${q}`)).jobs;
     draw();
   };

@@ -24,7 +24,7 @@ const KEEP = 30_000;
 const STYLE_WALK = 5_000;
 
 export class LogView {
-  /** `onDone(status)` is called when the job's log ends. */
+  /** `onDone(done)` is called when the job's log ends. */
   constructor(jobId, onDone) {
     this.jobId = jobId;
     this.onDone = onDone;

@@ -9,13 +9,13 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiJson, AppState};
-use crate::api::error::ApiError;
+use crate::api::error::{ApiError, ErrorBody};
 use crate::auth::Authorized;
 use crate::auth::agents::{AgentCredential, BootstrapToken};
-use crate::domain::Timestamp;
+use crate::domain::{Timestamp, integral};
 
 /// Longest lifetime of a bootstrap token: it is for joining, not for
 /// keeping (the credential it yields does not expire).
@@ -24,35 +24,90 @@ const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
 const MAX_USES: u32 = 10_000;
 
 /// Body of `POST /api/v1/agent-tokens`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CreateAgentToken, example = json!({"name": "build-7", "pool": "linux", "ttl_secs": 900, "uses": 1}))]
 pub struct Create {
-    /// The agent name that may redeem it.
+    /// The agent name that may redeem it (1 to 128 characters, not blank).
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128, pattern = r"\S")]
     name: Option<String>,
-    /// The pool its agents join (their `pool` label).
+    /// The pool its agents join (their `pool` label; 1 to 128 characters,
+    /// not blank).
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128, pattern = r"\S")]
     pool: Option<String>,
     /// Seconds it may be redeemed for [default: 900].
-    #[serde(default)]
+    #[serde(default, deserialize_with = "integral::option")]
+    #[schema(minimum = 1, maximum = 2592000)]
     ttl_secs: Option<u64>,
     /// Agents it may admit [default: 1].
-    #[serde(default)]
+    #[serde(default, deserialize_with = "integral::option")]
+    #[schema(minimum = 1, maximum = 10000)]
     uses: Option<u32>,
 }
 
 /// A bootstrap token as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = AgentToken)]
 pub struct TokenView {
+    /// `atk_` and 12 hex digits.
+    #[schema(example = "atk_5e0c1a2b3c4d")]
     id: String,
     name: Option<String>,
     pool: Option<String>,
+    /// Agents it may admit.
     uses: u32,
+    /// Agents it admitted.
     used: usize,
+    #[schema(format = DateTime)]
     created_at: String,
     created_by: Option<String>,
+    #[schema(format = DateTime)]
     expires_at: Option<String>,
+    #[schema(format = DateTime)]
     revoked_at: Option<String>,
+}
+
+/// The answer of `POST /api/v1/agent-tokens`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = CreatedAgentToken)]
+pub struct Created {
+    /// The bootstrap token: shown this once.
+    token: String,
+    record: TokenView,
+}
+
+/// The answer of `GET /api/v1/agent-tokens`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = AgentTokenList)]
+pub struct TokenList {
+    tokens: Vec<TokenView>,
+}
+
+/// The answer of `GET /api/v1/agents/credentials`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = AgentCredentialList)]
+pub struct CredentialList {
+    credentials: Vec<CredentialView>,
+}
+
+/// An agent token of a path.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct AgentTokenPath {
+    /// The bootstrap token's id (`atk_…`).
+    #[allow(dead_code)]
+    id: String,
+}
+
+/// An agent of a path.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct AgentPath {
+    /// The agent's id.
+    #[allow(dead_code)]
+    id: String,
 }
 
 impl From<&BootstrapToken> for TokenView {
@@ -72,14 +127,19 @@ impl From<&BootstrapToken> for TokenView {
 }
 
 /// A credential as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = AgentCredential)]
 pub struct CredentialView {
     agent_id: String,
     name: String,
+    /// The bootstrap token it redeemed (`atk_…`).
     token_id: String,
     pool: Option<String>,
+    #[schema(format = DateTime)]
     bound_at: String,
+    #[schema(format = DateTime)]
     last_used_at: String,
+    #[schema(format = DateTime)]
     revoked_at: Option<String>,
 }
 
@@ -98,11 +158,19 @@ impl CredentialView {
 }
 
 /// `POST /api/v1/agent-tokens`: 201 with the token (shown this once).
+#[utoipa::path(
+    post, path = "/api/v1/agent-tokens", tag = "agents",
+    request_body = Create,
+    responses(
+        (status = 201, description = "The token (shown this once) and its record", body = Created),
+        (status = 400, description = "`VALIDATION_ERROR` or `MALFORMED_JSON`", body = ErrorBody),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Authorized>,
     ApiJson(body): ApiJson<Create>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Created>), ApiError> {
     let ttl = body.ttl_secs.unwrap_or(900);
     let uses = body.uses.unwrap_or(1);
     let mut problems = Vec::new();
@@ -118,7 +186,7 @@ pub async fn create(
     for (field, value) in [("name", &body.name), ("pool", &body.pool)] {
         if value
             .as_ref()
-            .is_some_and(|v| v.trim().is_empty() || v.len() > 128)
+            .is_some_and(|v| v.trim().is_empty() || v.chars().count() > 128)
         {
             problems.push((field.into(), "must be 1 to 128 characters".into()));
         }
@@ -141,12 +209,19 @@ pub async fn create(
         by = ?caller.token_id, pool = ?record.pool, uses = record.uses, "agent bootstrap token created");
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "token": token, "record": TokenView::from(&record) })),
+        Json(Created {
+            token,
+            record: TokenView::from(&record),
+        }),
     ))
 }
 
 /// `GET /api/v1/agent-tokens`: every bootstrap token, newest first.
-pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    get, path = "/api/v1/agent-tokens", tag = "agents",
+    responses((status = 200, description = "Every bootstrap token, newest first", body = TokenList))
+)]
+pub async fn list(State(state): State<AppState>) -> Result<Json<TokenList>, ApiError> {
     let tokens: Vec<TokenView> = state
         .agent_tokens
         .list()
@@ -154,11 +229,19 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError
         .iter()
         .map(TokenView::from)
         .collect();
-    Ok(Json(json!({ "tokens": tokens })))
+    Ok(Json(TokenList { tokens }))
 }
 
 /// `DELETE /api/v1/agent-tokens/{id}`: 204; no agent may redeem it any more
 /// (agents it admitted keep their credentials).
+#[utoipa::path(
+    delete, path = "/api/v1/agent-tokens/{id}", tag = "agents",
+    params(AgentTokenPath),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 404, description = "No such agent token", body = ErrorBody),
+    )
+)]
 pub async fn revoke(
     State(state): State<AppState>,
     Extension(caller): Extension<Authorized>,
@@ -178,18 +261,30 @@ pub async fn revoke(
 }
 
 /// `GET /api/v1/agents/credentials`: every agent a bootstrap token admitted.
-pub async fn credentials(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    get, path = "/api/v1/agents/credentials", tag = "agents",
+    responses((status = 200, description = "Every agent a bootstrap token admitted", body = CredentialList))
+)]
+pub async fn credentials(State(state): State<AppState>) -> Result<Json<CredentialList>, ApiError> {
     let tokens = state.agent_tokens.list().await?;
     let credentials: Vec<CredentialView> = tokens
         .iter()
         .flat_map(|t| t.agents.iter().map(move |c| CredentialView::new(t, c)))
         .collect();
-    Ok(Json(json!({ "credentials": credentials })))
+    Ok(Json(CredentialList { credentials }))
 }
 
 /// `DELETE /api/v1/agents/credentials/{agent_id}`: 204; the agent is
 /// refused from now on and its live stream closes (within a second on every
 /// host sharing the store).
+#[utoipa::path(
+    delete, path = "/api/v1/agents/credentials/{id}", tag = "agents",
+    params(AgentPath),
+    responses(
+        (status = 204, description = "Revoked; the agent's stream closes"),
+        (status = 404, description = "No credential of that agent", body = ErrorBody),
+    )
+)]
 pub async fn revoke_credential(
     State(state): State<AppState>,
     Extension(caller): Extension<Authorized>,

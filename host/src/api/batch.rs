@@ -11,24 +11,26 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use super::jobs::{JobView, SubmitJob};
 use super::{ApiJson, AppState};
-use crate::api::error::ApiError;
+use crate::api::error::{ApiError, ErrorBody};
 
 /// The most jobs one batch may hold.
 pub const MAX_BATCH: usize = 1000;
 
 /// Body of `POST /api/v1/jobs/batch`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitBatch {
-    /// Each item is a body of `POST /api/v1/jobs`.
+    /// 1 to 1,000 jobs, each a body of `POST /api/v1/jobs`.
+    #[schema(value_type = Vec<SubmitJob>, min_items = 1, max_items = 1000)]
     pub jobs: Vec<Value>,
 }
 
 /// Answer of `POST /api/v1/jobs/batch`: the jobs in the order given.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct BatchCreated {
     jobs: Vec<JobView>,
 }
@@ -55,6 +57,14 @@ fn item_problems(index: usize, error: &ApiError) -> Vec<Value> {
 }
 
 /// `POST /api/v1/jobs/batch`: 201 once every job is durable.
+#[utoipa::path(
+    post, path = "/api/v1/jobs/batch", tag = "jobs", operation_id = "submit_batch",
+    request_body = SubmitBatch,
+    responses(
+        (status = 201, description = "Every job, durable, in the order given", body = BatchCreated),
+        (status = 400, description = "`VALIDATION_ERROR`: nothing was submitted; each problem in `details` has the item's `index` and its `field` (`jobs[3].command`); or `MALFORMED_JSON`", body = ErrorBody),
+    )
+)]
 pub async fn submit(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<SubmitBatch>,

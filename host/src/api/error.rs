@@ -7,14 +7,57 @@
 //! makes by itself (unknown route, wrong method) get the same shape there.
 
 use axum::extract::Request;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::domain::{DomainError, Timestamp};
 use crate::store::StoreError;
+
+/// The body of every 4xx/5xx answer: what [`stamp`] writes, and the
+/// `Error` schema of the OpenAPI document.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(
+    as = Error,
+    example = json!({
+        "error": "VALIDATION_ERROR",
+        "message": "timeout_secs: must be at least 1 (omit it for no timeout)",
+        "details": [{"field": "timeout_secs", "problem": "must be at least 1 (omit it for no timeout)"}],
+        "request_id": "0b6f5a2e-3f1d-4f6a-9a57-2c1e8f0e4b1d",
+        "timestamp": "2026-11-22T06:13:50.123456Z"
+    })
+)]
+pub struct ErrorBody {
+    /// Stable machine-readable code: `VALIDATION_ERROR`, `MALFORMED_JSON`,
+    /// `INVALID_QUERY`, `UNAUTHENTICATED`, `FORBIDDEN`, `NOT_FOUND`,
+    /// `CONFLICT`, `PAYLOAD_TOO_LARGE`, `UNSUPPORTED_MEDIA_TYPE`, …
+    #[schema(example = "NOT_FOUND")]
+    pub error: &'static str,
+    /// What happened, for a person.
+    pub message: String,
+    /// Structured specifics: for `VALIDATION_ERROR` a list of
+    /// `{"field", "problem"}`; otherwise usually null.
+    #[schema(schema_with = any_json)]
+    pub details: Value,
+    /// The request's id (`x-request-id`, the client's when it sent one).
+    pub request_id: String,
+    /// When the error was answered (RFC 3339).
+    #[schema(format = DateTime)]
+    pub timestamp: String,
+}
+
+/// Any JSON value (null included).
+fn any_json() -> utoipa::openapi::Schema {
+    utoipa::openapi::Schema::Object(
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::SchemaType::AnyValue)
+            .build(),
+    )
+}
 
 /// An error as the API reports it.
 #[derive(Debug, Clone)]
@@ -49,7 +92,7 @@ impl ApiError {
             .join("; ");
         let details = problems
             .into_iter()
-            .map(|(field, problem)| json!({ "field": field, "problem": problem }))
+            .map(|(field, problem)| serde_json::json!({ "field": field, "problem": problem }))
             .collect();
         Self {
             status: StatusCode::BAD_REQUEST,
@@ -137,6 +180,21 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::new(
+                status,
+                "PAYLOAD_TOO_LARGE",
+                "request body is over the limit",
+            )
+        } else {
+            Self::new(status, "BAD_REQUEST", rejection.body_text())
+        }
+    }
+}
+
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
         Self::new(
@@ -175,13 +233,13 @@ pub async fn stamp(request: Request, next: Next) -> Response {
         })
     });
     if let Some(error) = error {
-        let body = json!({
-            "error": error.code,
-            "message": error.message,
-            "details": error.details,
-            "request_id": request_id,
-            "timestamp": Timestamp::now().to_rfc3339(),
-        });
+        let body = ErrorBody {
+            error: error.code,
+            message: error.message,
+            details: error.details,
+            request_id: request_id.clone(),
+            timestamp: Timestamp::now().to_rfc3339(),
+        };
         let headers = std::mem::take(response.headers_mut());
         response = (error.status, axum::Json(body)).into_response();
         for (name, value) in &headers {

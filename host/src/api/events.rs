@@ -23,9 +23,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiQuery, AppState};
-use crate::api::error::ApiError;
+use crate::api::error::{ApiError, ErrorBody};
 use crate::bus::Event;
 use crate::domain::{EventId, EventKind, EventRecord, JobState, StoredEvent};
 
@@ -38,15 +39,40 @@ const POLL: Duration = Duration::from_millis(500);
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
 /// Query of the events endpoint.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventParams {
-    /// Kinds or families, comma-separated (`job`, `worker.lost`).
+    /// Kinds or families, comma-separated: `job`, `worker`,
+    /// `job.created`, `job.state_changed`, `job.finished`,
+    /// `worker.connected`, `worker.disconnected`, `worker.lost`,
+    /// `worker.draining`. All when absent.
+    #[param(example = "job.finished,worker")]
     kind: Option<String>,
-    /// `key=value` pairs, comma-separated; all must match.
+    /// `key=value` pairs, comma-separated: only events whose job (or
+    /// worker) has all these labels.
+    #[param(example = "team=red")]
     label: Option<String>,
-    /// Start after this event id (`Last-Event-ID` wins when both are given).
+    /// Start right after this event id (`Last-Event-ID` wins when both are
+    /// given); from the oldest kept when absent.
     after: Option<String>,
+    /// `false`: end the stream once the events stored now are sent (a
+    /// catch-up read). Default `true`: keep it open for new events.
+    follow: Option<bool>,
+}
+
+/// One server-sent event of the event stream, as the stream frames it.
+#[derive(ToSchema)]
+#[schema(as = StreamedEvent)]
+#[allow(dead_code)]
+pub struct EventFrame {
+    /// The event's kind (`job.created`...); `error` when reading the store
+    /// failed (the stream then ends: reconnect with `Last-Event-ID`).
+    event: String,
+    /// The event's id, what `Last-Event-ID` resumes after.
+    id: String,
+    /// JSON: an `Event`.
+    data: String,
 }
 
 /// Which events a client asked for.
@@ -114,21 +140,35 @@ impl Filter {
 }
 
 /// The data of one event.
-#[derive(Serialize)]
-struct EventData<'a> {
+#[derive(Serialize, ToSchema)]
+#[schema(as = Event)]
+pub struct EventData<'a> {
+    /// Its id (the SSE `id:`): opaque, ordered.
     id: String,
+    /// What happened (the SSE `event:`).
+    #[schema(value_type = String, example = "job.finished")]
     kind: &'static str,
+    /// When (RFC 3339).
+    #[schema(format = DateTime)]
     at: String,
+    /// The job, for job events.
     #[serde(skip_serializing_if = "Option::is_none")]
     job_id: Option<String>,
+    /// The job's state after the change.
     #[serde(skip_serializing_if = "Option::is_none")]
     state: Option<JobState>,
+    /// The job's state before the change (absent for `job.created`).
     #[serde(skip_serializing_if = "Option::is_none")]
     previous_state: Option<JobState>,
+    /// The job's attempt after the change.
     #[serde(skip_serializing_if = "Option::is_none")]
     attempt: Option<u32>,
+    /// The worker (for worker events, or the job's worker).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     worker_id: Option<&'a str>,
+    /// The job's or the worker's labels.
+    #[schema(value_type = BTreeMap<String, String>)]
     labels: &'a BTreeMap<String, String>,
 }
 
@@ -163,6 +203,19 @@ fn parse_after(raw: &str, field: &str) -> Result<EventId, ApiError> {
 }
 
 /// The SSE handler.
+#[utoipa::path(
+    get, path = "/api/v1/events", tag = "events",
+    params(
+        EventParams,
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume right after this event"),
+    ),
+    responses(
+        (status = 200, description = "Server-sent events, one per `Event`: `id: ID`, `event: KIND`, `data:` an `Event`; \
+            `:` comments keep idle streams open. Unending unless `follow=false`",
+            content_type = "text/event-stream", body = EventFrame),
+        (status = 400, description = "`VALIDATION_ERROR`: an unknown kind, a label that is not key=value, an id that is no event id; or `INVALID_QUERY`", body = ErrorBody),
+    )
+)]
 pub async fn stream(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -180,6 +233,7 @@ pub async fn stream(
             .map(|raw| parse_after(raw, "after"))
             .transpose()?,
     };
+    let follow = params.follow.unwrap_or(true);
     let jobs = state.jobs;
     // Subscribed before the first read: a change committed between that
     // read and the wait still rings.
@@ -204,6 +258,9 @@ pub async fn stream(
                     }
                     if full {
                         continue;
+                    }
+                    if !follow {
+                        return;
                     }
                 }
                 Err(err) => {

@@ -10,10 +10,11 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiJson, ApiQuery, AppState};
-use crate::api::error::ApiError;
-use crate::domain::{Command, Job, JobId, JobSpec, JobState, Resources};
+use crate::api::error::{ApiError, ErrorBody};
+use crate::domain::{Command, Job, JobId, JobSpec, JobState, Resources, integral};
 use crate::jobs::JobDetails;
 use crate::store::ListQuery;
 use crate::usage::JobUsage;
@@ -23,40 +24,149 @@ use crate::usage::JobUsage;
 /// that agents and the host's fallback masker share.
 pub use hodei_mask::MIN_SECRET_LEN;
 const MAX_NAME_LEN: usize = 256;
+/// The largest whole number every JSON client holds exactly (2^53 − 1):
+/// the bound of a job's counts and durations.
+pub const MAX_SAFE: u64 = (1 << 53) - 1;
 const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 const MAX_ATTEMPTS_LIMIT: u32 = 100;
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 1000;
 
-/// Body of `POST /api/v1/jobs`.
-#[derive(Debug, Deserialize)]
+/// Body of `POST /api/v1/jobs`: exactly one of `command` and `args`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "name": "build",
+    "command": "make -j4 && make test",
+    "env": {"RUST_LOG": "info"},
+    "secrets": {"DEPLOY_TOKEN": "s3cr3t-value-1234"},
+    "labels": {"os": "linux"},
+    "resources": {"cpu_millis": 2000, "memory_mb": 1024},
+    "priority": 10,
+    "timeout_secs": 3600,
+    "max_attempts": 3
+}))]
 pub struct SubmitJob {
-    /// Display name; defaults to the command.
+    /// Display name (at most 256 characters); defaults to the command's
+    /// first line.
+    #[schema(max_length = 256)]
     pub name: Option<String>,
-    /// A bash script (exclusive with `args`).
+    /// A bash script (exclusive with `args`): not blank, no NUL byte.
+    #[schema(pattern = r"^[^\x00]*\S[^\x00]*$")]
     pub command: Option<String>,
-    /// An argv vector (exclusive with `command`).
+    /// An argv vector (exclusive with `command`): the program first (not
+    /// empty), no NUL byte.
+    #[schema(schema_with = args_schema)]
     pub args: Option<Vec<String>>,
-    /// Environment variables.
+    /// Environment variables, by valid name (`[A-Za-z_][A-Za-z0-9_]*`).
     #[serde(default)]
+    #[schema(schema_with = env_schema)]
     pub env: BTreeMap<String, String>,
-    /// Secret environment variables: write-only.
+    /// Secret environment variables: write-only (the job shows their
+    /// names), masked in the log, each at least `MIN_SECRET_LEN` bytes,
+    /// none also in `env`.
     #[serde(default)]
+    #[schema(schema_with = secrets_schema)]
     pub secrets: BTreeMap<String, String>,
-    /// Required worker labels.
+    /// Required worker labels (names not empty).
     #[serde(default)]
+    #[schema(schema_with = labels_schema)]
     pub labels: BTreeMap<String, String>,
     /// Capacity to reserve.
     #[serde(default)]
     pub resources: Resources,
     /// Higher first.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "integral::deserialize")]
     pub priority: i32,
-    /// Wall-clock limit in seconds.
+    /// Wall-clock limit in seconds (at least 1; absent: none).
+    #[serde(default, deserialize_with = "integral::option")]
+    #[schema(minimum = 1, maximum = 9007199254740991_u64)] // MAX_SAFE, checked by a test
     pub timeout_secs: Option<u64>,
-    /// Attempts allowed for infrastructure failures (default 3).
+    /// Attempts allowed for infrastructure failures (1 to 100, default 3).
+    #[serde(default, deserialize_with = "integral::option")]
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
+}
+
+/// What [`is_env_name`] accepts, for the document.
+const ENV_NAME_PATTERN: &str = "^[A-Za-z_][A-Za-z0-9_]*$";
+/// No NUL byte, for the document.
+const NO_NUL_PATTERN: &str = "^[^\\x00]*$";
+
+fn string_map(
+    names: utoipa::openapi::Object,
+    values: utoipa::openapi::Object,
+    description: &str,
+) -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some(description))
+        .property_names(Some(names))
+        .additional_properties(Some(AdditionalProperties::RefOr(values.into())))
+        .build()
+}
+
+fn string(pattern: Option<&str>, min_length: Option<usize>) -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(pattern)
+        .min_length(min_length)
+        .build()
+}
+
+fn env_schema() -> utoipa::openapi::Object {
+    string_map(
+        string(Some(ENV_NAME_PATTERN), None),
+        string(None, None),
+        "Environment variables, by valid name",
+    )
+}
+
+fn secrets_schema() -> utoipa::openapi::Object {
+    string_map(
+        string(Some(ENV_NAME_PATTERN), None),
+        string(None, Some(MIN_SECRET_LEN)),
+        "Secret environment variables (values of at least MIN_SECRET_LEN bytes; none also in `env`)",
+    )
+}
+
+fn labels_schema() -> utoipa::openapi::Object {
+    string_map(
+        string(None, Some(1)),
+        string(None, None),
+        "Required worker labels",
+    )
+}
+
+fn args_schema() -> utoipa::openapi::Array {
+    use utoipa::openapi::schema::ArrayBuilder;
+    // Every item without NUL; the first (the program) not empty.
+    let mut array = ArrayBuilder::new()
+        .items(string(Some(NO_NUL_PATTERN), None))
+        .min_items(Some(1))
+        .build();
+    array.prefix_items = vec![string(Some(NO_NUL_PATTERN), Some(1)).into()];
+    array
+}
+
+/// `command` and `args`: exactly one, as [`SubmitJob::into_spec`] checks;
+/// added to the `SubmitJob` schema by `super::openapi`.
+pub(super) fn command_or_args() -> utoipa::openapi::schema::OneOf {
+    use utoipa::openapi::Type;
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder};
+    // The one given is present and not null; the other absent or null.
+    let one = |given: &str, kind: Type, other: &str| {
+        ObjectBuilder::new()
+            .required(given)
+            .property(given, ObjectBuilder::new().schema_type(kind))
+            .property(other, ObjectBuilder::new().schema_type(Type::Null))
+    };
+    OneOfBuilder::new()
+        .item(one("command", Type::String, "args"))
+        .item(one("args", Type::Array, "command"))
+        .build()
 }
 
 fn is_env_name(name: &str) -> bool {
@@ -131,14 +241,29 @@ impl SubmitJob {
         if self.labels.keys().any(|k| k.is_empty()) {
             problem("labels", "label names must not be empty");
         }
-        if self.name.as_ref().is_some_and(|n| n.len() > MAX_NAME_LEN) {
-            problem("name", &format!("longer than {MAX_NAME_LEN} bytes"));
+        if self
+            .name
+            .as_ref()
+            .is_some_and(|n| n.chars().count() > MAX_NAME_LEN)
+        {
+            problem("name", &format!("longer than {MAX_NAME_LEN} characters"));
         }
         if self.timeout_secs == Some(0) {
             problem(
                 "timeout_secs",
                 "must be at least 1 (omit it for no timeout)",
             );
+        }
+        // Past 2^53 − 1 a JSON number is no longer exact in most clients;
+        // the document states the same bound.
+        for (field, value) in [
+            ("timeout_secs", self.timeout_secs.unwrap_or(0)),
+            ("resources.cpu_millis", self.resources.cpu_millis),
+            ("resources.memory_mb", self.resources.memory_mb),
+        ] {
+            if value > MAX_SAFE {
+                problem(field, &format!("at most {MAX_SAFE}"));
+            }
         }
         let max_attempts = self.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
         if !(1..=MAX_ATTEMPTS_LIMIT).contains(&max_attempts) {
@@ -173,10 +298,15 @@ fn default_name(command: &Command) -> String {
 }
 
 /// A job as the API shows it. Secret values never appear; their names do.
-#[derive(Debug, Serialize)]
+/// Ids are UUID strings, times RFC 3339 (UTC, microseconds).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Job)]
 pub struct JobView {
+    #[schema(format = Uuid, example = "0193a5e2-7c4b-7d3e-9f21-4b8e2a1c6d0f")]
     id: String,
     name: String,
+    /// Where the job is in its life; the list filter and the log's `done`
+    /// event use the same name and values.
     state: JobState,
     #[serde(skip_serializing_if = "Option::is_none")]
     command: Option<String>,
@@ -199,9 +329,13 @@ pub struct JobView {
     /// agent's latest heartbeat; absent unless RUNNING.
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<JobUsage>,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(format = DateTime)]
     scheduled_at: Option<String>,
+    #[schema(format = DateTime)]
     started_at: Option<String>,
+    #[schema(format = DateTime)]
     finished_at: Option<String>,
 }
 
@@ -252,6 +386,14 @@ pub fn parse_id(raw: &str) -> Result<JobId, ApiError> {
 }
 
 /// `POST /api/v1/jobs`: 201 once the job is durable.
+#[utoipa::path(
+    post, path = "/api/v1/jobs", tag = "jobs",
+    request_body = SubmitJob,
+    responses(
+        (status = 201, description = "The job, durable", body = JobView),
+        (status = 400, description = "`VALIDATION_ERROR` (every problem, in `details`) or `MALFORMED_JSON`", body = ErrorBody),
+    )
+)]
 pub async fn submit(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<SubmitJob>,
@@ -262,6 +404,14 @@ pub async fn submit(
 }
 
 /// `GET /api/v1/jobs/{id}`.
+#[utoipa::path(
+    get, path = "/api/v1/jobs/{id}", tag = "jobs",
+    params(JobPath),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (status = 404, description = "No such job", body = ErrorBody),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -278,33 +428,59 @@ pub async fn get(
     Ok(Json(view))
 }
 
+/// The job of a path (`/api/v1/jobs/{id}/…`).
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct JobPath {
+    /// The job's id (a UUID; anything else names no job: 404).
+    #[param(format = Uuid, example = "0193a5e2-7c4b-7d3e-9f21-4b8e2a1c6d0f")]
+    #[allow(dead_code)]
+    id: String,
+}
+
 /// Query of `GET /api/v1/jobs`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
-    status: Option<String>,
+    /// Only jobs in this state (case-insensitive).
+    #[param(value_type = Option<JobState>)]
+    state: Option<String>,
+    /// Page size (1 to 1000, default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    #[param(format = Uuid)]
     cursor: Option<String>,
 }
 
 /// A page of jobs.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct JobPage {
     jobs: Vec<JobView>,
     /// Pass as `cursor` for the next page; null on the last page.
+    #[schema(format = Uuid)]
     next_cursor: Option<String>,
 }
 
-/// `GET /api/v1/jobs?status=&limit=&cursor=`, newest first.
+/// `GET /api/v1/jobs?state=&limit=&cursor=`, newest first.
+#[utoipa::path(
+    get, path = "/api/v1/jobs", tag = "jobs",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of jobs, newest first", body = JobPage),
+        (status = 400, description = "`VALIDATION_ERROR` (unknown state, limit out of range, bad cursor) or `INVALID_QUERY`", body = ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<JobPage>, ApiError> {
     let mut problems = Vec::new();
-    let status = params.status.as_deref().and_then(|s| {
+    let state_filter = params.state.as_deref().and_then(|s| {
         let parsed = JobState::parse(s);
         if parsed.is_none() {
-            problems.push(("status".to_owned(), format!("unknown state {s:?}")));
+            problems.push(("state".to_owned(), format!("unknown state {s:?}")));
         }
         parsed
     });
@@ -329,7 +505,7 @@ pub async fn list(
         return Err(ApiError::validation(problems));
     }
     let query = ListQuery {
-        state: status,
+        state: state_filter,
         before,
         limit: limit + 1,
     };
@@ -348,6 +524,15 @@ pub async fn list(
 
 /// `POST /api/v1/jobs/{id}/cancel`: 200 with the job; CANCELLED at once when
 /// pending, otherwise `cancel_requested` until the agent confirms.
+#[utoipa::path(
+    post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs",
+    params(JobPath),
+    responses(
+        (status = 200, description = "The job: CANCELLED when it was pending, else `cancel_requested`", body = JobView),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "`ILLEGAL_TRANSITION`: the job already ended", body = ErrorBody),
+    )
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -1,7 +1,7 @@
 //! `GET /api/v1/jobs/{id}/logs`: a job's log as server-sent events.
 //!
 //! Each line is `id: <sequence>` + `data: {"timestamp","stream","line","sequence"}`;
-//! the stream ends with `event: done` carrying the job's status. A client
+//! the stream ends with `event: done` carrying the job's `state`. A client
 //! that reconnects with `Last-Event-ID` resumes right after that line.
 //!
 //! Beside it, what a viewer of a long log needs: `logs/page` (a window of
@@ -23,13 +23,32 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_stream::wrappers::IntervalStream;
+use utoipa::{IntoParams, ToSchema};
 
-use super::jobs::parse_id;
+use super::jobs::{JobPath, parse_id};
 use super::{ApiQuery, AppState};
-use crate::api::error::ApiError;
+use crate::api::error::{ApiError, ErrorBody};
 use crate::domain::{JobId, LogRecord, LogStream};
 use crate::logs::{self, LogItem, Start};
 use crate::store::StoreError;
+
+/// Largest sequence or count of lines a query may name: JSON's exact
+/// integers (2^53 - 1), far past any log. Larger is refused.
+pub(super) const MAX_COUNT: u64 = super::jobs::MAX_SAFE;
+
+/// 400 when a query names a sequence or count past [`MAX_COUNT`].
+fn within_bounds(params: &[(&str, Option<u64>)]) -> Result<(), ApiError> {
+    let problems: Vec<(String, String)> = params
+        .iter()
+        .filter(|(_, value)| value.is_some_and(|v| v > MAX_COUNT))
+        .map(|(name, _)| ((*name).to_owned(), format!("at most {MAX_COUNT}")))
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::validation(problems))
+    }
+}
 
 /// Most events one body chunk carries (one page of the store).
 const CHUNK_EVENTS: usize = 1000;
@@ -37,24 +56,57 @@ const CHUNK_EVENTS: usize = 1000;
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
 /// Query of the logs endpoint.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct LogParams {
     /// Keep the stream open until the job ends.
     #[serde(default)]
     follow: bool,
     /// Start with the last `tail` lines instead of the first.
+    #[param(maximum = 9007199254740991_u64)] // MAX_COUNT, checked by a test
     tail: Option<u64>,
 }
 
 /// The data of one line's event. A struct rather than `json!`: no map is
 /// built per line, and the line is borrowed when it is valid UTF-8.
-#[derive(Serialize)]
-struct LineData<'a> {
+#[derive(Serialize, ToSchema)]
+#[schema(as = LogLine)]
+pub struct LineData<'a> {
+    /// When the agent read it (RFC 3339).
+    #[schema(format = DateTime)]
     timestamp: String,
     stream: LogStream,
+    /// The line without its terminator (invalid UTF-8 replaced).
+    #[schema(value_type = String)]
     line: Cow<'a, str>,
+    /// Dense per job from 1, across attempts: the SSE `id:`.
     sequence: u64,
+}
+
+/// One server-sent event of a job's log, as the stream frames it.
+#[derive(ToSchema)]
+#[schema(as = LogEvent)]
+#[allow(dead_code)]
+pub struct EventDoc {
+    /// Absent for a line; `done` at the end of the log; `error` when
+    /// reading the store failed.
+    event: Option<String>,
+    /// A line's sequence (what `Last-Event-ID` resumes after).
+    id: Option<String>,
+    /// JSON: a `LogLine`; for `done` a `LogDone`; for `error` `{"error",
+    /// "message"}`.
+    data: String,
+}
+
+/// The data of the SSE `event: done` that ends a log: how the job ended.
+#[derive(Serialize, ToSchema)]
+#[schema(as = LogDone)]
+pub struct DoneData {
+    /// The job's state, as in the job JSON.
+    state: crate::domain::JobState,
+    exit_code: Option<i32>,
+    reason: Option<String>,
 }
 
 /// Largest window `logs/page` answers.
@@ -82,24 +134,43 @@ fn line_data(line: &LogRecord) -> LineData<'_> {
 }
 
 /// Query of `logs/page`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// The lines after this sequence.
+    #[param(maximum = 9007199254740991_u64)] // MAX_COUNT, checked by a test
     after: Option<u64>,
     /// Or the last `tail` lines.
+    #[param(maximum = 9007199254740991_u64)] // MAX_COUNT, checked by a test
     tail: Option<u64>,
-    /// At most this many lines (default and cap 5000).
+    /// At most this many lines (default and cap 5000: more is taken as
+    /// 5000).
+    #[param(maximum = 9007199254740991_u64)] // MAX_COUNT, checked by a test
     limit: Option<usize>,
 }
 
 /// `GET /api/v1/jobs/{id}/logs/page?after=|tail=&limit=`: `{"head", "lines"}`,
 /// `head` being the last sequence stored (sequences are dense from 1).
+#[utoipa::path(
+    get, path = "/api/v1/jobs/{id}/logs/page", tag = "logs",
+    params(JobPath, PageParams),
+    responses(
+        (status = 200, description = "A window of the log and its head", body = Page<'static>),
+        (status = 400, description = "`INVALID_QUERY`, or `VALIDATION_ERROR` past the bounds", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+    )
+)]
 pub async fn page(
     State(state): State<AppState>,
     Path(id): Path<String>,
     ApiQuery(params): ApiQuery<PageParams>,
 ) -> Result<impl IntoResponse, ApiError> {
+    within_bounds(&[
+        ("after", params.after),
+        ("tail", params.tail),
+        ("limit", params.limit.map(|l| l as u64)),
+    ])?;
     let job_id = existing(&state, &id).await?;
     let store = state.jobs.store();
     let head = store.log_head(job_id).await?;
@@ -126,24 +197,51 @@ pub async fn page(
 }
 
 /// The answer of `logs/page`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = LogPage)]
 struct Page<'a> {
+    /// The last sequence stored (0: no line yet).
     head: u64,
     lines: Vec<LineData<'a>>,
 }
 
 /// Query of `logs/search`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SearchParams {
     /// The term: a literal, case-sensitive substring of the stored line.
+    #[param(min_length = 1)]
     q: String,
+}
+
+/// The answer of `logs/search`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = LogSearch)]
+struct SearchResult {
+    /// The term searched for.
+    query: String,
+    /// The last sequence stored when the search began.
+    head: u64,
+    /// How many lines matched.
+    count: usize,
+    /// The sequence of every matching line, in order.
+    matches: Vec<u64>,
 }
 
 /// `GET /api/v1/jobs/{id}/logs/search?q=`: `{"query", "head", "count",
 /// "matches"}`, `matches` the sequence of every line up to `head` (the last
 /// stored when the search began) containing `q`, in order, none left out.
 /// Lines are matched as stored (escape sequences included).
+#[utoipa::path(
+    get, path = "/api/v1/jobs/{id}/logs/search", tag = "logs",
+    params(JobPath, SearchParams),
+    responses(
+        (status = 200, description = "Every matching line's sequence", body = SearchResult),
+        (status = 400, description = "`VALIDATION_ERROR` (empty `q`) or `INVALID_QUERY`", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+    )
+)]
 pub async fn search(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -173,16 +271,24 @@ pub async fn search(
                 .map(|line| line.sequence),
         );
     }
-    Ok(axum::Json(json!({
-        "query": params.q,
-        "head": head,
-        "count": matches.len(),
-        "matches": matches,
-    })))
+    Ok(axum::Json(SearchResult {
+        query: params.q,
+        head,
+        count: matches.len(),
+        matches,
+    }))
 }
 
 /// `GET /api/v1/jobs/{id}/logs/raw`: every stored line, as stored, one per
 /// `\n`, streamed as `text/plain` (a download: `job-ID.log`).
+#[utoipa::path(
+    get, path = "/api/v1/jobs/{id}/logs/raw", tag = "logs",
+    params(JobPath),
+    responses(
+        (status = 200, description = "The whole log, one line per `\\n`", content_type = "text/plain; charset=utf-8", body = String),
+        (status = 404, description = "No such job", body = ErrorBody),
+    )
+)]
 pub async fn raw(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -219,17 +325,46 @@ pub async fn raw(
 }
 
 /// The SSE handler.
+#[utoipa::path(
+    get, path = "/api/v1/jobs/{id}/logs", tag = "logs",
+    params(
+        JobPath, LogParams,
+        ("Last-Event-ID" = Option<u64>, Header, nullable = false, maximum = 9007199254740991_u64, description = "Resume right after this line's sequence"),
+    ),
+    responses(
+        (status = 200, description = "Server-sent events: per line `id: SEQUENCE` and `data:` a `LogLine`; \
+            at the end `event: done` with a `LogDone` (or `event: error`); `:` comments keep idle streams open",
+            content_type = "text/event-stream", body = EventDoc),
+        (status = 400, description = "`INVALID_QUERY`, or `VALIDATION_ERROR` for `tail` past its bound or a `Last-Event-ID` that is no sequence", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+    )
+)]
 pub async fn stream(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
     ApiQuery(params): ApiQuery<LogParams>,
 ) -> Result<impl IntoResponse, ApiError> {
+    within_bounds(&[("tail", params.tail)])?;
     let job_id = existing(&state, &id).await?;
-    let resume = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    // Only ids this stream gave (sequences) resume it; anything else is
+    // the client's mistake, not a reason to start over silently.
+    let resume = match headers.get("last-event-id") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .filter(|seq| *seq <= MAX_COUNT)
+                .ok_or_else(|| {
+                    ApiError::validation(vec![(
+                        "Last-Event-ID".into(),
+                        "not a line's sequence from this stream".into(),
+                    )])
+                })?,
+        ),
+    };
     let start = match (resume, params.tail) {
         (Some(seq), _) => Start::After(seq),
         (None, Some(n)) => Start::Tail(n),
@@ -281,11 +416,11 @@ fn write_event(out: &mut Vec<u8>, item: Result<LogItem, StoreError>) {
             out.extend_from_slice(b"event: done\ndata: ");
             serde_json::to_writer(
                 &mut *out,
-                &json!({
-                    "status": job.state,
-                    "exit_code": job.exit_code,
-                    "reason": job.reason,
-                }),
+                &DoneData {
+                    state: job.state,
+                    exit_code: job.exit_code,
+                    reason: job.reason,
+                },
             )
         }
         Err(err) => {

@@ -23,6 +23,14 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 const TEXT_004: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// `GET /metrics`.
+#[utoipa::path(
+    get, path = "/metrics", tag = "host",
+    responses((status = 200, description = "OpenMetrics text when the `Accept` header asks for it (Prometheus does), else Prometheus text format 0.0.4",
+        content(
+            (String = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            (String = "text/plain; version=0.0.4; charset=utf-8"),
+        )))
+)]
 pub async fn scrape(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
     let workers = state.jobs.cluster().views();
     let connected = workers.iter().filter(|w| w.connected);

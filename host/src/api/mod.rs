@@ -6,7 +6,8 @@
 //! event log as SSE); who may call which route is declared
 //! with the route ([`routes`], see `crate::auth::guard`);
 //! `error` owns the error shape.
-//! `dashboard` serves the web UI (assets embedded in the binary).
+//! `dashboard` serves the web UI (assets embedded in the binary);
+//! `openapi` the API's OpenAPI 3.1 document and its docs UI.
 
 mod agents;
 mod batch;
@@ -17,6 +18,7 @@ mod jobs;
 mod logs;
 mod maskers;
 mod metrics;
+pub mod openapi;
 mod policies;
 mod pools;
 #[cfg(test)]
@@ -63,10 +65,47 @@ pub struct AppState {
     pub agent_tokens: Arc<AgentTokens>,
 }
 
-/// `axum::Json` whose rejections are [`ApiError`]s.
-#[derive(Debug, FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// `axum::Json` whose rejections are [`ApiError`]s, and which takes only
+/// a JSON object: serde would also fill a struct from an array (`[null,
+/// null]` made an agent token with every default).
+#[derive(Debug)]
 pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let json = request
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| v.trim().to_ascii_lowercase())
+            .is_some_and(|v| {
+                v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
+            });
+        if !json {
+            return Err(axum::extract::rejection::JsonRejection::from(
+                axum::extract::rejection::MissingJsonContentType::default(),
+            )
+            .into());
+        }
+        let bytes = axum::body::Bytes::from_request(request, state).await?;
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if first.is_some_and(|b| *b != b'{') {
+            return Err(ApiError::validation(vec![(
+                "body".to_owned(),
+                "must be a JSON object".to_owned(),
+            )]));
+        }
+        let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
+        Ok(Self(value))
+    }
+}
 
 /// `axum::extract::Query` whose rejections are [`ApiError`]s.
 #[derive(Debug, FromRequestParts)]
@@ -80,6 +119,8 @@ pub fn routes() -> Routes<AppState> {
     use Scope::{Admin, JobsCancel, JobsRead, JobsSubmit, LogsRead, WorkersRead};
     Routes::new()
         .merge(dashboard::routes())
+        .merge(openapi::docs_routes())
+        .route(openapi::SPEC_PATH, guard::get(Public, openapi::spec))
         .route(
             "/api/v1/jobs/{id}/logs/page",
             guard::get(Needs(LogsRead), logs::page),

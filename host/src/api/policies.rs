@@ -6,11 +6,12 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiJson, ApiQuery, AppState};
-use crate::api::error::ApiError;
+use crate::api::error::{ApiError, ErrorBody};
 use crate::plugins::{ActiveChoice, CatalogError, PluginError};
 
 /// Largest component accepted (policies and maskers).
@@ -69,21 +70,67 @@ fn listing(state: &AppState) -> Value {
     })
 }
 
+/// The answer of the policy routes: which policy is active, and every
+/// policy (`name`, `source`, `active`, `size_bytes`, `sha256` and its
+/// calls, errors, last error and latency).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = PolicyListing)]
+#[allow(dead_code)]
+pub struct Listing {
+    active: Activate,
+    #[schema(value_type = Vec<Object>)]
+    policies: Vec<Value>,
+}
+
+/// A component upload: the `.wasm` bytes (any content type is taken; the
+/// CLI sends `application/wasm`).
+#[derive(Debug, ToSchema)]
+#[schema(as = Component, value_type = String, format = Binary)]
+#[allow(dead_code)]
+pub struct ComponentDoc(Vec<u8>);
+
+/// A plugin of a path.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct PluginPath {
+    /// The plugin's name (`[a-z0-9_-]{1,64}`).
+    #[allow(dead_code)]
+    name: String,
+}
+
 /// `GET /api/v1/policies`: every policy with its calls, errors, last error
 /// and latency; which one is active.
+#[utoipa::path(
+    get, path = "/api/v1/policies", tag = "policies",
+    responses((status = 200, description = "The active policy and every policy", body = Listing))
+)]
 pub async fn list(State(state): State<AppState>) -> Json<Value> {
     Json(listing(&state))
 }
 
 /// Query of an upload.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UploadParams {
+    /// The name to load it under (`[a-z0-9_-]{1,64}`).
+    #[param(required = true, pattern = "^[a-z0-9_-]{1,64}$")]
     pub(super) name: Option<String>,
 }
 
 /// `POST /api/v1/policies?name=N` with the component as the body: 201 once
 /// it is compiled, validated and stored.
+#[utoipa::path(
+    post, path = "/api/v1/policies", tag = "policies",
+    params(UploadParams),
+    request_body(content = ComponentDoc, content_type = "application/octet-stream",
+        description = "A WebAssembly component of the `policy` world (at most 16 MiB)"),
+    responses(
+        (status = 201, description = "Compiled, validated and stored", body = Listing),
+        (status = 400, description = "`INVALID_PLUGIN` (not a component of the world), `PLUGIN_REFUSED`, `VALIDATION_ERROR`", body = ErrorBody),
+        (status = 409, description = "`RESERVED`: the name of a policy shipped with hodei", body = ErrorBody),
+    )
+)]
 pub async fn upload(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<UploadParams>,
@@ -101,15 +148,27 @@ pub async fn upload(
 }
 
 /// Body of `PUT /api/v1/policies/active`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ActivePolicy, example = json!({"name": "binpack", "config": ""}))]
 pub struct Activate {
+    /// A loaded policy's name.
     name: String,
+    /// Its configuration (its own syntax; "" for defaults).
     #[serde(default)]
     config: String,
 }
 
 /// `PUT /api/v1/policies/active`: the next decision uses it.
+#[utoipa::path(
+    put, path = "/api/v1/policies/active", tag = "policies",
+    request_body = Activate,
+    responses(
+        (status = 200, description = "Active from the next decision", body = Listing),
+        (status = 400, description = "`PLUGIN_REFUSED` (its configuration), `VALIDATION_ERROR`, `MALFORMED_JSON`", body = ErrorBody),
+        (status = 404, description = "No such policy", body = ErrorBody),
+    )
+)]
 pub async fn activate(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Activate>,
@@ -126,6 +185,16 @@ pub async fn activate(
 
 /// `DELETE /api/v1/policies/{name}`: 204; 409 for the active or a shipped
 /// policy.
+#[utoipa::path(
+    delete, path = "/api/v1/policies/{name}", tag = "policies",
+    params(PluginPath),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 400, description = "`VALIDATION_ERROR`: not a plugin name", body = ErrorBody),
+        (status = 404, description = "No such policy", body = ErrorBody),
+        (status = 409, description = "`POLICY_ACTIVE` or `RESERVED` (shipped with hodei)", body = ErrorBody),
+    )
+)]
 pub async fn remove(
     State(state): State<AppState>,
     Path(name): Path<String>,

@@ -5,13 +5,47 @@
 
 use axum::Json;
 use axum::extract::State;
+use serde::Serialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use super::AppState;
 
+/// The answer of `GET /api/v1/workers`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkerList {
+    /// Each worker: its registration (`id`, `name`, `version`, `os`,
+    /// `arch`, `labels`, `slots`, `capacity`, `pool`), `connected`,
+    /// `running_jobs`, `reserved`, `used_slots`, `metrics` (latest
+    /// heartbeat), `last_seen_ms`, `refused_messages`, `retiring` and
+    /// `job_usage` (a `JobUsage` per running job).
+    #[schema(value_type = Vec<Object>)]
+    workers: Vec<Value>,
+}
+
+/// The answer of `GET /healthz`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`: the process serves.
+    #[schema(example = "ok")]
+    status: &'static str,
+    /// The host's version.
+    version: &'static str,
+    /// Jobs waiting in the queue.
+    queued_jobs: usize,
+    /// Jobs finished since the host started.
+    jobs_finished: u64,
+    /// Agents connected now.
+    connected_workers: usize,
+}
+
 /// `GET /api/v1/workers`: every worker the host knows, connected or within
 /// its grace period.
-pub async fn list(State(state): State<AppState>) -> Json<Value> {
+#[utoipa::path(
+    get, path = "/api/v1/workers", tag = "workers",
+    responses((status = 200, description = "Every worker the host knows", body = WorkerList))
+)]
+pub async fn list(State(state): State<AppState>) -> Json<WorkerList> {
     let workers: Vec<Value> = state
         .jobs
         .cluster()
@@ -24,17 +58,21 @@ pub async fn list(State(state): State<AppState>) -> Json<Value> {
             worker
         })
         .collect();
-    Json(json!({ "workers": workers }))
+    Json(WorkerList { workers })
 }
 
 /// `GET /healthz`: the process serves and how much waits.
-pub async fn healthz(State(state): State<AppState>) -> Json<Value> {
+#[utoipa::path(
+    get, path = "/healthz", tag = "host",
+    responses((status = 200, description = "The host serves", body = Health))
+)]
+pub async fn healthz(State(state): State<AppState>) -> Json<Health> {
     let workers = state.jobs.cluster().views();
-    Json(json!({
-        "status": "ok",
-        "version": env!("CARGO_PKG_VERSION"),
-        "queued_jobs": state.jobs.scheduler().queued(),
-        "jobs_finished": state.jobs.finished_count(),
-        "connected_workers": workers.iter().filter(|w| w.connected).count(),
-    }))
+    Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+        queued_jobs: state.jobs.scheduler().queued(),
+        jobs_finished: state.jobs.finished_count(),
+        connected_workers: workers.iter().filter(|w| w.connected).count(),
+    })
 }

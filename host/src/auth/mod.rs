@@ -23,7 +23,19 @@ use serde::{Deserialize, Serialize};
 pub use tokens::{ApiTokens, AuthMode, Authorized};
 
 /// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 pub enum Scope {
     /// Read jobs (list, get).
     #[serde(rename = "jobs:read")]

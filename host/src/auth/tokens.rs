@@ -374,6 +374,9 @@ impl ApiTokens {
         });
     }
 
+    /// Longest lifetime a token may be given.
+    pub const MAX_TTL_SECS: u64 = 100 * 365 * 24 * 3600;
+
     /// Creates a token for `by` (the caller; `None` for the host itself)
     /// with `scopes`, valid for `ttl` when given. Answers the token (shown
     /// once) and its record. Durable when it returns.
@@ -389,10 +392,17 @@ impl ApiTokens {
                 "a token needs at least one scope".into(),
             ));
         }
-        if name.is_empty() || name.len() > 128 {
+        if name.is_empty() || name.chars().count() > 128 {
             return Err(CreateError::Invalid(
                 "a token's name is 1 to 128 characters".into(),
             ));
+        }
+        if ttl.is_some_and(|ttl| ttl.is_zero() || ttl.as_secs() > Self::MAX_TTL_SECS) {
+            // Past that, its expiry is no time RFC 3339 can write.
+            return Err(CreateError::Invalid(format!(
+                "a token's ttl_secs is 1 to {} (100 years)",
+                Self::MAX_TTL_SECS
+            )));
         }
         if let Some(by) = by
             && let Some(lacking) = scopes.iter().find(|s| !by.allows(**s))

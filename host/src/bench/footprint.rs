@@ -7,8 +7,8 @@
 //! 2. that host stops, and a host with no agents starts on the same
 //!    directory (the store holds the finished jobs and their logs); it
 //!    takes `--pending` more jobs, which stay pending;
-//! 3. listing by state (`GET /api/v1/jobs?status=…`, one page of 50, as
-//!    `hodei jobs ls --status` asks) is timed against that history.
+//! 3. listing by state (`GET /api/v1/jobs?state=…`, one page of 50, as
+//!    `hodei jobs ls --state` asks) is timed against that history.
 //!
 //! Memory is the host process's resident set (`VmRSS`) and its peak
 //! (`VmHWM`) from /proc, read after each step. The agents' memory is not
@@ -80,9 +80,9 @@ pub async fn run(args: &FootprintArgs) -> anyhow::Result<()> {
         memory(&host)?,
     ));
     let mut listings = Vec::new();
-    for status in ["succeeded", "pending", "running"] {
-        let url = format!("{}/api/v1/jobs?status={status}", host.base);
-        listings.push((status, time_get(&http, &url, args.requests).await?));
+    for state in ["succeeded", "pending", "running"] {
+        let url = format!("{}/api/v1/jobs?state={state}", host.base);
+        listings.push((state, time_get(&http, &url, args.requests).await?));
     }
     let url = format!("{}/api/v1/jobs", host.base);
     listings.push(("(any)", time_get(&http, &url, args.requests).await?));
@@ -96,14 +96,14 @@ pub async fn run(args: &FootprintArgs) -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "| `GET /api/v1/jobs?status=…` (a page of 50), {} jobs stored | p50 ms | p99 ms |",
+        "| `GET /api/v1/jobs?state=…` (a page of 50), {} jobs stored | p50 ms | p99 ms |",
         args.finished + args.pending
     );
     println!("|---|---:|---:|");
-    for (status, mut times) in listings {
+    for (state, mut times) in listings {
         times.sort_by(f64::total_cmp);
         let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize] * 1e3;
-        println!("| {status} | {:.2} | {:.2} |", at(0.5), at(0.99));
+        println!("| {state} | {:.2} | {:.2} |", at(0.5), at(0.99));
     }
     Ok(())
 }

@@ -251,7 +251,7 @@ pub(super) async fn follow_job(
             } else if let Some(data) = line.strip_prefix(b"data:") {
                 if event == "done" {
                     let done: Value = serde_json::from_slice(data)?;
-                    if done["status"] != json!("SUCCEEDED") {
+                    if done["state"] != json!("SUCCEEDED") {
                         bail!("the job ended {done}");
                     }
                     return Ok(id);

@@ -23,7 +23,7 @@ pub struct LogLine {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Done {
     /// Job state (`SUCCEEDED`...).
-    pub status: String,
+    pub state: String,
     /// Exit code when it exited.
     pub exit_code: Option<i32>,
     /// Why it ended so, when not obvious.

@@ -11,7 +11,7 @@ pub enum JobsCommand {
     Ls {
         /// Only jobs in this state (pending, running, succeeded...).
         #[arg(long)]
-        status: Option<String>,
+        state: Option<String>,
         /// How many.
         #[arg(long, default_value_t = 50)]
         limit: usize,
@@ -39,13 +39,13 @@ fn field<'a>(job: &'a Value, key: &str) -> &'a str {
 pub async fn run(client: &ApiClient, command: JobsCommand) -> anyhow::Result<()> {
     match command {
         JobsCommand::Ls {
-            status,
+            state,
             limit,
             cursor,
         } => {
             let mut path = format!("/api/v1/jobs?limit={limit}");
-            if let Some(status) = status {
-                path.push_str(&format!("&status={status}"));
+            if let Some(state) = state {
+                path.push_str(&format!("&state={state}"));
             }
             if let Some(cursor) = cursor {
                 path.push_str(&format!("&cursor={cursor}"));

@@ -110,7 +110,7 @@ impl RunArgs {
 
 /// The process exit code a finished job maps to.
 pub fn exit_code(done: &Done) -> u8 {
-    match done.status.as_str() {
+    match done.state.as_str() {
         "SUCCEEDED" => 0,
         "TIMED_OUT" => 124,
         "CANCELLED" => 130,
@@ -146,10 +146,10 @@ pub async fn run(client: &ApiClient, args: RunArgs) -> anyhow::Result<u8> {
         eprintln!("hodei: the log stream ended before the job did (job {id})");
         return Ok(EXIT_HODEI_FAILED);
     };
-    if done.status != "SUCCEEDED" && done.exit_code.is_none() {
+    if done.state != "SUCCEEDED" && done.exit_code.is_none() {
         eprintln!(
             "hodei: job {id} {}: {}",
-            done.status,
+            done.state,
             done.reason.as_deref().unwrap_or("no reason given")
         );
     }

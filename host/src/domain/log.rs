@@ -5,7 +5,7 @@ use serde::Serialize;
 use super::Timestamp;
 
 /// Which output stream a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogStream {
     /// Standard output (the job's terminal).

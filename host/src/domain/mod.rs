@@ -5,6 +5,7 @@
 //! one place and are unit-tested without a runtime.
 
 mod event;
+pub mod integral;
 mod job;
 mod log;
 mod provisioned;

@@ -19,14 +19,16 @@ impl fmt::Display for WorkerId {
 
 /// Reservable capacity. A job's `Resources` is what it reserves; a worker's
 /// is what it offers. Every job also takes one slot.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Resources {
-    /// Thousandths of a CPU core.
-    #[serde(default)]
+    /// Thousandths of a CPU core (a job's: at most 2^53 − 1).
+    #[serde(default, deserialize_with = "super::integral::deserialize")]
+    #[schema(maximum = 9007199254740991_u64)]
     pub cpu_millis: u64,
-    /// Memory in MiB.
-    #[serde(default)]
+    /// Memory in MiB (a job's: at most 2^53 − 1).
+    #[serde(default, deserialize_with = "super::integral::deserialize")]
+    #[schema(maximum = 9007199254740991_u64)]
     pub memory_mb: u64,
 }
 

@@ -50,7 +50,7 @@ use crate::store::JobStore;
 pub const IDLE_SESSION: Duration = Duration::from_secs(600);
 
 /// Counters of the choke point, for the API.
-#[derive(Debug, Default, serde::Serialize)]
+#[derive(Debug, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct MaskingStats {
     /// Batches masked.
     pub batches: u64,

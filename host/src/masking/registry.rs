@@ -36,7 +36,7 @@ fn lanes() -> usize {
 }
 
 /// One masker in the chain, with its configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChainEntry {
     /// Masker name.

@@ -11,14 +11,17 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::integral;
 use crate::plugins::provider::Capability;
 
 /// Most workers one pool may have.
 pub const MAX_POOL_WORKERS: u32 = 1000;
 
 /// One pool, as configured.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "docker-small", "provider": "docker", "config": "image=hodei-worker:0.1.0",
+    "grants": ["docker"], "labels": {"size": "small"}, "min": 0, "max": 4}))]
 pub struct PoolSpec {
     /// Unique name, `[a-z0-9-]`, e.g. `docker-small`.
     pub name: String,
@@ -37,23 +40,27 @@ pub struct PoolSpec {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// Workers kept even without demand.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "integral::deserialize")]
     pub min: u32,
     /// Most workers at once.
+    #[serde(deserialize_with = "integral::deserialize")]
     pub max: u32,
     /// Job slots per worker.
-    #[serde(default = "one")]
+    #[serde(default = "one", deserialize_with = "integral::deserialize")]
     pub slots: u32,
     /// Seconds a worker may stay idle above `min` before it is drained and
     /// destroyed.
-    #[serde(default = "default_idle")]
+    #[serde(default = "default_idle", deserialize_with = "integral::deserialize")]
     pub idle_timeout_secs: u64,
     /// One job per worker: the worker is destroyed after it.
     #[serde(default)]
     pub ephemeral: bool,
     /// Seconds a created worker has to register before it is destroyed
     /// and replaced; also the life of its one-time token.
-    #[serde(default = "default_registration")]
+    #[serde(
+        default = "default_registration",
+        deserialize_with = "integral::deserialize"
+    )]
     pub registration_timeout_secs: u64,
 }
 
