@@ -207,29 +207,8 @@ async fn submit_with(
     total: usize,
     body: serde_json::Value,
 ) -> anyhow::Result<f64> {
-    let left = Arc::new(AtomicUsize::new(total));
-    let url = format!("{base}/api/v1/jobs");
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..clients {
-        let (http, left, url, body) = (http.clone(), Arc::clone(&left), url.clone(), body.clone());
-        tasks.spawn(async move {
-            while left
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                .is_ok()
-            {
-                let response = http.post(&url).json(&body).send().await?;
-                if response.status() != reqwest::StatusCode::CREATED {
-                    bail!("submit answered {}", response.status());
-                }
-            }
-            Ok(())
-        });
-    }
-    while let Some(result) = tasks.join_next().await {
-        result??;
-    }
-    Ok(total as f64 / started.elapsed().as_secs_f64())
+    let body = bytes::Bytes::from(serde_json::to_vec(&body)?);
+    post_load(http, &format!("{base}/api/v1/jobs"), clients, total, body).await
 }
 
 /// Posts `batches` batch bodies from `clients` concurrent clients; returns
@@ -240,15 +219,31 @@ async fn submit_batches(
     batches: usize,
     body: serde_json::Value,
 ) -> anyhow::Result<f64> {
-    let http = reqwest::Client::new();
-    let left = Arc::new(AtomicUsize::new(batches));
-    let url = format!("{base}/api/v1/jobs/batch");
-    // Serialized once: the figure is the host's, not this client's JSON.
     let body = bytes::Bytes::from(serde_json::to_vec(&body)?);
+    let url = format!("{base}/api/v1/jobs/batch");
+    post_load(&reqwest::Client::new(), &url, clients, batches, body).await
+}
+
+/// POSTs the JSON `body` to `url` `total` times from `clients` concurrent
+/// clients, each answer a 201 read to its end; returns requests/s. The body
+/// is serialized once: the figure is the host's, not this client's JSON.
+async fn post_load(
+    http: &reqwest::Client,
+    url: &str,
+    clients: usize,
+    total: usize,
+    body: bytes::Bytes,
+) -> anyhow::Result<f64> {
+    let left = Arc::new(AtomicUsize::new(total));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..clients {
-        let (http, left, url, body) = (http.clone(), Arc::clone(&left), url.clone(), body.clone());
+        let (http, left, url, body) = (
+            http.clone(),
+            Arc::clone(&left),
+            url.to_owned(),
+            body.clone(),
+        );
         tasks.spawn(async move {
             while left
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
@@ -261,7 +256,7 @@ async fn submit_batches(
                     .send()
                     .await?;
                 if response.status() != reqwest::StatusCode::CREATED {
-                    bail!("batch submit answered {}", response.status());
+                    bail!("{url} answered {}", response.status());
                 }
                 response.bytes().await?;
             }
@@ -271,7 +266,7 @@ async fn submit_batches(
     while let Some(result) = tasks.join_next().await {
         result??;
     }
-    Ok(batches as f64 / started.elapsed().as_secs_f64())
+    Ok(total as f64 / started.elapsed().as_secs_f64())
 }
 
 /// `jobs_finished` of the host's `/healthz`.

@@ -200,7 +200,12 @@ async fn a_batch_lands_whole_and_is_listed_by_state(store: &dyn JobStore) {
         assert!(pending.iter().any(|j| j.id == job.id), "by state");
     }
     // Leave the queue as it was for the checks after this one.
-    for job in batch {
+    cancel_all(store, &batch).await;
+}
+
+/// Cancels pending jobs, so later checks see the queue as it was.
+async fn cancel_all(store: &dyn JobStore, jobs: &[Job]) {
+    for job in jobs {
         store
             .update(
                 job.id,
@@ -231,15 +236,7 @@ async fn pending_jobs_come_in_queue_order(store: &dyn JobStore) {
     let all = store.pending(usize::MAX).await.unwrap();
     assert!(all.iter().all(|j| j.state == JobState::Pending));
     assert!(!all.iter().any(|j| j.id == taken.id));
-    for job in [low, high_first, high_second] {
-        store
-            .update(
-                job.id,
-                Box::new(|j| j.request_cancel(Timestamp::now()).map(|_| ())),
-            )
-            .await
-            .unwrap();
-    }
+    cancel_all(store, &[low, high_first, high_second]).await;
 }
 
 async fn leases_are_renewed_per_attempt_and_expire(store: &dyn JobStore) {
