@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The API's contract test: schemathesis (pinned, from PyPI, in a venv this
+# The API's contract test: the served document is checked against the
+# OpenAPI 3.1 schema (openapi-spec-validator, pinned), then schemathesis (pinned, from PyPI, in a venv this
 # script owns under ~/.cache/hodei) runs every check (`--checks all`)
 # against a real `hodei` host on 127.0.0.1, driven by the host's own
 # /api/v1/openapi.json, with the host's admin token. It must find no 5xx,
@@ -18,6 +19,11 @@ if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$version"; then
   python=$(command -v python3.11 || command -v python3)
   "$python" -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$version"
+fi
+# The document itself is checked against the OpenAPI 3.1 schema first.
+validator=0.9.0
+if ! "$venv/bin/pip" show openapi-spec-validator 2>/dev/null | grep -q "^Version: $validator$"; then
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "openapi-spec-validator==$validator"
 fi
 
 hodei="${CARGO_TARGET_DIR:-target}/debug/hodei"
@@ -54,6 +60,9 @@ done
 [[ -n "$addr" ]] || { echo "the host did not start" >&2; cat "$work/stderr" >&2; exit 1; }
 base="$addr"
 token=$(cat "$work/data/admin.token")
+"$venv/bin/python" -c 'import sys, urllib.request; sys.stdout.buffer.write(urllib.request.urlopen(sys.argv[1]).read())' \
+  "$base/api/v1/openapi.json" >"$work/openapi.json"
+"$venv/bin/openapi-spec-validator" --schema 3.1.0 "$work/openapi.json"
 
 # Operations left out, and why (scripts/schemathesis.toml: the one check
 # given a wider set of answers, and why; scripts/schemathesis_hooks.py: the
