@@ -203,7 +203,7 @@ max = 1
     });
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
     assert!(status.message().contains("already used"), "{status:?}");
-    assert!(host.logs().contains("registration token refused"));
+    host.wait_log("registration token refused", Duration::from_secs(10));
     assert_eq!(
         pool(&host, "one")["counts"]["CONNECTED"],
         json!(1),

@@ -185,6 +185,22 @@ impl Host {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Waits until the host's stderr holds `needle`; panics with the log
+    /// after `timeout`. A line the host wrote reaches us through a pipe
+    /// and a reader thread, after any reply the test saw, so a positive
+    /// log check must wait rather than read once.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.logs().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "the host never logged {needle:?} within {timeout:?}:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits for the host to exit (after [`Host::signal`]); panics after
     /// `limit`.
     pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
