@@ -52,10 +52,13 @@
 //! ```
 
 mod forms;
+pub mod gate;
 
 use std::collections::BTreeSet;
 
 use aho_corasick::{AhoCorasick, MatchKind};
+
+pub use gate::Gate;
 
 /// What every occurrence of a secret is replaced with.
 pub const MASK: &[u8] = b"***";
@@ -83,6 +86,8 @@ pub struct SecretMasker {
     first_bytes: [bool; 256],
     /// The length of the longest pattern.
     max_len: usize,
+    /// The quick "no pattern here" asked before the automaton.
+    gate: Option<Gate>,
 }
 
 impl SecretMasker {
@@ -106,6 +111,7 @@ impl SecretMasker {
         let automaton = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
             .build(&patterns)?;
+        let gate = Gate::new(patterns.iter().map(Vec::as_slice));
         let mut first_bytes = [false; 256];
         for pattern in &patterns {
             first_bytes[usize::from(pattern[0])] = true;
@@ -115,6 +121,7 @@ impl SecretMasker {
             patterns,
             first_bytes,
             max_len,
+            gate,
         }))
     }
 
@@ -133,8 +140,10 @@ impl SecretMasker {
 
     /// Like [`SecretMasker::mask`], but hands `data` back as it is (no copy)
     /// when no pattern occurs in it, the common case for a line of output.
+    /// Asks the [`Gate`] first: this is the line-by-line path of the masker
+    /// plugin, which runs as `wasm32`.
     pub fn mask_owned(&self, data: Vec<u8>) -> Vec<u8> {
-        if self.automaton.is_match(&data) {
+        if self.is_match(&data) {
             self.mask(&data)
         } else {
             data
@@ -143,7 +152,7 @@ impl SecretMasker {
 
     /// Whether some pattern occurs in `data`.
     pub fn is_match(&self, data: &[u8]) -> bool {
-        self.automaton.is_match(data)
+        self.gate.as_ref().is_none_or(|gate| gate.may_match(data)) && self.automaton.is_match(data)
     }
 
     /// The streaming step: appends the settled part of `data`, masked, to
