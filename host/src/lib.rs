@@ -16,6 +16,8 @@
 //! - [`masking`]: the masker chain every log batch and error string passes
 //!   through before the host keeps it; failing closed to a native masker.
 //! - [`jobs`]: the use cases; the one place jobs change state.
+//! - [`pipelines`]: DAGs of jobs: the pipeline use cases and the engine
+//!   that creates each step's job once its needs have ended.
 //! - [`agents`]: the tonic gateway agents dial into: auth, sessions,
 //!   reconciliation on reconnect, log ingest, results.
 //! - [`logs`]: reading and following a job's log from the store.
@@ -52,6 +54,7 @@ pub mod masking;
 pub mod metrics;
 #[cfg(feature = "otel")]
 pub mod otel;
+pub mod pipelines;
 pub mod plugins;
 pub mod providers;
 pub mod scheduler;

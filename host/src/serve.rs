@@ -25,6 +25,7 @@ use crate::bus::Bus;
 use crate::config::ServeConfig;
 use crate::jobs::JobService;
 use crate::masking::{MaskerCatalog, MaskerRegistry, Masking};
+use crate::pipelines::Pipelines;
 use crate::plugins::{PluginEngine, PolicyCatalog, PolicyRegistry};
 use crate::providers::Provisioner;
 use crate::providers::pool_loop::HostSide;
@@ -135,6 +136,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
 
     tokio::spawn(Arc::clone(&jobs).run_scheduler());
     tokio::spawn(Arc::clone(&jobs).run_monitor());
+    let pipelines = Arc::new(Pipelines::new(Arc::clone(&jobs)));
+    tokio::spawn(Arc::clone(&pipelines).run());
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -153,6 +156,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             provisioner: Arc::clone(&provisioner),
             tokens,
             agent_tokens: Arc::clone(&agent_tokens),
+            pipelines,
         },
         config.max_body_bytes,
     );

@@ -1,4 +1,5 @@
-//! The model: jobs, their state machine, workers and what they offer.
+//! The model: jobs, their state machine, pipelines of jobs, workers and
+//! what they offer.
 //!
 //! Pure: no I/O, no tokio, no storage layout. Everything else in the host
 //! (store, scheduler, agents, api) speaks these types, so the rules live in
@@ -8,6 +9,7 @@ mod event;
 pub mod integral;
 mod job;
 mod log;
+mod pipeline;
 mod provisioned;
 mod worker;
 
@@ -18,6 +20,10 @@ use serde::{Deserialize, Serialize};
 pub use event::{EventId, EventKind, EventRecord, StoredEvent};
 pub use job::{Command, Job, JobId, JobSpec, JobState, Outcome};
 pub use log::{Admission, LogRecord, LogStream, admit, quota_marker};
+pub use pipeline::{
+    Advance, MAX_STEP_NAME, MAX_STEPS, OnFailure, Pipeline, PipelineError, PipelineId,
+    PipelineMove, PipelineState, Step, StepProblem, StepShape, StepState, validate,
+};
 pub use provisioned::{ProvisionedWorker, TokenRefusal, WorkerPhase};
 pub use worker::{Resources, WorkerId, WorkerInfo, WorkerMetrics};
 

@@ -183,6 +183,21 @@ impl JobService {
         Ok(job)
     }
 
+    /// Stores a job whose id was decided and recorded beforehand (a
+    /// pipeline step's), unless it is stored already, and queues it when
+    /// it was stored here. Its secrets are sealed already. Answers whether
+    /// this call stored it.
+    pub async fn submit_once(&self, job: Job) -> Result<bool, StoreError> {
+        if !self.store.insert_absent(job.clone()).await? {
+            return Ok(false);
+        }
+        self.metrics.submitted();
+        self.traces.submitted(&job);
+        self.scheduler.enqueue(QueuedJob::of(&job));
+        self.bus.publish(Event::JobCreated(job.id));
+        Ok(true)
+    }
+
     /// Accepts many jobs in one durable commit: all of them or none.
     pub async fn submit_batch(&self, specs: Vec<JobSpec>) -> Result<Vec<Job>, StoreError> {
         let now = Timestamp::now();

@@ -50,7 +50,7 @@ use crate::domain::{
     EventId, EventRecord, Job, JobId, JobState, LogRecord, StoredEvent, Timestamp,
 };
 
-mod events;
+pub(in crate::store) mod events;
 mod index;
 mod writer;
 
@@ -198,6 +198,11 @@ fn migrate_line_rows(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
 impl JobStore for RedbStore {
     async fn insert(&self, job: Job) -> Result<(), StoreError> {
         self.submit(|reply| WriteOp::Insert(Box::new(job), reply))
+            .await
+    }
+
+    async fn insert_absent(&self, job: Job) -> Result<bool, StoreError> {
+        self.submit(|reply| WriteOp::InsertAbsent(Box::new(job), reply))
             .await
     }
 
