@@ -350,3 +350,63 @@ fn bad_pipelines_are_refused_naming_the_step_and_nothing_is_stored() {
     assert_eq!(status, 404);
     assert_error_shape(&missing, "NOT_FOUND");
 }
+
+#[test]
+fn the_cli_runs_a_toml_pipeline_printing_each_step_s_lines_and_exits_by_its_outcome() {
+    let host = Host::start();
+    let _agent = Agent::start(&host, "a1", "", 2);
+    host.wait_workers(1);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ci.toml");
+    std::fs::write(
+        &file,
+        r#"
+name = "ci"
+env = { GREETING = "hello" }
+
+[[steps]]
+name = "build"
+command = "echo $GREETING from build"
+
+[[steps]]
+name = "test"
+needs = ["build"]
+command = "echo testing; echo oops >&2"
+"#,
+    )
+    .unwrap();
+    let out = host.cli(&["pipeline", "run", file.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("[build] hello from build"), "{stdout}");
+    assert!(stdout.contains("[test] testing"), "{stdout}");
+    assert!(stderr.contains("[test] oops"), "{stderr}");
+    assert!(stderr.contains("SUCCEEDED"), "{stderr}");
+
+    std::fs::write(
+        &file,
+        "[[steps]]\nname = \"a\"\ncommand = \"exit 3\"\n\n[[steps]]\nname = \"b\"\nneeds = [\"a\"]\ncommand = \"true\"\n",
+    )
+    .unwrap();
+    let out = host.cli(&["pipeline", "run", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("needs \"a\", which ended FAILED"),
+        "{stderr}"
+    );
+    let out = host.cli(&["pipeline", "ls", "--state", "failed"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAILED"));
+
+    // A bad file is refused by the host with the step named, exit 125.
+    std::fs::write(
+        &file,
+        "[[steps]]\nname = \"a\"\nneeds = [\"a\"]\ncommand = \"true\"\n",
+    )
+    .unwrap();
+    let out = host.cli(&["pipeline", "run", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(stderr.contains("a step cannot need itself"), "{stderr}");
+}

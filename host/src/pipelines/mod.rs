@@ -260,3 +260,6 @@ impl Pipelines {
         Ok(states)
     }
 }
+
+#[cfg(test)]
+mod tests;
