@@ -8,14 +8,15 @@
 //! with `Refused`, and a session that keeps sending refused messages is
 //! closed. A session ends with a status saying why, never silently.
 
+mod ingest;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use hodei_proto::v1::{
-    Ack, AgentMessage, JobResult, LogBatch, Refused, Register, RegisterAck, RunningJob,
-    agent_message,
+    Ack, AgentMessage, JobResult, Refused, Register, RegisterAck, RunningJob, agent_message,
 };
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -26,11 +27,10 @@ use super::limits::AgentLimits;
 use super::link::AgentLink;
 use super::{Credential, GatewayConfig, ServerStream, coalesce, wire};
 use crate::auth::agents::{AgentTokens, Claim};
-use crate::domain::{DomainError, JobId, Timestamp, WorkerId, WorkerInfo, WorkerMetrics};
+use crate::domain::{JobId, Timestamp, WorkerId, WorkerInfo, WorkerMetrics};
 use crate::jobs::{JobService, ResultTaken};
 use crate::masking::Masking;
 use crate::scheduler::cluster::Ownership;
-use crate::store::StoreError;
 use crate::usage::UsageBoard;
 
 /// How long an agent has to send `Register` after opening the stream.
@@ -186,6 +186,7 @@ pub(super) async fn open(
         link,
         refusals: 0,
         starting: HashMap::new(),
+        storing: None,
         revocation: bound.then(|| {
             (
                 Arc::clone(&config.agent_tokens),
@@ -269,6 +270,8 @@ struct Session {
     /// Starts being stored, by job: a job's result is stored after its
     /// start, while other jobs' messages go on meanwhile.
     starting: HashMap<JobId, JoinHandle<()>>,
+    /// The last log batch's store, in flight while the next is masked.
+    storing: Option<ingest::Storing>,
     /// For an agent admitted by a bootstrap token: where its credential's
     /// revocation shows, its id, and the wake-up when revocations change.
     revocation: Option<(Arc<AgentTokens>, String, watch::Receiver<u64>)>,
@@ -278,7 +281,12 @@ impl Session {
     /// Takes the agent's messages in order until its stream ends (`Ok`) or
     /// the host closes the session (`Err`, the status for the agent).
     async fn run(mut self, mut inbound: Streaming<AgentMessage>) -> Result<(), Status> {
-        let ended = self.take_messages(&mut inbound).await;
+        let mut ended = self.take_messages(&mut inbound).await;
+        // The last batch's lines are stored before the agent counts as gone.
+        let settled = self.settle_logs().await;
+        if ended.is_ok() {
+            ended = settled;
+        }
         let (jobs, worker) = (&self.jobs, &self.worker);
         if let Err(status) = &ended {
             tracing::warn!(%worker, peer = %self.peer, session = self.id, %status, "agent session closed by the host");
@@ -405,6 +413,10 @@ impl Session {
     }
 
     async fn handle(&mut self, message: agent_message::Msg) -> Result<(), Status> {
+        if !matches!(message, agent_message::Msg::LogBatch(_)) {
+            // In the agent's order: its lines before whatever follows them.
+            self.settle_logs().await?;
+        }
         match message {
             agent_message::Msg::Register(_) => self.refuse("", 0, "Register after registration"),
             agent_message::Msg::Heartbeat(hb) => self.heartbeat(hb),
@@ -455,78 +467,6 @@ impl Session {
         Ok(())
     }
 
-    async fn log_batch(&mut self, mut batch: LogBatch) -> Result<(), Status> {
-        let last = batch.entries.iter().map(|e| e.sequence).max().unwrap_or(0);
-        let id = match self.ownership(&batch.job_id, batch.attempt)? {
-            Owned::Holds(id) => id,
-            // Lines of an attempt the host let go of: acknowledge them so
-            // the agent lets go of them too.
-            Owned::Settled => return self.ack(&batch.job_id, batch.attempt, last).await,
-            Owned::Foreign => return self.refuse(&batch.job_id, batch.attempt, NOT_YOURS),
-        };
-        let cut: usize = batch
-            .entries
-            .iter_mut()
-            .map(|e| usize::from(self.limits.cut_line(&mut e.data) > 0))
-            .sum();
-        if cut > 0 {
-            let reason = format!(
-                "{cut} log line(s) longer than {} bytes (agent_max_line_bytes) were cut",
-                self.limits.max_line_bytes
-            );
-            tracing::warn!(worker = %self.worker, job = %id, "{reason}");
-            self.notify(&batch.job_id, batch.attempt, &reason);
-        }
-        let mut lines: Vec<_> = batch.entries.into_iter().map(wire::log_record).collect();
-        // The one choke point: nothing of a batch is stored, fanned out or
-        // counted before the masker chain has seen it.
-        self.masking.mask_lines(id, batch.attempt, &mut lines).await;
-        let quota = self.limits.log_quota_bytes;
-        let (count, bytes) = (
-            lines.len() as u64,
-            lines.iter().map(|l| l.data.len() as u64).sum::<u64>(),
-        );
-        match self.jobs.append_logs(id, batch.attempt, lines, quota).await {
-            Ok(appended) => {
-                self.jobs.metrics().logs_stored(count, bytes);
-                if appended.quota_reached {
-                    self.quota_reached(id, &batch.job_id, batch.attempt).await;
-                }
-                self.ack(&batch.job_id, batch.attempt, appended.head).await
-            }
-            Err(StoreError::Domain(gap @ DomainError::LogGap { .. })) => {
-                self.refuse(&batch.job_id, batch.attempt, &gap.to_string())
-            }
-            // The store moved the job on (another host settled the attempt).
-            Err(err @ (StoreError::Domain(_) | StoreError::NotFound(_))) => {
-                tracing::debug!(job = %id, attempt = batch.attempt, %err, "log batch refused");
-                self.ack(&batch.job_id, batch.attempt, last).await
-            }
-            // The agent resends everything unacknowledged after a reconnect;
-            // carrying on would only make the next batch a gap.
-            Err(err) => {
-                tracing::error!(job = %id, %err, "cannot store log batch");
-                Err(Status::unavailable(
-                    "the host cannot store logs right now; reconnect and resend",
-                ))
-            }
-        }
-    }
-
-    async fn quota_reached(&self, id: JobId, job_id: &str, attempt: u32) {
-        let quota = self.limits.log_quota_bytes;
-        let cancels = self.limits.log_quota_cancels;
-        tracing::warn!(job = %id, worker = %self.worker, quota, cancels, "job's log reached its quota; further output is dropped");
-        self.notify(
-            job_id,
-            attempt,
-            &format!("log quota of {quota} bytes reached (job_log_quota_bytes); further output is dropped"),
-        );
-        if cancels && let Err(err) = self.jobs.cancel(id).await {
-            tracing::warn!(job = %id, %err, "cannot cancel a job over its log quota");
-        }
-    }
-
     async fn result(&mut self, result: JobResult) -> Result<(), Status> {
         let id = match self.ownership(&result.job_id, result.attempt)? {
             Owned::Holds(id) => id,
@@ -563,19 +503,6 @@ impl Session {
                 result_stored(&jobs, &link, &result).await;
             }
         });
-        Ok(())
-    }
-
-    async fn ack(&self, job_id: &str, attempt: u32, log_sequence: u64) -> Result<(), Status> {
-        let _ = self
-            .link
-            .ack(Ack {
-                job_id: job_id.to_owned(),
-                attempt,
-                log_sequence,
-                result_stored: false,
-            })
-            .await;
         Ok(())
     }
 }
