@@ -283,6 +283,7 @@ impl SubmitJob {
                 priority: self.priority,
                 timeout_secs: self.timeout_secs,
                 max_attempts,
+                artifacts: Default::default(),
             }),
             _ => Err(ApiError::validation(problems)),
         }

@@ -1,7 +1,7 @@
 //! The REST API: routes, shared state, and the extractors that turn bad
 //! input into the one JSON error shape.
 //!
-//! One file per resource: `jobs` (and `batch`, many jobs in one commit), `pipelines`, `logs` (SSE), `workers`, `policies`,
+//! One file per resource: `jobs` (and `batch`, many jobs in one commit), `pipelines` (and `artifacts`, its steps' outputs), `logs` (SSE), `workers`, `policies`,
 //! `maskers`, `pools`, `tokens`, `agents` (agent tokens and credentials), `events` (the
 //! event log as SSE); who may call which route is declared
 //! with the route ([`routes`], see `crate::auth::guard`);
@@ -10,6 +10,7 @@
 //! `openapi` the API's OpenAPI 3.1 document and its docs UI.
 
 mod agents;
+mod artifacts;
 mod batch;
 mod dashboard;
 pub mod error;
@@ -171,6 +172,14 @@ pub fn routes() -> Routes<AppState> {
         .route(
             "/api/v1/pipelines/{id}/retry",
             guard::post(Needs(JobsSubmit), pipelines::retry),
+        )
+        .route(
+            "/api/v1/pipelines/{id}/artifacts",
+            guard::get(Needs(JobsRead), artifacts::list),
+        )
+        .route(
+            "/api/v1/pipelines/{id}/artifacts/{step}/{*path}",
+            guard::get(Needs(JobsRead), artifacts::download),
         )
         .route(
             "/api/v1/events",

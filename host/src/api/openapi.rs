@@ -26,8 +26,8 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::{ApiError, ErrorBody};
 use super::{
-    AppState, agents, batch, events, jobs, logs, maskers, metrics, pipelines, policies, pools,
-    tokens, workers,
+    AppState, agents, artifacts, batch, events, jobs, logs, maskers, metrics, pipelines, policies,
+    pools, tokens, workers,
 };
 use crate::auth::guard::{self, Routes};
 use crate::auth::{Access, Scope};
@@ -51,6 +51,7 @@ pub const DOCS_PATH: &str = "/api/v1/docs/";
     paths(
         jobs::submit, jobs::list, jobs::get, jobs::cancel, batch::submit,
         pipelines::create, pipelines::list, pipelines::get, pipelines::cancel, pipelines::retry,
+        artifacts::list, artifacts::download,
         events::stream,
         logs::stream, logs::page, logs::search, logs::raw,
         workers::list, workers::healthz, metrics::scrape,
@@ -67,7 +68,7 @@ pub const DOCS_PATH: &str = "/api/v1/docs/";
     modifiers(&Contract),
     tags(
         (name = "jobs", description = "Submit, list, get and cancel jobs"),
-        (name = "pipelines", description = "DAGs of jobs: create, list, get, cancel, retry"),
+        (name = "pipelines", description = "DAGs of jobs: create, list, get, cancel, retry; their steps' artifacts"),
         (name = "logs", description = "A job's output: live (SSE), by window, searched, raw"),
         (name = "events", description = "What happens to jobs and workers, from the store's event log (SSE)"),
         (name = "workers", description = "The agents the host knows"),
@@ -109,7 +110,8 @@ impl Modify for Contract {
         }
         let table = super::routes().merge(super::upload_routes());
         for (path, method, access) in table.table() {
-            let Some(item) = doc.paths.paths.get_mut(path) else {
+            // A catch-all segment (`{*path}`) is a plain parameter there.
+            let Some(item) = doc.paths.paths.get_mut(&path.replace("{*", "{")) else {
                 continue;
             };
             if let Some(op) = operation(item, method) {

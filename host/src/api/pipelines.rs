@@ -19,8 +19,9 @@ use super::jobs::SubmitJob;
 use super::{ApiJson, ApiQuery, AppState};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::domain::{
-    JobState, MAX_STEPS, OnFailure, Pipeline, PipelineId, PipelineState, Resources, Step,
-    StepShape, StepState, Timestamp, integral, validate,
+    ArtifactInput, ArtifactShape, JobArtifacts, JobState, MAX_STEPS, OnFailure, Pipeline,
+    PipelineId, PipelineState, Resources, Step, StepShape, StepState, Timestamp, check_artifacts,
+    integral, validate,
 };
 use crate::pipelines::PipelineFailure;
 
@@ -78,6 +79,27 @@ pub struct PipelineStepBody {
     #[serde(default, deserialize_with = "integral::option")]
     #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
+    /// Files (paths relative to the step's directory, no `..`) the step
+    /// hands on when it exits 0; the step fails if one is missing or over
+    /// the host's size limit. At most 32.
+    #[serde(default)]
+    #[schema(max_items = 32)]
+    pub outputs: Vec<String>,
+    /// Outputs of steps it needs, placed at the same relative path in its
+    /// directory before it starts.
+    #[serde(default)]
+    pub inputs: Vec<InputBody>,
+}
+
+/// One input of a step: an output of one of its needs.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"step": "build", "output": "dist/app.tar.gz"}))]
+pub struct InputBody {
+    /// The step that produces it: one of this step's `needs`.
+    pub step: String,
+    /// One of that step's `outputs`.
+    pub output: String,
 }
 
 /// Body of `POST /api/v1/pipelines`.
@@ -190,8 +212,40 @@ impl CreatePipeline {
             }
             problems.push(entry);
         }
+        let inputs: Vec<Vec<ArtifactInput>> = self
+            .steps
+            .iter()
+            .map(|s| {
+                s.inputs
+                    .iter()
+                    .map(|i| ArtifactInput {
+                        step: i.step.clone(),
+                        output: i.output.clone(),
+                        from_job: None,
+                    })
+                    .collect()
+            })
+            .collect();
+        let shapes: Vec<ArtifactShape<'_>> = self
+            .steps
+            .iter()
+            .zip(&inputs)
+            .map(|(s, inputs)| ArtifactShape {
+                name: &s.name,
+                needs: &s.needs,
+                outputs: &s.outputs,
+                inputs,
+            })
+            .collect();
+        for problem in check_artifacts(&shapes) {
+            problems.push(
+                json!({ "field": problem.field, "step": problem.step, "problem": problem.problem }),
+            );
+        }
+        let mut inputs = inputs.into_iter();
         let mut steps = Vec::with_capacity(self.steps.len());
         for (index, body) in self.steps.into_iter().enumerate() {
+            let step_inputs = inputs.next().unwrap_or_default();
             let job = SubmitJob {
                 name: None,
                 command: body.command,
@@ -210,6 +264,10 @@ impl CreatePipeline {
                         .chars()
                         .take(MAX_NAME_LEN)
                         .collect();
+                    spec.artifacts = JobArtifacts {
+                        outputs: body.outputs,
+                        inputs: step_inputs,
+                    };
                     steps.push(Step {
                         name: body.name,
                         needs: body.needs,
@@ -248,6 +306,10 @@ pub struct StepView {
     reason: Option<String>,
     /// Jobs of runs before a retry, oldest first.
     earlier_jobs: Vec<String>,
+    /// Files it hands on when it exits 0.
+    outputs: Vec<String>,
+    /// Outputs of its needs it receives.
+    inputs: Vec<InputBody>,
 }
 
 /// A pipeline as the API shows it.
@@ -294,6 +356,17 @@ impl PipelineView {
                     job_id: s.job_id.map(|j| j.to_string()),
                     reason: s.reason,
                     earlier_jobs: s.earlier_jobs.iter().map(ToString::to_string).collect(),
+                    outputs: s.spec.artifacts.outputs,
+                    inputs: s
+                        .spec
+                        .artifacts
+                        .inputs
+                        .into_iter()
+                        .map(|i| InputBody {
+                            step: i.step,
+                            output: i.output,
+                        })
+                        .collect(),
                 })
                 .collect(),
             created_at: pipeline.created_at.to_rfc3339(),

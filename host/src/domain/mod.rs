@@ -5,6 +5,7 @@
 //! (store, scheduler, agents, api) speaks these types, so the rules live in
 //! one place and are unit-tested without a runtime.
 
+mod artifact;
 mod event;
 pub mod integral;
 mod job;
@@ -17,6 +18,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use artifact::{
+    ArtifactInput, ArtifactShape, JobArtifacts, MAX_OUTPUTS, check_artifacts, check_output_path,
+};
 pub use event::{EventId, EventKind, EventRecord, StoredEvent};
 pub use job::{Command, Job, JobId, JobSpec, JobState, Outcome};
 pub use log::{Admission, LogRecord, LogStream, admit, quota_marker};

@@ -14,6 +14,7 @@ fn spec() -> JobSpec {
         priority: 0,
         timeout_secs: None,
         max_attempts: 1,
+        artifacts: Default::default(),
     }
 }
 

@@ -239,7 +239,17 @@ impl Pipelines {
         id: JobId,
     ) -> Result<(), StoreError> {
         let step = &pipeline.steps[index];
-        let mut job = Job::new(step.spec.clone(), Timestamp::now());
+        let mut spec = step.spec.clone();
+        // Its needs have ended by now: each input names the job whose
+        // output it is.
+        for input in &mut spec.artifacts.inputs {
+            input.from_job = pipeline
+                .steps
+                .iter()
+                .find(|s| s.name == input.step)
+                .and_then(|s| s.job_id);
+        }
+        let mut job = Job::new(spec, Timestamp::now());
         job.id = id;
         self.owners().insert(id, pipeline.id);
         let created = self.jobs.submit_once(job).await?;

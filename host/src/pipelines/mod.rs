@@ -19,6 +19,11 @@
 //! [`crate::store::JobStore::insert_absent`]. A host that dies between the
 //! two finds the job missing on its next pass and inserts it; two hosts
 //! inserting the same job store it once.
+//!
+//! Artifacts: a step's `outputs` and `inputs` travel in its job's spec;
+//! when the engine creates a step's job it names, in each input, the job
+//! of the need that produced it (ended by then). The bytes are kept by
+//! [`crate::artifacts`], reached here through [`Pipelines::artifacts`].
 
 mod engine;
 
@@ -28,6 +33,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use crate::artifacts::Artifacts;
 use crate::bus::Event;
 use crate::domain::{
     EventRecord, JobId, Pipeline, PipelineError, PipelineId, PipelineState, Timestamp,
@@ -68,6 +74,8 @@ pub struct Pipelines {
     owners: Mutex<HashMap<JobId, PipelineId>>,
     /// Rung when a pipeline was created, cancelled or retried here.
     wake: Notify,
+    /// The steps' outputs.
+    artifacts: Arc<Artifacts>,
 }
 
 fn decode(doc: &[u8]) -> Result<Pipeline, StoreError> {
@@ -79,15 +87,21 @@ fn encode(pipeline: &Pipeline) -> Result<Vec<u8>, StoreError> {
 }
 
 impl Pipelines {
-    /// Wires the use cases to the jobs' store.
-    pub fn new(jobs: Arc<JobService>) -> Self {
+    /// Wires the use cases to the jobs' store and the steps' artifacts.
+    pub fn new(jobs: Arc<JobService>, artifacts: Arc<Artifacts>) -> Self {
         let records = jobs.store().records();
         Self {
             jobs,
             records,
             owners: Mutex::new(HashMap::new()),
             wake: Notify::new(),
+            artifacts,
         }
+    }
+
+    /// Where the steps' outputs are kept.
+    pub fn artifacts(&self) -> &Arc<Artifacts> {
+        &self.artifacts
     }
 
     /// Stores a validated pipeline (its steps' secrets in clear; they are

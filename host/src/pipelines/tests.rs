@@ -33,6 +33,7 @@ fn step(name: &str, needs: &[&str]) -> Step {
             priority: 0,
             timeout_secs: None,
             max_attempts: 1,
+            artifacts: Default::default(),
         },
         state: StepState::Waiting,
         job_id: None,
@@ -46,8 +47,12 @@ fn engine(store: Arc<dyn JobStore>) -> Arc<Pipelines> {
         Arc::new(Cluster::default()),
         Arc::new(BuiltinPolicy),
     ));
+    let artifacts = Arc::new(crate::artifacts::Artifacts::new(
+        &store,
+        crate::artifacts::DEFAULT_MAX_ARTIFACT_BYTES,
+    ));
     let jobs = JobService::new(store, scheduler, Bus::new(64), Duration::from_secs(10));
-    Arc::new(Pipelines::new(Arc::new(jobs)))
+    Arc::new(Pipelines::new(Arc::new(jobs), artifacts))
 }
 
 async fn all_jobs(store: &dyn JobStore) -> Vec<Job> {

@@ -25,6 +25,7 @@ fn spec(priority: i32) -> JobSpec {
         priority,
         timeout_secs: None,
         max_attempts: 2,
+        artifacts: Default::default(),
     }
 }
 

@@ -15,6 +15,7 @@
 //!   ([`JobStore::expired_leases`]). With several hosts on one database
 //!   that is how the jobs of a host that died are found and retried.
 
+mod blobs;
 mod codec;
 #[cfg(test)]
 pub(crate) mod contract;
@@ -28,6 +29,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use self::blobs::{BLOB_CHUNK, BlobStore, BlobWriter};
 pub use self::ledger::WorkerLedger;
 pub use self::postgres::{PgOptions, PgStore};
 pub use self::records::{LoggedChange, RecordChange, RecordStore, RecordUpdate};
@@ -210,6 +212,10 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Small keyed records (API tokens), in the same database.
     fn records(&self) -> Arc<dyn RecordStore>;
+
+    /// Large immutable blobs (pipeline artifacts): files beside the redb
+    /// file, or rows of the same PostgreSQL database.
+    fn blobs(&self) -> Arc<dyn BlobStore>;
 }
 
 /// Adapters hold engine handles that say nothing useful when printed.

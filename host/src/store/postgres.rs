@@ -675,6 +675,10 @@ impl JobStore for PgStore {
         Arc::new(PgRecords::new(self.pool.clone()))
     }
 
+    fn blobs(&self) -> Arc<dyn super::BlobStore> {
+        Arc::new(super::blobs::PgBlobs::new(self.pool.clone()))
+    }
+
     fn ledger(&self) -> Arc<dyn WorkerLedger> {
         Arc::new(PgLedger::new(self.pool.clone()))
     }
@@ -722,6 +726,7 @@ mod tests {
         .unwrap();
         super::super::ledger::contract(store.ledger().as_ref()).await;
         super::super::records::contract(store.records().as_ref()).await;
+        super::super::blobs::contract(store.blobs().as_ref()).await;
         super::super::contract::run_all(Arc::new(store)).await;
         PgStore::drop_database(&admin, &url).await.unwrap();
     }

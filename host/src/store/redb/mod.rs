@@ -77,6 +77,8 @@ pub const DEFAULT_CACHE_BYTES: usize = 256 * 1024 * 1024;
 pub struct RedbStore {
     db: Arc<Database>,
     writes: mpsc::Sender<WriteOp>,
+    /// Where blobs go: `artifacts/` beside the database file.
+    blobs_dir: std::path::PathBuf,
 }
 
 impl RedbStore {
@@ -115,7 +117,15 @@ impl RedbStore {
             .name("hodei-redb-writer".into())
             .spawn(move || writer_loop(&writer_db, queue))
             .map_err(StoreError::backend)?;
-        Ok(Self { db, writes })
+        let blobs_dir = path
+            .parent()
+            .unwrap_or_else(|| Path::new("."))
+            .join("artifacts");
+        Ok(Self {
+            db,
+            writes,
+            blobs_dir,
+        })
     }
 
     async fn submit<T>(
@@ -445,6 +455,10 @@ impl JobStore for RedbStore {
 
     fn records(&self) -> Arc<dyn super::RecordStore> {
         Arc::new(RedbRecords::new(Arc::clone(&self.db)))
+    }
+
+    fn blobs(&self) -> Arc<dyn super::BlobStore> {
+        Arc::new(super::blobs::FsBlobs::new(self.blobs_dir.clone()))
     }
 
     fn ledger(&self) -> Arc<dyn WorkerLedger> {
