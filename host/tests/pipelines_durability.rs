@@ -184,6 +184,16 @@ fn two_hosts_on_postgres_advance_100_pipelines_and_run_every_step_once() {
                 "job {} took {} attempts: {}",
                 job["name"], job["attempt"], job["reason"]
             );
+            let id = job["id"].as_str().unwrap_or_default();
+            for (host, log) in [("a", a.logs()), ("b", b.logs())] {
+                for line in log.lines().filter(|l| {
+                    l.contains(id)
+                        || l.contains("worker forgotten")
+                        || l.contains("agent registered")
+                }) {
+                    eprintln!("  host {host}: {line}");
+                }
+            }
         }
     }
     assert_once_in_order(mark.path(), &all_needs);
