@@ -321,7 +321,7 @@ impl Session {
             match next {
                 Ok(Some(AgentMessage { msg: Some(m) })) => {
                     self.still_current()?;
-                    self.jobs.cluster().touch(&self.worker);
+                    self.jobs.cluster().handling(&self.worker, true);
                     let m = match m {
                         agent_message::Msg::LogBatch(mut batch) => {
                             held = coalesce::take_ready(&mut batch, inbound);
@@ -329,7 +329,10 @@ impl Session {
                         }
                         other => other,
                     };
+                    // An error ends the session, and its disconnect clears
+                    // the mark.
                     self.handle(m).await?;
+                    self.jobs.cluster().handling(&self.worker, false);
                 }
                 Ok(Some(AgentMessage { msg: None })) => {}
                 Ok(None) => return Ok(()),

@@ -59,6 +59,9 @@ struct WorkerEntry {
     session: Option<Session>,
     assignments: HashMap<JobId, Assignment>,
     last_seen: Instant,
+    /// The host is handling one of this worker's messages: the lease does
+    /// not run against the agent meanwhile (see [`Cluster::handling`]).
+    busy: bool,
     /// Attempts this worker held that the host let go of (settled, lost,
     /// abandoned), newest last: late messages about them are dropped
     /// quietly rather than counted as offences.
@@ -81,6 +84,7 @@ impl WorkerEntry {
             session,
             assignments: HashMap::new(),
             last_seen: Instant::now(),
+            busy: false,
             released: VecDeque::new(),
             refused: 0,
             retiring: false,
@@ -356,6 +360,7 @@ impl Cluster {
         match workers.get_mut(worker) {
             Some(entry) if entry.session.as_ref().is_some_and(|s| s.id == session) => {
                 entry.session = None;
+                entry.busy = false;
                 entry.last_seen = Instant::now();
                 true
             }
@@ -385,9 +390,14 @@ impl Cluster {
             .unwrap_or_default()
     }
 
-    /// Any message from the agent proves it is alive.
-    pub fn touch(&self, worker: &WorkerId) {
+    /// The host began (`true`) or finished (`false`) handling a message of
+    /// `worker`'s. Any message proves the agent alive, and while the host
+    /// works on one (a store stalled, a machine under load) the lease does
+    /// not run against the agent: only the agent's own silence may get a
+    /// live worker forgotten, never the host's slowness.
+    pub fn handling(&self, worker: &WorkerId, busy: bool) {
         if let Some(entry) = self.lock().get_mut(worker) {
+            entry.busy = busy;
             entry.last_seen = Instant::now();
         }
     }
@@ -520,7 +530,7 @@ impl Cluster {
         let now = Instant::now();
         let dead: Vec<WorkerId> = workers
             .iter()
-            .filter(|(_, w)| now.duration_since(w.last_seen) > lease)
+            .filter(|(_, w)| !w.busy && now.duration_since(w.last_seen) > lease)
             .map(|(id, _)| id.clone())
             .collect();
         dead.iter()
