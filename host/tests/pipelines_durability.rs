@@ -123,7 +123,6 @@ fn a_host_sigkilled_10_times_during_a_30_step_pipeline_runs_each_step_once() {
 }
 
 #[test]
-#[ignore = "fails about 1 run in 3 on a loaded machine: a 40 ms step job's result is not stored and its lease not renewed for ~10 s, so the attempt is lost by lease expiry and the step runs again (issue 15, must-show 4, open); run with --ignored"]
 fn two_hosts_on_postgres_advance_100_pipelines_and_run_every_step_once() {
     let Some(db) = Database::create("pipelines") else {
         return;
