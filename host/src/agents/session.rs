@@ -499,14 +499,7 @@ impl Session {
                 let _ = started.await;
             }
             let taken = jobs
-                .finished(
-                    &worker,
-                    id,
-                    result.attempt,
-                    outcome,
-                    error,
-                    result.outputs.clone(),
-                )
+                .finished(&worker, id, result.attempt, outcome, error)
                 .await;
             masking.end(id, result.attempt);
             if taken == ResultTaken::Done {

@@ -6,9 +6,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{LoggedChange, RecordStore, RecordUpdate};
+use super::{RecordChange, RecordStore, RecordUpdate};
 use crate::store::StoreError;
-use crate::store::redb::events::EventLog;
 
 const RECORDS: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("records");
 
@@ -85,11 +84,11 @@ impl RecordStore for RedbRecords {
             .map(drop)
     }
 
-    async fn update_logged(
+    async fn update(
         &self,
         kind: &str,
         key: &str,
-        change: LoggedChange,
+        change: RecordChange,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let (kind, key) = (kind.to_owned(), key.to_owned());
         self.blocking(move |db| {
@@ -101,14 +100,7 @@ impl RecordStore for RedbRecords {
                     .get(id)
                     .map_err(StoreError::backend)?
                     .map(|v| v.value().to_vec());
-                let (update, events) = change(before.as_deref());
-                if !events.is_empty() {
-                    let mut log = EventLog::open(&txn)?;
-                    for event in &events {
-                        log.append(event)?;
-                    }
-                }
-                match update {
+                match change(before.as_deref()) {
                     RecordUpdate::Keep => before,
                     RecordUpdate::Put(doc) => {
                         table

@@ -19,7 +19,6 @@ fn job() -> Job {
             priority: 0,
             timeout_secs: None,
             max_attempts: 1,
-            artifacts: Default::default(),
         },
         Timestamp::now(),
     )
