@@ -308,6 +308,14 @@ impl Session {
                 Some(next) => next,
                 None => tokio::select! {
                     next = inbound.message() => next,
+                    outcome = futures::future::OptionFuture::from(self.storing.as_mut()),
+                        if self.storing.is_some() => {
+                        self.storing = None;
+                        if let Some(outcome) = outcome {
+                            self.stored(outcome)?;
+                        }
+                        continue;
+                    }
                     _ = keepalive.tick() => {
                         self.still_current()?;
                         self.link.try_keepalive();

@@ -117,7 +117,19 @@ impl Session {
         let Some(storing) = self.storing.take() else {
             return Ok(());
         };
-        match storing.await {
+        let outcome = storing.await;
+        self.stored(outcome)
+    }
+
+    /// Acts on how the batch in flight went. The session's loop also
+    /// awaits the store beside the agent's next message and calls this, so
+    /// a refusal (a gap found while storing) is not held back until the
+    /// agent speaks again: an agent waits for its answer.
+    pub(super) fn stored(
+        &mut self,
+        outcome: Result<Stored, tokio::task::JoinError>,
+    ) -> Result<(), Status> {
+        match outcome {
             Ok(Stored::Done) => Ok(()),
             Ok(Stored::Gap {
                 job_id,
