@@ -43,6 +43,13 @@
 //! signal N gives `signal` = N and `exit_code` = 128 + N, the shell's
 //! convention, so `exit_code` alone still reads as a failure.
 //!
+//! # Artifacts
+//! A pipeline step's inputs are fetched into its directory before the
+//! process starts (failing that, the job fails to start, saying which
+//! input); once it exits 0 its outputs are sent from the directory before
+//! the directory goes, and a missing or oversized output turns the result
+//! into `OUTCOME_OUTPUTS_FAILED` with the reason ([`crate::artifacts`]).
+//!
 //! # The end of output
 //! The PTY reader sees EOF (EIO) once every process has closed the
 //! terminal, the stderr reader once every process has closed the pipe.
@@ -74,6 +81,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, timeout_at};
 use tracing::{debug, warn};
 
+use crate::artifacts::ArtifactClient;
 use crate::mask::{MaskerError, SecretMasker};
 use crate::output::{read_stderr, spawn_pty_reader};
 use crate::script::{self, Launch, ScriptError};
@@ -115,6 +123,9 @@ pub struct ExecConfig {
     pub work_dir: PathBuf,
     /// Time between SIGTERM and SIGKILL on cancel and timeout.
     pub cancel_grace: Duration,
+    /// Transfers a job's inputs and outputs (`None`: jobs that have any
+    /// fail, saying so).
+    pub artifacts: Option<ArtifactClient>,
 }
 
 /// Why a job could not be started.
@@ -158,19 +169,46 @@ pub async fn run_job(
         attempt: job.attempt,
         ..Default::default()
     };
-    let mut running = match start(config, job, &sink) {
-        Ok(running) => running,
-        Err(error) => {
-            result.exit_code = -1;
-            result.outcome = Outcome::FailedToStart.into();
-            result.error = error.to_string();
-            result.duration_ms = millis(begun.elapsed());
-            return result;
-        }
+    let failed_to_start = |mut result: JobResult, error: String| {
+        result.exit_code = -1;
+        result.outcome = Outcome::FailedToStart.into();
+        result.error = error;
+        result.duration_ms = millis(begun.elapsed());
+        result
     };
-    let (exit, outcome) = running
+    let dir = match job_dir(config) {
+        Ok(dir) => dir,
+        Err(error) => return failed_to_start(result, error.to_string()),
+    };
+    if !job.inputs.is_empty() {
+        let fetched = tokio::select! {
+            fetched = fetch_inputs(config, job, dir.path()) => fetched,
+            _ = stop.wait_for(Option::is_some) => Err("cancelled while its inputs were fetched".into()),
+        };
+        if let Err(error) = fetched {
+            return failed_to_start(result, format!("cannot fetch its inputs: {error}"));
+        }
+    }
+    let mut running = match start(job, &sink, dir) {
+        Ok(running) => running,
+        Err(error) => return failed_to_start(result, error.to_string()),
+    };
+    let (mut exit, mut outcome) = running
         .supervise(config.cancel_grace, job.timeout_secs, &mut stop)
         .await;
+    if outcome == Outcome::Exited
+        && exit.exit_code == 0
+        && exit.signal == 0
+        && !job.outputs.is_empty()
+    {
+        match send_outputs(config, job, running.dir.path()).await {
+            Ok(sent) => result.outputs = sent,
+            Err(error) => {
+                outcome = Outcome::OutputsFailed;
+                exit.error = Some(error);
+            }
+        }
+    }
     result.duration_ms = millis(begun.elapsed());
     running.clean_up().await;
     result.exit_code = exit.exit_code;
@@ -178,6 +216,36 @@ pub async fn run_job(
     result.outcome = outcome.into();
     result.error = exit.error.unwrap_or_default();
     result
+}
+
+async fn fetch_inputs(config: &ExecConfig, job: &AssignJob, dir: &Path) -> Result<(), String> {
+    match &config.artifacts {
+        Some(client) => client.fetch_inputs(job, dir).await,
+        None => Err("this agent does not transfer artifacts".into()),
+    }
+}
+
+async fn send_outputs(
+    config: &ExecConfig,
+    job: &AssignJob,
+    dir: &Path,
+) -> Result<Vec<String>, String> {
+    match &config.artifacts {
+        Some(client) => client.send_outputs(job, dir).await,
+        None => Err("this agent does not transfer artifacts".into()),
+    }
+}
+
+/// The job's private directory (0700) under the work directory.
+fn job_dir(config: &ExecConfig) -> Result<tempfile::TempDir, StartError> {
+    tempfile::Builder::new()
+        .prefix("hodei-job-")
+        .permissions(Permissions::from_mode(0o700))
+        .tempdir_in(&config.work_dir)
+        .map_err(|source| StartError::Dir {
+            dir: config.work_dir.clone(),
+            source,
+        })
 }
 
 /// A started job and everything needed to end it cleanly.
@@ -205,18 +273,10 @@ struct ExitInfo {
 }
 
 fn start(
-    config: &ExecConfig,
     job: &AssignJob,
     sink: &Arc<dyn JobSink>,
+    dir: tempfile::TempDir,
 ) -> Result<Running, StartError> {
-    let dir = tempfile::Builder::new()
-        .prefix("hodei-job-")
-        .permissions(Permissions::from_mode(0o700))
-        .tempdir_in(&config.work_dir)
-        .map_err(|source| StartError::Dir {
-            dir: config.work_dir.clone(),
-            source,
-        })?;
     let (program, mut cmd) = match script::launch(job.command.as_ref())? {
         Launch::Argv { program, args } => {
             let mut cmd = Command::new(program);

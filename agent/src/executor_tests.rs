@@ -78,6 +78,7 @@ impl Harness {
         ExecConfig {
             work_dir: self.work_dir.path().to_path_buf(),
             cancel_grace: grace,
+            artifacts: None,
         }
     }
 
@@ -386,6 +387,7 @@ async fn a_job_that_cannot_start_fails_to_start() {
     let config = ExecConfig {
         work_dir: harness.work_dir.path().join("missing"),
         cancel_grace: Duration::from_secs(1),
+        artifacts: None,
     };
     let sink: Arc<dyn JobSink> = harness.sink.clone();
     let result = run_job(&config, &script("true"), sink, harness.stop.subscribe()).await;

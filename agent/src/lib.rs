@@ -43,6 +43,7 @@
 //! 0 after SIGTERM or SIGINT, 2 when the host rejects the token (and for
 //! bad flags, clap's convention), 1 for any other error at startup.
 
+mod artifacts;
 mod backoff;
 mod config;
 mod executor;
@@ -73,6 +74,7 @@ use tracing::{info, warn};
 pub use config::{Args, Labels, Token, parse_labels};
 pub use session::TokenRejected;
 
+use artifacts::ArtifactClient;
 use executor::{DRAIN_BOUND, ExecConfig, Stop};
 use jobs::JobTable;
 use metrics::MachineSampler;
@@ -257,6 +259,10 @@ fn agent(args: Args) -> anyhow::Result<Agent> {
     let exec = ExecConfig {
         work_dir,
         cancel_grace: Duration::from_secs(args.cancel_grace_secs),
+        artifacts: Some(ArtifactClient {
+            endpoints: endpoints.clone(),
+            authorization: authorization.clone(),
+        }),
     };
     let jobs = Arc::new(JobTable::new(
         Arc::clone(&outbox),

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use hodei_proto::v1::agent_service_server::{AgentService, AgentServiceServer};
 use hodei_proto::v1::{
-    Ack, AgentMessage, AssignJob, CancelJob, Heartbeat, JobResult, LogEntry, Outcome, Register,
-    RegisterAck, RunningJob, ServerMessage, Stream, agent_message::Msg, assign_job::Command,
-    server_message::Msg as HostMsg,
+    Ack, AgentMessage, ArtifactChunk, ArtifactRequest, ArtifactStored, AssignJob, CancelJob,
+    Heartbeat, JobResult, LogEntry, Outcome, Register, RegisterAck, RunningJob, ServerMessage,
+    Stream, agent_message::Msg, assign_job::Command, server_message::Msg as HostMsg,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -113,6 +113,22 @@ impl AgentService for FakeHost {
         let inbound = request.into_inner();
         let _ = self.sessions.send(Session { inbound, outbound });
         Ok(Response::new(UnboundedReceiverStream::new(rx)))
+    }
+
+    type DownloadArtifactStream = UnboundedReceiverStream<Result<ArtifactChunk, Status>>;
+
+    async fn upload_artifact(
+        &self,
+        _request: Request<Streaming<ArtifactChunk>>,
+    ) -> Result<Response<ArtifactStored>, Status> {
+        Err(Status::unimplemented("the fake host keeps no artifacts"))
+    }
+
+    async fn download_artifact(
+        &self,
+        _request: Request<ArtifactRequest>,
+    ) -> Result<Response<Self::DownloadArtifactStream>, Status> {
+        Err(Status::unimplemented("the fake host keeps no artifacts"))
     }
 }
 

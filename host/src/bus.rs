@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
-use crate::domain::{JobId, JobState, WorkerId};
+use crate::domain::{JobId, JobState, PipelineId, WorkerId};
 
 /// Something that happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +28,8 @@ pub enum Event {
     WorkerDisconnected(WorkerId),
     /// A worker event reached the store's event log.
     WorkerEvent(WorkerId),
+    /// A pipeline or one of its steps moved (its events are in the log).
+    PipelineChanged(PipelineId),
 }
 
 /// Cheap to clone; every clone publishes to the same subscribers.

@@ -71,6 +71,10 @@ pub struct ServeArgs {
     /// Largest accepted request body in bytes [default: 1048576].
     #[arg(long, env = "HODEI_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Largest pipeline artifact (one step output) kept, in bytes
+    /// [default: 1073741824].
+    #[arg(long, env = "HODEI_MAX_ARTIFACT_BYTES")]
+    pub max_artifact_bytes: Option<u64>,
     /// Scheduling policy at start-up: builtin, binpack, least-loaded or an
     /// uploaded one [default: the last one activated, else builtin].
     #[arg(long, env = "HODEI_POLICY")]
@@ -165,6 +169,7 @@ struct FileConfig {
     local_agent_slots: Option<u32>,
     lease_secs: Option<u64>,
     max_body_bytes: Option<usize>,
+    max_artifact_bytes: Option<u64>,
     policy: Option<String>,
     policy_config: Option<String>,
     maskers: Option<Vec<String>>,
@@ -212,6 +217,8 @@ pub struct ServeConfig {
     pub lease: Duration,
     /// Request body limit.
     pub max_body_bytes: usize,
+    /// Largest pipeline artifact kept.
+    pub max_artifact_bytes: u64,
     /// Policy to activate at start-up, if configured.
     pub policy: Option<ActiveChoice>,
     /// Masker chain to activate at start-up, if configured (empty: host
@@ -403,6 +410,10 @@ impl ServeArgs {
                 .max_body_bytes
                 .or(file.max_body_bytes)
                 .unwrap_or(1024 * 1024),
+            max_artifact_bytes: self
+                .max_artifact_bytes
+                .or(file.max_artifact_bytes)
+                .unwrap_or(crate::artifacts::DEFAULT_MAX_ARTIFACT_BYTES),
         })
     }
 }

@@ -16,6 +16,11 @@
 //! - [`masking`]: the masker chain every log batch and error string passes
 //!   through before the host keeps it; failing closed to a native masker.
 //! - [`jobs`]: the use cases; the one place jobs change state.
+//! - [`pipelines`]: DAGs of jobs: the pipeline use cases and the engine
+//!   that creates each step's job once its needs have ended.
+//! - [`artifacts`]: a pipeline step's outputs on the host: received
+//!   (size-limited, SHA-256 checked), kept as blobs of the store, read back
+//!   for the steps that take them as inputs and for downloads.
 //! - [`agents`]: the tonic gateway agents dial into: auth, sessions,
 //!   reconciliation on reconnect, log ingest, results.
 //! - [`logs`]: reading and following a job's log from the store.
@@ -40,6 +45,7 @@
 
 pub mod agents;
 pub mod api;
+pub mod artifacts;
 pub mod auth;
 pub mod bench;
 pub mod bus;
@@ -52,6 +58,7 @@ pub mod masking;
 pub mod metrics;
 #[cfg(feature = "otel")]
 pub mod otel;
+pub mod pipelines;
 pub mod plugins;
 pub mod providers;
 pub mod scheduler;

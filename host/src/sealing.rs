@@ -36,6 +36,8 @@ use sha2::{Digest, Sha256};
 /// What every sealed value starts with.
 pub const PREFIX: &str = "hodei-sealed:v1:";
 const AAD: &[u8] = b"hodei secret v1";
+/// Label of the key grants are signed with.
+const GRANT_LABEL: &[u8] = b"hodei grant v1";
 
 /// A sealed value could not be opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,6 +55,9 @@ pub enum OpenError {
 struct Key {
     id: String,
     key: LessSafeKey,
+    /// HMAC-SHA256 key for grants (see [`Sealer::grant`]), derived from
+    /// the same secret under its own label, so it is never the AEAD key.
+    grant: ring::hmac::Key,
 }
 
 /// The host's secrets key(s).
@@ -74,9 +79,13 @@ impl std::fmt::Debug for Sealer {
 fn key(bytes: &[u8]) -> anyhow::Result<Key> {
     let unbound = UnboundKey::new(&CHACHA20_POLY1305, bytes)
         .map_err(|_| anyhow::anyhow!("a secrets key must be 32 bytes (base64 in its file)"))?;
+    let mut derived = Sha256::new();
+    derived.update(GRANT_LABEL);
+    derived.update(bytes);
     Ok(Key {
         id: format!("{:x}", Sha256::digest(bytes))[..8].to_owned(),
         key: LessSafeKey::new(unbound),
+        grant: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &derived.finalize()),
     })
 }
 
@@ -183,6 +192,29 @@ impl Sealer {
         String::from_utf8(plain.to_vec()).map_err(|_| OpenError::Damaged)
     }
 
+    /// A grant for `subject`: a MAC under the current key (hex), which any
+    /// host holding the key file accepts with [`Sealer::check_grant`], even
+    /// after a restart (an artifact transfer's proof of its job attempt).
+    pub fn grant(&self, subject: &str) -> String {
+        let tag = ring::hmac::sign(&self.current.grant, subject.as_bytes());
+        format!("{}.{}", self.current.id, hex(tag.as_ref()))
+    }
+
+    /// Whether `grant` was made by [`Sealer::grant`] for `subject` with the
+    /// current key or a previous one.
+    pub fn check_grant(&self, subject: &str, grant: &str) -> bool {
+        let Some((kid, tag)) = grant.split_once('.') else {
+            return false;
+        };
+        let Some(tag) = unhex(tag) else {
+            return false;
+        };
+        std::iter::once(&self.current)
+            .chain(&self.previous)
+            .filter(|k| k.id == kid)
+            .any(|k| ring::hmac::verify(&k.grant, subject.as_bytes(), &tag).is_ok())
+    }
+
     /// Every value of `secrets` sealed.
     pub fn seal_all(
         &self,
@@ -209,9 +241,34 @@ impl Sealer {
     }
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_grant_proves_its_subject_only() {
+        let sealer = Sealer::ephemeral();
+        let grant = sealer.grant("job/1");
+        assert!(sealer.check_grant("job/1", &grant));
+        assert!(!sealer.check_grant("job/2", &grant));
+        assert!(!Sealer::ephemeral().check_grant("job/1", &grant));
+        assert!(!sealer.check_grant("job/1", "garbage"));
+        assert!(!sealer.check_grant("job/1", ""));
+    }
 
     #[test]
     fn a_sealed_value_opens_only_with_its_key_and_unaltered() {

@@ -19,12 +19,14 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::agents::{AgentGateway, GatewayConfig};
 use crate::api::{AppState, router};
+use crate::artifacts::Artifacts;
 use crate::auth::agents::AgentTokens;
 use crate::auth::{ApiTokens, AuthMode};
 use crate::bus::Bus;
 use crate::config::ServeConfig;
 use crate::jobs::JobService;
 use crate::masking::{MaskerCatalog, MaskerRegistry, Masking};
+use crate::pipelines::Pipelines;
 use crate::plugins::{PluginEngine, PolicyCatalog, PolicyRegistry};
 use crate::providers::Provisioner;
 use crate::providers::pool_loop::HostSide;
@@ -102,7 +104,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let scheduler = Arc::new(Scheduler::new(cluster, registry));
     let jobs = Arc::new(
         JobService::new(store, scheduler, Bus::new(4096), config.lease)
-            .with_sealer(Arc::clone(&sealer)),
+            .with_sealer(Arc::clone(&sealer))
+            .with_max_artifact_bytes(config.max_artifact_bytes),
     );
     let (pending, held) = jobs
         .restore()
@@ -135,6 +138,9 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
 
     tokio::spawn(Arc::clone(&jobs).run_scheduler());
     tokio::spawn(Arc::clone(&jobs).run_monitor());
+    let artifacts = Arc::new(Artifacts::new(jobs.store(), config.max_artifact_bytes));
+    let pipelines = Arc::new(Pipelines::new(Arc::clone(&jobs), Arc::clone(&artifacts)));
+    tokio::spawn(Arc::clone(&pipelines).run());
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -153,6 +159,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             provisioner: Arc::clone(&provisioner),
             tokens,
             agent_tokens: Arc::clone(&agent_tokens),
+            pipelines,
         },
         config.max_body_bytes,
     );
@@ -193,6 +200,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             masking,
             agent_tokens,
             agent_auth: config.agent_auth,
+            artifacts,
         },
     );
     let mut server = tonic::transport::Server::builder();

@@ -60,6 +60,23 @@ fn pending_job(host: &Host) -> String {
     body["id"].as_str().unwrap().to_owned()
 }
 
+/// A pipeline whose steps no worker takes.
+fn pipeline_body() -> Value {
+    json!({ "labels": { "pool": "nowhere" }, "steps": [{ "name": "a", "command": "true" }] })
+}
+
+/// A pipeline that stays pending (its step's job waits for a worker).
+fn pending_pipeline(host: &Host) -> String {
+    let (status, body) = call(
+        "POST",
+        &host.url("/api/v1/pipelines"),
+        Some(&admin(host)),
+        Body::Json(pipeline_body()),
+    );
+    assert_eq!(status, 201, "{body}");
+    body["id"].as_str().unwrap().to_owned()
+}
+
 /// The request that exercises `method path` successfully, built against
 /// the live host; panics for a route the test does not know, so a new
 /// route cannot go untested.
@@ -144,6 +161,21 @@ fn fixture(host: &Host, method: &str, path: &str) -> (String, Body) {
             path.to_owned(),
             Body::Json(json!({ "command": "true", "labels": { "pool": "nowhere" } })),
         ),
+        ("GET", "/api/v1/pipelines") => (path.to_owned(), Body::None),
+        ("POST", "/api/v1/pipelines") => (path.to_owned(), Body::Json(pipeline_body())),
+        ("GET", "/api/v1/pipelines/{id}") => (
+            format!("/api/v1/pipelines/{}", pending_pipeline(host)),
+            Body::None,
+        ),
+        ("POST", "/api/v1/pipelines/{id}/cancel") => (
+            format!("/api/v1/pipelines/{}/cancel", pending_pipeline(host)),
+            Body::None,
+        ),
+        ("POST", "/api/v1/pipelines/{id}/retry") => {
+            let id = pending_pipeline(host);
+            put(&format!("/api/v1/pipelines/{id}/cancel"), Body::None);
+            (format!("/api/v1/pipelines/{id}/retry"), Body::None)
+        }
         ("GET", "/api/v1/jobs/{id}") => (format!("/api/v1/jobs/{}", pending_job(host)), Body::None),
         ("POST", "/api/v1/jobs/{id}/cancel") => (
             format!("/api/v1/jobs/{}/cancel", pending_job(host)),

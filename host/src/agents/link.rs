@@ -12,6 +12,7 @@ use hodei_proto::v1::{
 use tokio::sync::mpsc;
 
 use super::wire;
+pub use super::wire::ArtifactGrant;
 use crate::domain::{Job, JobId};
 
 /// Why a job is being stopped on its agent, as the agent is told.
@@ -41,8 +42,15 @@ impl AgentLink {
     }
 
     /// Sends the job's current attempt, its log starting at `first_sequence`.
-    pub async fn assign(&self, job: &Job, first_sequence: u64) -> Result<(), LinkClosed> {
-        self.send(wire::assign_job(job, first_sequence)).await
+    /// `grant` goes with a job that has outputs or inputs.
+    pub async fn assign(
+        &self,
+        job: &Job,
+        first_sequence: u64,
+        grant: Option<ArtifactGrant>,
+    ) -> Result<(), LinkClosed> {
+        self.send(wire::assign_job(job, first_sequence, grant))
+            .await
     }
 
     /// Tells the agent to stop `job`'s `attempt`, saying `reason`.

@@ -10,17 +10,20 @@
 //! reconciliation of what a reconnecting agent still runs,
 //! and one session task per agent that takes its messages in order: log
 //! batches before results, as the agent sent them (batches already waiting
-//! are stored in one append, see `coalesce`). Protocol rules are at
+//! are stored in one append, see `coalesce`); and, beside the session,
+//! the transfer of pipeline artifacts (`artifacts`). Protocol rules are at
 //! the top of `proto/hodei/agent/v1/agent.proto`.
 
+mod artifacts;
 mod coalesce;
 mod limits;
 mod link;
 mod session;
 mod wire;
 
+pub use artifacts::grant_subject;
 pub use limits::{AgentLimits, LimitArgs};
-pub use link::{AgentLink, CANCELLED_BY_USER, LinkClosed};
+pub use link::{AgentLink, ArtifactGrant, CANCELLED_BY_USER, LinkClosed};
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -29,7 +32,9 @@ use std::time::Duration;
 
 use futures::Stream;
 use hodei_proto::v1::agent_service_server::{AgentService, AgentServiceServer};
-use hodei_proto::v1::{AgentMessage, ServerMessage};
+use hodei_proto::v1::{
+    AgentMessage, ArtifactChunk, ArtifactRequest, ArtifactStored, ServerMessage,
+};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::agents::{AgentAuthMode, AgentTokens};
@@ -59,6 +64,8 @@ pub struct GatewayConfig {
     pub agent_tokens: Arc<AgentTokens>,
     /// Which tokens are accepted.
     pub agent_auth: AgentAuthMode,
+    /// Where pipeline steps' outputs are kept.
+    pub artifacts: Arc<crate::artifacts::Artifacts>,
 }
 
 /// What an agent authenticated with.
@@ -155,5 +162,21 @@ impl AgentService for AgentGateway {
         )
         .await?;
         Ok(Response::new(outbound))
+    }
+
+    type DownloadArtifactStream = artifacts::DownloadStream;
+
+    async fn upload_artifact(
+        &self,
+        request: Request<Streaming<ArtifactChunk>>,
+    ) -> Result<Response<ArtifactStored>, Status> {
+        self.upload(request).await
+    }
+
+    async fn download_artifact(
+        &self,
+        request: Request<ArtifactRequest>,
+    ) -> Result<Response<Self::DownloadArtifactStream>, Status> {
+        self.download(request).await
     }
 }

@@ -507,7 +507,14 @@ impl Session {
                 let _ = started.await;
             }
             let taken = jobs
-                .finished(&worker, id, result.attempt, outcome, error)
+                .finished(
+                    &worker,
+                    id,
+                    result.attempt,
+                    outcome,
+                    error,
+                    result.outputs.clone(),
+                )
                 .await;
             masking.end(id, result.attempt);
             if taken == ResultTaken::Done {

@@ -7,8 +7,21 @@ use hodei_proto::v1::{
 use crate::domain::{Command, Job, LogRecord, LogStream, Outcome, Resources, Timestamp};
 use crate::usage::JobUsage;
 
+/// What a job with outputs or inputs needs to transfer them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactGrant {
+    /// Proves the attempt to the artifact calls.
+    pub token: String,
+    /// Largest output the host keeps.
+    pub max_bytes: u64,
+}
+
 /// The `AssignJob` for a job's current attempt.
-pub fn assign_job(job: &Job, first_sequence: u64) -> ServerMessage {
+pub fn assign_job(job: &Job, first_sequence: u64, grant: Option<ArtifactGrant>) -> ServerMessage {
+    let grant = grant.unwrap_or(ArtifactGrant {
+        token: String::new(),
+        max_bytes: 0,
+    });
     let command = match &job.spec.command {
         Command::Script(script) => assign_job::Command::Script(script.clone()),
         Command::Args(args) => assign_job::Command::Argv(ArgvCommand { args: args.clone() }),
@@ -22,6 +35,20 @@ pub fn assign_job(job: &Job, first_sequence: u64) -> ServerMessage {
             secrets: job.spec.secrets.clone().into_iter().collect(),
             timeout_secs: job.spec.timeout_secs.unwrap_or(0),
             first_sequence,
+            outputs: job.spec.artifacts.outputs.clone(),
+            inputs: job
+                .spec
+                .artifacts
+                .inputs
+                .iter()
+                .map(|input| pb::ArtifactInput {
+                    from_job_id: input.from_job.map(|j| j.to_string()).unwrap_or_default(),
+                    path: input.output.clone(),
+                    step: input.step.clone(),
+                })
+                .collect(),
+            artifact_token: grant.token,
+            max_artifact_bytes: grant.max_bytes,
         })),
     }
 }
@@ -46,6 +73,7 @@ pub fn outcome(result: &pb::JobResult) -> Outcome {
         pb::Outcome::Cancelled => Outcome::Cancelled,
         pb::Outcome::TimedOut => Outcome::TimedOut,
         pb::Outcome::FailedToStart => Outcome::FailedToStart,
+        pb::Outcome::OutputsFailed => Outcome::OutputsFailed,
         pb::Outcome::Exited | pb::Outcome::Unspecified if result.signal != 0 => {
             Outcome::Signalled(result.signal)
         }

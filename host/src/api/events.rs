@@ -1,4 +1,4 @@
-//! `GET /api/v1/events`: what happens to jobs and workers, as server-sent
+//! `GET /api/v1/events`: what happens to jobs, pipelines and workers, as server-sent
 //! events read from the store's durable event log.
 //!
 //! Each event is `id: <event id>` + `event: <kind>` + `data: {…}`. The log
@@ -43,10 +43,11 @@ const KEEPALIVE: Duration = Duration::from_secs(15);
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct EventParams {
-    /// Kinds or families, comma-separated: `job`, `worker`,
+    /// Kinds or families, comma-separated: `job`, `worker`, `pipeline`,
     /// `job.created`, `job.state_changed`, `job.finished`,
     /// `worker.connected`, `worker.disconnected`, `worker.lost`,
-    /// `worker.draining`. All when absent.
+    /// `worker.draining`, `pipeline.created`, `pipeline.state_changed`,
+    /// `pipeline.finished`, `pipeline.step_changed`. All when absent.
     #[param(example = "job.finished,worker")]
     kind: Option<String>,
     /// `key=value` pairs, comma-separated: only events whose job (or
@@ -99,7 +100,7 @@ impl Filter {
                     problems.push((
                         "kind".to_owned(),
                         format!(
-                            "unknown kind {name:?}; one of job, worker, {}",
+                            "unknown kind {name:?}; one of job, worker, pipeline, {}",
                             EventKind::ALL.map(EventKind::as_str).join(", ")
                         ),
                     ));
@@ -154,12 +155,25 @@ pub struct EventData<'a> {
     /// The job, for job events.
     #[serde(skip_serializing_if = "Option::is_none")]
     job_id: Option<String>,
-    /// The job's state after the change.
+    /// The state after the change: the job's (a `JobState`), or for
+    /// `pipeline.*` events the pipeline's (a `PipelineState`) or, with
+    /// `step`, the step's (a `StepState`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    state: Option<JobState>,
-    /// The job's state before the change (absent for `job.created`).
+    #[schema(value_type = Option<String>, example = "SUCCEEDED")]
+    state: Option<&'a str>,
+    /// The state before the change (absent for `job.created` and
+    /// `pipeline.created`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    previous_state: Option<JobState>,
+    #[schema(value_type = Option<String>)]
+    previous_state: Option<&'a str>,
+    /// The pipeline, for `pipeline.*` events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = Uuid)]
+    pipeline_id: Option<String>,
+    /// The step, for `pipeline.step_changed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    step: Option<&'a str>,
     /// The job's attempt after the change.
     #[serde(skip_serializing_if = "Option::is_none")]
     attempt: Option<u32>,
@@ -181,8 +195,16 @@ fn write_event(out: &mut Vec<u8>, stored: &StoredEvent) {
         kind: event.kind.as_str(),
         at: event.at.to_rfc3339(),
         job_id: event.job_id.map(|id| id.to_string()),
-        state: event.state,
-        previous_state: event.previous_state,
+        state: event
+            .state
+            .map(JobState::as_str)
+            .or(event.status.as_deref()),
+        previous_state: event
+            .previous_state
+            .map(JobState::as_str)
+            .or(event.previous_status.as_deref()),
+        pipeline_id: event.pipeline_id.map(|id| id.to_string()),
+        step: event.step.as_deref(),
         attempt: event.attempt,
         worker_id: event.worker_id.as_deref(),
         labels: &event.labels,

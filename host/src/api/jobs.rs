@@ -116,7 +116,7 @@ fn string(pattern: Option<&str>, min_length: Option<usize>) -> utoipa::openapi::
         .build()
 }
 
-fn env_schema() -> utoipa::openapi::Object {
+pub(super) fn env_schema() -> utoipa::openapi::Object {
     string_map(
         string(Some(ENV_NAME_PATTERN), None),
         string(None, None),
@@ -124,7 +124,7 @@ fn env_schema() -> utoipa::openapi::Object {
     )
 }
 
-fn secrets_schema() -> utoipa::openapi::Object {
+pub(super) fn secrets_schema() -> utoipa::openapi::Object {
     string_map(
         string(Some(ENV_NAME_PATTERN), None),
         string(None, Some(MIN_SECRET_LEN)),
@@ -132,7 +132,7 @@ fn secrets_schema() -> utoipa::openapi::Object {
     )
 }
 
-fn labels_schema() -> utoipa::openapi::Object {
+pub(super) fn labels_schema() -> utoipa::openapi::Object {
     string_map(
         string(None, Some(1)),
         string(None, None),
@@ -140,7 +140,7 @@ fn labels_schema() -> utoipa::openapi::Object {
     )
 }
 
-fn args_schema() -> utoipa::openapi::Array {
+pub(super) fn args_schema() -> utoipa::openapi::Array {
     use utoipa::openapi::schema::ArrayBuilder;
     // Every item without NUL; the first (the program) not empty.
     let mut array = ArrayBuilder::new()
@@ -283,6 +283,7 @@ impl SubmitJob {
                 priority: self.priority,
                 timeout_secs: self.timeout_secs,
                 max_attempts,
+                artifacts: Default::default(),
             }),
             _ => Err(ApiError::validation(problems)),
         }

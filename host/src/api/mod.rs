@@ -1,7 +1,7 @@
 //! The REST API: routes, shared state, and the extractors that turn bad
 //! input into the one JSON error shape.
 //!
-//! One file per resource: `jobs` (and `batch`, many jobs in one commit), `logs` (SSE), `workers`, `policies`,
+//! One file per resource: `jobs` (and `batch`, many jobs in one commit), `pipelines` (and `artifacts`, its steps' outputs), `logs` (SSE), `workers`, `policies`,
 //! `maskers`, `pools`, `tokens`, `agents` (agent tokens and credentials), `events` (the
 //! event log as SSE); who may call which route is declared
 //! with the route ([`routes`], see `crate::auth::guard`);
@@ -10,6 +10,7 @@
 //! `openapi` the API's OpenAPI 3.1 document and its docs UI.
 
 mod agents;
+mod artifacts;
 mod batch;
 mod dashboard;
 pub mod error;
@@ -19,6 +20,7 @@ mod logs;
 mod maskers;
 mod metrics;
 pub mod openapi;
+mod pipelines;
 mod policies;
 mod pools;
 #[cfg(test)]
@@ -38,6 +40,7 @@ use crate::auth::guard::{self, Routes};
 use crate::auth::{Access, ApiTokens, Scope};
 use crate::jobs::JobService;
 use crate::masking::{MaskerCatalog, Masking};
+use crate::pipelines::Pipelines;
 use crate::plugins::PolicyCatalog;
 use crate::providers::Provisioner;
 use crate::usage::UsageBoard;
@@ -63,6 +66,8 @@ pub struct AppState {
     pub tokens: Arc<ApiTokens>,
     /// Agents' bootstrap tokens and credentials.
     pub agent_tokens: Arc<AgentTokens>,
+    /// Pipelines of jobs.
+    pub pipelines: Arc<Pipelines>,
 }
 
 /// `axum::Json` whose rejections are [`ApiError`]s, and which takes only
@@ -151,6 +156,30 @@ pub fn routes() -> Routes<AppState> {
         .route(
             "/api/v1/jobs/{id}/logs",
             guard::get(Needs(LogsRead), logs::stream),
+        )
+        .route(
+            "/api/v1/pipelines",
+            guard::post(Needs(JobsSubmit), pipelines::create).get(Needs(JobsRead), pipelines::list),
+        )
+        .route(
+            "/api/v1/pipelines/{id}",
+            guard::get(Needs(JobsRead), pipelines::get),
+        )
+        .route(
+            "/api/v1/pipelines/{id}/cancel",
+            guard::post(Needs(JobsCancel), pipelines::cancel),
+        )
+        .route(
+            "/api/v1/pipelines/{id}/retry",
+            guard::post(Needs(JobsSubmit), pipelines::retry),
+        )
+        .route(
+            "/api/v1/pipelines/{id}/artifacts",
+            guard::get(Needs(JobsRead), artifacts::list),
+        )
+        .route(
+            "/api/v1/pipelines/{id}/artifacts/{step}/{*path}",
+            guard::get(Needs(JobsRead), artifacts::download),
         )
         .route(
             "/api/v1/events",

@@ -26,7 +26,8 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::{ApiError, ErrorBody};
 use super::{
-    AppState, agents, batch, events, jobs, logs, maskers, metrics, policies, pools, tokens, workers,
+    AppState, agents, artifacts, batch, events, jobs, logs, maskers, metrics, pipelines, policies,
+    pools, tokens, workers,
 };
 use crate::auth::guard::{self, Routes};
 use crate::auth::{Access, Scope};
@@ -49,6 +50,8 @@ pub const DOCS_PATH: &str = "/api/v1/docs/";
     ),
     paths(
         jobs::submit, jobs::list, jobs::get, jobs::cancel, batch::submit,
+        pipelines::create, pipelines::list, pipelines::get, pipelines::cancel, pipelines::retry,
+        artifacts::list, artifacts::download,
         events::stream,
         logs::stream, logs::page, logs::search, logs::raw,
         workers::list, workers::healthz, metrics::scrape,
@@ -65,6 +68,7 @@ pub const DOCS_PATH: &str = "/api/v1/docs/";
     modifiers(&Contract),
     tags(
         (name = "jobs", description = "Submit, list, get and cancel jobs"),
+        (name = "pipelines", description = "DAGs of jobs: create, list, get, cancel, retry; their steps' artifacts"),
         (name = "logs", description = "A job's output: live (SSE), by window, searched, raw"),
         (name = "events", description = "What happens to jobs and workers, from the store's event log (SSE)"),
         (name = "workers", description = "The agents the host knows"),
@@ -95,16 +99,19 @@ impl Modify for Contract {
                 .to_owned(),
         );
         components.add_security_scheme(BEARER, SecurityScheme::Http(bearer));
-        if let Some(submit) = components.schemas.get_mut("SubmitJob") {
-            let fields = std::mem::replace(submit, Ref::from_schema_name("SubmitJob").into());
-            *submit = AllOfBuilder::new()
-                .item(fields)
-                .item(utoipa::openapi::Schema::OneOf(jobs::command_or_args()))
-                .into();
+        for name in ["SubmitJob", "PipelineStepBody"] {
+            if let Some(submit) = components.schemas.get_mut(name) {
+                let fields = std::mem::replace(submit, Ref::from_schema_name(name).into());
+                *submit = AllOfBuilder::new()
+                    .item(fields)
+                    .item(utoipa::openapi::Schema::OneOf(jobs::command_or_args()))
+                    .into();
+            }
         }
         let table = super::routes().merge(super::upload_routes());
         for (path, method, access) in table.table() {
-            let Some(item) = doc.paths.paths.get_mut(path) else {
+            // A catch-all segment (`{*path}`) is a plain parameter there.
+            let Some(item) = doc.paths.paths.get_mut(&path.replace("{*", "{")) else {
                 continue;
             };
             if let Some(op) = operation(item, method) {

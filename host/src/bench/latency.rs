@@ -202,7 +202,7 @@ async fn one_trip(http: &reqwest::Client, base: &str) -> anyhow::Result<Hops> {
 }
 
 /// An RFC 3339 timestamp as Unix seconds.
-fn seconds(value: &Value) -> anyhow::Result<f64> {
+pub(super) fn seconds(value: &Value) -> anyhow::Result<f64> {
     let text = value.as_str().context("no timestamp")?;
     let at = time::OffsetDateTime::parse(text, &Rfc3339)?;
     Ok(at.unix_timestamp_nanos() as f64 / 1e9)
@@ -243,7 +243,7 @@ fn print_command(what: &str, mut times: Vec<f64>) {
 }
 
 /// The `q` quantile (nearest rank) of `values`.
-fn quantile(values: &mut [f64], q: f64) -> f64 {
+pub(super) fn quantile(values: &mut [f64], q: f64) -> f64 {
     values.sort_by(f64::total_cmp);
     let rank = ((values.len().saturating_sub(1)) as f64 * q).round() as usize;
     values.get(rank).copied().unwrap_or(f64::NAN)

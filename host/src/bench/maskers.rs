@@ -230,6 +230,7 @@ async fn ingest(
         attempt,
         outcome: Outcome::Exited as i32,
         last_sequence: sequence - 1,
+        outputs: Vec::new(),
         ..JobResult::default()
     }))
     .await?;

@@ -16,6 +16,8 @@
 //!   line beside Slurm's `srun` (see [`latency`]).
 //! - `footprint`: the host's memory with 100,000 stored jobs, and listing
 //!   by state against that history (see [`footprint`]).
+//! - `pipeline`: a pipeline step's overhead over a lone job (see
+//!   [`pipeline`]).
 //! - `providers`: submit → first log line on a cold and a warm worker of
 //!   local and Docker pools (see [`providers`]).
 
@@ -23,6 +25,7 @@ pub mod footprint;
 pub mod latency;
 pub mod logs;
 pub mod maskers;
+pub mod pipeline;
 pub mod policies;
 pub mod providers;
 pub mod spine;
@@ -48,6 +51,8 @@ pub enum BenchCommand {
     Providers(providers::ProvidersArgs),
     /// Host log ingest MB/s with the masker chain on vs off.
     Maskers(maskers::MaskersArgs),
+    /// A pipeline step's overhead over a lone job (need's end → start).
+    Pipeline(pipeline::PipelineArgs),
 }
 
 /// Runs a benchmark.
@@ -66,5 +71,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Footprint(args) => footprint::run(&args).await,
         BenchCommand::Providers(args) => providers::run(&args).await,
         BenchCommand::Maskers(args) => maskers::run(&args).await,
+        BenchCommand::Pipeline(args) => pipeline::run(&args).await,
     }
 }

@@ -6,6 +6,7 @@ pub mod client;
 mod jobs;
 mod logs;
 mod masker;
+mod pipeline;
 mod plugin;
 mod policy;
 mod pools;
@@ -69,6 +70,10 @@ enum Command {
     Jobs(jobs::JobsCommand),
     /// Print a job's log.
     Logs(logs::LogsArgs),
+    /// Run a pipeline from a file and follow its steps; list, show,
+    /// cancel and retry pipelines.
+    #[command(subcommand)]
+    Pipeline(pipeline::PipelineCommand),
     /// List workers.
     Workers,
     /// Worker pools: state, workers by phase, create latency, last error.
@@ -183,6 +188,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(args) => run::run(&client, args).await,
         Command::Jobs(command) => jobs::run(&client, command).await.map(|()| 0),
         Command::Logs(args) => logs::run(&client, args).await.map(|()| 0),
+        Command::Pipeline(command) => pipeline::run(&client, command).await,
         Command::Workers => workers::run(&client).await.map(|()| 0),
         Command::Pools => pools::run(&client).await.map(|()| 0),
         Command::Policy(command) => policy::run(&client, command).await.map(|()| 0),

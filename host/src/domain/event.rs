@@ -1,4 +1,5 @@
-//! The durable event log's entries: what happened to jobs and workers, in
+//! The durable event log's entries: what happened to jobs, pipelines and
+//! workers, in
 //! the order the store committed it.
 //!
 //! Job events are written by the store in the same transaction as the
@@ -15,7 +16,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{DomainError, Job, JobId, JobState, Timestamp};
+use super::{
+    DomainError, Job, JobId, JobState, PipelineId, PipelineMove, PipelineState, Timestamp,
+};
 
 /// Where an event sits in the store's log; ordered by both parts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -72,11 +75,23 @@ pub enum EventKind {
     /// A worker began draining: it takes no new jobs.
     #[serde(rename = "worker.draining")]
     WorkerDraining,
+    /// A pipeline was accepted.
+    #[serde(rename = "pipeline.created")]
+    PipelineCreated,
+    /// A pipeline moved to a state that is not terminal (a retry too).
+    #[serde(rename = "pipeline.state_changed")]
+    PipelineStateChanged,
+    /// A pipeline reached a terminal state.
+    #[serde(rename = "pipeline.finished")]
+    PipelineFinished,
+    /// A step of a pipeline moved (its job's state, skipped, waiting).
+    #[serde(rename = "pipeline.step_changed")]
+    StepChanged,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 11] = [
         Self::JobCreated,
         Self::JobStateChanged,
         Self::JobFinished,
@@ -84,6 +99,10 @@ impl EventKind {
         Self::WorkerDisconnected,
         Self::WorkerLost,
         Self::WorkerDraining,
+        Self::PipelineCreated,
+        Self::PipelineStateChanged,
+        Self::PipelineFinished,
+        Self::StepChanged,
     ];
 
     /// The wire name (`job.created`...), also the SSE `event:` field.
@@ -96,6 +115,10 @@ impl EventKind {
             Self::WorkerDisconnected => "worker.disconnected",
             Self::WorkerLost => "worker.lost",
             Self::WorkerDraining => "worker.draining",
+            Self::PipelineCreated => "pipeline.created",
+            Self::PipelineStateChanged => "pipeline.state_changed",
+            Self::PipelineFinished => "pipeline.finished",
+            Self::StepChanged => "pipeline.step_changed",
         }
     }
 }
@@ -125,6 +148,19 @@ pub struct EventRecord {
     /// The job's (or the worker's) labels, for filtering.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// The pipeline, for pipeline and step events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_id: Option<PipelineId>,
+    /// The step, for step events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// The pipeline's (or the step's) state after the change, by its wire
+    /// name: pipeline and step states are not job states (`SKIPPED`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// The pipeline's (or the step's) state before the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_status: Option<String>,
 }
 
 impl EventRecord {
@@ -138,19 +174,17 @@ impl EventRecord {
             Some(_) => EventKind::JobStateChanged,
         };
         Some(Self {
-            kind,
-            at: Timestamp::now(),
             job_id: Some(job.id),
             state: Some(job.state),
             previous_state: previous,
             attempt: Some(job.attempt),
             worker_id: job.worker_id.as_ref().map(|w| w.0.clone()),
             labels: job.spec.labels.clone(),
+            ..Self::bare(kind)
         })
     }
 
-    /// A worker event.
-    pub fn of_worker(kind: EventKind, worker: &str, labels: BTreeMap<String, String>) -> Self {
+    fn bare(kind: EventKind) -> Self {
         Self {
             kind,
             at: Timestamp::now(),
@@ -158,8 +192,49 @@ impl EventRecord {
             state: None,
             previous_state: None,
             attempt: None,
+            worker_id: None,
+            labels: BTreeMap::new(),
+            pipeline_id: None,
+            step: None,
+            status: None,
+            previous_status: None,
+        }
+    }
+
+    /// The event of a pipeline accepted in `state`.
+    pub fn pipeline_created(pipeline: PipelineId, state: &str) -> Self {
+        Self {
+            pipeline_id: Some(pipeline),
+            status: Some(state.to_owned()),
+            ..Self::bare(EventKind::PipelineCreated)
+        }
+    }
+
+    /// The event of a pipeline's or a step's move (`job` the step's job).
+    pub fn of_pipeline(pipeline: PipelineId, moved: &PipelineMove, job: Option<JobId>) -> Self {
+        let kind = match &moved.step {
+            Some(_) => EventKind::StepChanged,
+            None if PipelineState::parse(moved.to).is_some_and(PipelineState::is_terminal) => {
+                EventKind::PipelineFinished
+            }
+            None => EventKind::PipelineStateChanged,
+        };
+        Self {
+            pipeline_id: Some(pipeline),
+            step: moved.step.clone(),
+            job_id: job,
+            status: Some(moved.to.to_owned()),
+            previous_status: Some(moved.from.to_owned()),
+            ..Self::bare(kind)
+        }
+    }
+
+    /// A worker event.
+    pub fn of_worker(kind: EventKind, worker: &str, labels: BTreeMap<String, String>) -> Self {
+        Self {
             worker_id: Some(worker.to_owned()),
             labels,
+            ..Self::bare(kind)
         }
     }
 }

@@ -12,7 +12,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{DomainError, Resources, Timestamp, WorkerId};
+use super::{DomainError, JobArtifacts, Resources, Timestamp, WorkerId};
 
 /// Identifies a job. UUIDv7, so ids sort in submission order: the queue's
 /// FIFO order and the store's cursor pagination both lean on that.
@@ -86,6 +86,9 @@ pub struct JobSpec {
     pub timeout_secs: Option<u64>,
     /// How many attempts infrastructure failures (a lost agent) may use.
     pub max_attempts: u32,
+    /// Files it sends and receives (a pipeline step's outputs and inputs).
+    #[serde(default, skip_serializing_if = "JobArtifacts::is_empty")]
+    pub artifacts: JobArtifacts,
 }
 
 /// Where a job is in its life.
@@ -168,6 +171,8 @@ pub enum Outcome {
     TimedOut,
     /// Never started.
     FailedToStart,
+    /// Exited 0, but its outputs were not all delivered.
+    OutputsFailed,
 }
 
 /// A job and its progress.
@@ -264,6 +269,21 @@ impl Job {
         Ok(())
     }
 
+    /// An exit 0 of a job with outputs counts only if the agent reports
+    /// every output as delivered (`delivered`): otherwise it is
+    /// [`Outcome::OutputsFailed`], naming the first missing one.
+    pub fn check_outputs(&self, outcome: Outcome, delivered: &[String]) -> Option<String> {
+        if outcome != Outcome::Exited(0) {
+            return None;
+        }
+        self.spec
+            .artifacts
+            .outputs
+            .iter()
+            .find(|output| !delivered.contains(output))
+            .map(|missing| format!("output {missing:?} was not received by the host"))
+    }
+
     /// Records how the current attempt ended and moves to the terminal state
     /// that outcome means.
     pub fn finish(
@@ -300,6 +320,14 @@ impl Job {
                 None,
                 Some(format!(
                     "could not start: {}",
+                    error.unwrap_or("unknown error")
+                )),
+            ),
+            Outcome::OutputsFailed => (
+                JobState::Failed,
+                Some(0),
+                Some(format!(
+                    "exited 0 but its outputs were not delivered: {}",
                     error.unwrap_or("unknown error")
                 )),
             ),
@@ -407,6 +435,7 @@ mod tests {
             priority: 0,
             timeout_secs: None,
             max_attempts: 2,
+            artifacts: Default::default(),
         }
     }
 

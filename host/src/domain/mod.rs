@@ -1,13 +1,16 @@
-//! The model: jobs, their state machine, workers and what they offer.
+//! The model: jobs, their state machine, pipelines of jobs, workers and
+//! what they offer.
 //!
 //! Pure: no I/O, no tokio, no storage layout. Everything else in the host
 //! (store, scheduler, agents, api) speaks these types, so the rules live in
 //! one place and are unit-tested without a runtime.
 
+mod artifact;
 mod event;
 pub mod integral;
 mod job;
 mod log;
+mod pipeline;
 mod provisioned;
 mod worker;
 
@@ -15,9 +18,16 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use artifact::{
+    ArtifactInput, ArtifactShape, JobArtifacts, MAX_OUTPUTS, check_artifacts, check_output_path,
+};
 pub use event::{EventId, EventKind, EventRecord, StoredEvent};
 pub use job::{Command, Job, JobId, JobSpec, JobState, Outcome};
 pub use log::{Admission, LogRecord, LogStream, admit, quota_marker};
+pub use pipeline::{
+    Advance, MAX_STEP_NAME, MAX_STEPS, OnFailure, Pipeline, PipelineError, PipelineId,
+    PipelineMove, PipelineState, Step, StepProblem, StepShape, StepState, validate,
+};
 pub use provisioned::{ProvisionedWorker, TokenRefusal, WorkerPhase};
 pub use worker::{Resources, WorkerId, WorkerInfo, WorkerMetrics};
 

@@ -142,7 +142,9 @@ impl JobService {
         }
     }
 
-    /// How the agent says an attempt ended.
+    /// How the agent says an attempt ended; `delivered` are the outputs
+    /// the host confirmed to it (an exit 0 without all of the job's
+    /// outputs fails, see [`crate::domain::Job::check_outputs`]).
     pub async fn finished(
         &self,
         worker: &WorkerId,
@@ -150,6 +152,7 @@ impl JobService {
         attempt: u32,
         outcome: Outcome,
         error: Option<String>,
+        delivered: Vec<String>,
     ) -> ResultTaken {
         let now = Timestamp::now();
         self.result_received(worker, id, attempt);
@@ -157,7 +160,12 @@ impl JobService {
             .store
             .update(
                 id,
-                Box::new(move |job| job.finish(attempt, outcome, error.as_deref(), now)),
+                Box::new(move |job| match job.check_outputs(outcome, &delivered) {
+                    Some(missing) => {
+                        job.finish(attempt, Outcome::OutputsFailed, Some(&missing), now)
+                    }
+                    None => job.finish(attempt, outcome, error.as_deref(), now),
+                }),
             )
             .await;
         let taken = match result {

@@ -16,7 +16,7 @@ mod agents;
 mod leases;
 mod traces;
 
-use crate::agents::CANCELLED_BY_USER;
+use crate::agents::{ArtifactGrant, CANCELLED_BY_USER};
 use crate::bus::{Bus, Event};
 use crate::domain::{DomainError, Job, JobId, JobSpec, JobState, Timestamp, WorkerId};
 use crate::plugins::blocking_allowed;
@@ -59,6 +59,8 @@ pub struct JobService {
     pools: Arc<PoolBoard>,
     sealer: Arc<Sealer>,
     traces: traces::JobTraces,
+    /// Largest output a pipeline step may send (told to its agent).
+    max_artifact_bytes: u64,
 }
 
 impl JobService {
@@ -80,7 +82,15 @@ impl JobService {
             pools: Arc::new(PoolBoard::default()),
             sealer: Arc::new(Sealer::ephemeral()),
             traces: traces::JobTraces::default(),
+            max_artifact_bytes: crate::artifacts::DEFAULT_MAX_ARTIFACT_BYTES,
         }
+    }
+
+    /// Tells agents that outputs over `bytes` are refused.
+    #[must_use]
+    pub fn with_max_artifact_bytes(mut self, bytes: u64) -> Self {
+        self.max_artifact_bytes = bytes;
+        self
     }
 
     /// Seals job secrets with `sealer` (the host's key) rather than a key
@@ -181,6 +191,21 @@ impl JobService {
         self.scheduler.enqueue(QueuedJob::of(&job));
         self.bus.publish(Event::JobCreated(job.id));
         Ok(job)
+    }
+
+    /// Stores a job whose id was decided and recorded beforehand (a
+    /// pipeline step's), unless it is stored already, and queues it when
+    /// it was stored here. Its secrets are sealed already. Answers whether
+    /// this call stored it.
+    pub async fn submit_once(&self, job: Job) -> Result<bool, StoreError> {
+        if !self.store.insert_absent(job.clone()).await? {
+            return Ok(false);
+        }
+        self.metrics.submitted();
+        self.traces.submitted(&job);
+        self.scheduler.enqueue(QueuedJob::of(&job));
+        self.bus.publish(Event::JobCreated(job.id));
+        Ok(true)
     }
 
     /// Accepts many jobs in one durable commit: all of them or none.
@@ -329,12 +354,19 @@ impl JobService {
                     attempt,
                     crate::domain::Outcome::FailedToStart,
                     Some(error),
+                    Vec::new(),
                 )
                 .await;
                 return;
             }
         }
-        if link.assign(&job, first_sequence).await.is_err() {
+        let grant = (!job.spec.artifacts.is_empty()).then(|| ArtifactGrant {
+            token: self
+                .sealer
+                .grant(&crate::agents::grant_subject(id, attempt)),
+            max_bytes: self.max_artifact_bytes,
+        });
+        if link.assign(&job, first_sequence, grant).await.is_err() {
             tracing::info!(job = %id, %worker, "agent went away before its assignment was sent");
             return;
         }

@@ -25,6 +25,7 @@ fn spec(priority: i32) -> JobSpec {
         priority,
         timeout_secs: None,
         max_attempts: 2,
+        artifacts: Default::default(),
     }
 }
 
@@ -73,6 +74,7 @@ pub async fn run_all(store: Arc<dyn JobStore>) {
     leases_are_renewed_per_attempt_and_expire(store.as_ref()).await;
     concurrent_claims_of_one_job_have_one_winner(Arc::clone(&store)).await;
     concurrent_writers_all_land(Arc::clone(&store)).await;
+    insert_absent_stores_a_job_once(Arc::clone(&store)).await;
 }
 
 /// Every event after `from`, read in pages of 2 (so paging is exercised),
@@ -708,4 +710,38 @@ async fn concurrent_writers_all_land(store: Arc<dyn JobStore>) {
     for id in all {
         assert!(store.get(id).await.unwrap().is_some());
     }
+}
+
+async fn insert_absent_stores_a_job_once(store: Arc<dyn JobStore>) {
+    let job = Job::new(spec(0), Timestamp::now());
+    let racers = (0..8).map(|_| {
+        let (store, job) = (Arc::clone(&store), job.clone());
+        tokio::spawn(async move { store.insert_absent(job).await.unwrap() })
+    });
+    let won: Vec<bool> = futures::future::join_all(racers)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
+    let placed = store
+        .update(
+            job.id,
+            Box::new(|j| {
+                j.schedule(WorkerId("w".into()), Timestamp::now())
+                    .map(|_| ())
+            }),
+        )
+        .await
+        .unwrap();
+    // A late insert of the same job changes nothing.
+    assert!(!store.insert_absent(job.clone()).await.unwrap());
+    assert_eq!(store.get(job.id).await.unwrap(), Some(placed));
+    store
+        .update(
+            job.id,
+            Box::new(|j| j.finish(1, Outcome::Exited(0), None, Timestamp::now())),
+        )
+        .await
+        .unwrap();
 }

@@ -15,6 +15,7 @@
 //!   ([`JobStore::expired_leases`]). With several hosts on one database
 //!   that is how the jobs of a host that died are found and retried.
 
+mod blobs;
 mod codec;
 #[cfg(test)]
 pub(crate) mod contract;
@@ -28,9 +29,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use self::blobs::{BLOB_CHUNK, BlobStore, BlobWriter};
 pub use self::ledger::WorkerLedger;
 pub use self::postgres::{PgOptions, PgStore};
-pub use self::records::{RecordChange, RecordStore, RecordUpdate};
+pub use self::records::{LoggedChange, RecordChange, RecordStore, RecordUpdate};
 pub use self::redb::{DEFAULT_CACHE_BYTES, RedbStore};
 use crate::domain::{
     DomainError, EventId, EventRecord, Job, JobId, JobState, LogRecord, StoredEvent, Timestamp,
@@ -102,6 +104,13 @@ pub struct Renewal {
 pub trait JobStore: Send + Sync + 'static {
     /// Stores a new job durably.
     async fn insert(&self, job: Job) -> Result<(), StoreError>;
+
+    /// Stores a new job durably unless a job with its id exists; answers
+    /// whether it was stored. A job whose id was decided (and recorded)
+    /// before it was inserted is inserted once however often this is
+    /// called, by however many hosts: pipelines create their steps' jobs
+    /// this way.
+    async fn insert_absent(&self, job: Job) -> Result<bool, StoreError>;
 
     /// Stores new jobs durably in one transaction: all of them or none.
     async fn insert_many(&self, jobs: Vec<Job>) -> Result<(), StoreError>;
@@ -203,6 +212,10 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Small keyed records (API tokens), in the same database.
     fn records(&self) -> Arc<dyn RecordStore>;
+
+    /// Large immutable blobs (pipeline artifacts): files beside the redb
+    /// file, or rows of the same PostgreSQL database.
+    fn blobs(&self) -> Arc<dyn BlobStore>;
 }
 
 /// Adapters hold engine handles that say nothing useful when printed.

@@ -280,6 +280,34 @@ impl JobStore for PgStore {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
+    async fn insert_absent(&self, job: Job) -> Result<bool, StoreError> {
+        let event = EventRecord::of_job(&job, None)
+            .map(|event| serde_json::to_string(&event))
+            .transpose()
+            .map_err(backend)?;
+        let c = Columns::of(&job)?;
+        // The event row is written only when the job row was.
+        let inserted = sqlx::query(
+            "WITH inserted AS (INSERT INTO jobs (id, state, priority, attempt, doc) \
+             VALUES ($1, $2, $3, $4, $5::text::jsonb) ON CONFLICT (id) DO NOTHING RETURNING id), \
+             logged AS (INSERT INTO events (doc) SELECT $6::text::jsonb FROM inserted \
+             WHERE $6::text IS NOT NULL) \
+             SELECT count(*) AS n FROM inserted",
+        )
+        .bind(c.id)
+        .bind(c.state)
+        .bind(c.priority)
+        .bind(c.attempt)
+        .bind(c.doc)
+        .bind(event)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend)?
+        .try_get::<i64, _>("n")
+        .map_err(backend)?;
+        Ok(inserted > 0)
+    }
+
     async fn insert_many(&self, jobs: Vec<Job>) -> Result<(), StoreError> {
         insert_rows(&self.pool, jobs.iter()).await
     }
@@ -647,6 +675,10 @@ impl JobStore for PgStore {
         Arc::new(PgRecords::new(self.pool.clone()))
     }
 
+    fn blobs(&self) -> Arc<dyn super::BlobStore> {
+        Arc::new(super::blobs::PgBlobs::new(self.pool.clone()))
+    }
+
     fn ledger(&self) -> Arc<dyn WorkerLedger> {
         Arc::new(PgLedger::new(self.pool.clone()))
     }
@@ -694,6 +726,7 @@ mod tests {
         .unwrap();
         super::super::ledger::contract(store.ledger().as_ref()).await;
         super::super::records::contract(store.records().as_ref()).await;
+        super::super::blobs::contract(store.blobs().as_ref()).await;
         super::super::contract::run_all(Arc::new(store)).await;
         PgStore::drop_database(&admin, &url).await.unwrap();
     }

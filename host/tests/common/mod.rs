@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 pub mod docker;
 pub mod fake_kube;
 pub mod pg;
+pub mod pipeline;
 pub mod raw_agent;
 pub mod rss;
 

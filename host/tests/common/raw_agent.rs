@@ -122,6 +122,7 @@ impl RawAgent {
             exit_code,
             outcome: hodei_proto::v1::Outcome::Exited as i32,
             last_sequence,
+            outputs: Vec::new(),
             ..JobResult::default()
         }));
     }
@@ -219,6 +220,7 @@ impl RawAgent {
             exit_code: output.status.code().unwrap_or(-1),
             outcome: hodei_proto::v1::Outcome::Exited as i32,
             last_sequence: sequence - 1,
+            outputs: Vec::new(),
             ..JobResult::default()
         }));
         lines
@@ -232,6 +234,7 @@ impl RawAgent {
             attempt: assign.attempt,
             outcome: hodei_proto::v1::Outcome::FailedToStart as i32,
             last_sequence: assign.first_sequence.saturating_sub(1),
+            outputs: Vec::new(),
             error: error.to_owned(),
             ..JobResult::default()
         }));

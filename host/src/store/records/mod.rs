@@ -1,8 +1,8 @@
 //! The `RecordStore` port: small keyed JSON records in collections, beside
 //! the jobs, in the same database (redb file or PostgreSQL).
 //!
-//! What lives here is rare to write and read by key: API tokens (by the
-//! hash of the token), and later other credentials. One generic shape
+//! What lives here is written and read by key: API tokens (by the hash of
+//! the token), agents' credentials, pipelines (by id, with their events). One generic shape
 //! rather than a table per kind, so a new kind of credential needs no
 //! migration. `update` reads and writes one record in one transaction (a
 //! row lock on PostgreSQL), which is what consuming a token exactly once
@@ -16,6 +16,7 @@ use async_trait::async_trait;
 pub(crate) use self::postgres::PgRecords;
 pub(crate) use self::redb::RedbRecords;
 use super::StoreError;
+use crate::domain::EventRecord;
 
 /// What an [`RecordStore::update`] does with the record it was shown.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +31,10 @@ pub enum RecordUpdate {
 
 /// Decides an update from the current record (if any).
 pub type RecordChange = Box<dyn FnOnce(Option<&[u8]>) -> RecordUpdate + Send>;
+
+/// Decides an update and the events that describe it, written to the
+/// store's event log in the same transaction.
+pub type LoggedChange = Box<dyn FnOnce(Option<&[u8]>) -> (RecordUpdate, Vec<EventRecord>) + Send>;
 
 /// See the module docs.
 #[async_trait]
@@ -50,6 +55,19 @@ pub trait RecordStore: Send + Sync {
         kind: &str,
         key: &str,
         change: RecordChange,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.update_logged(kind, key, Box::new(move |doc| (change(doc), Vec::new())))
+            .await
+    }
+
+    /// [`RecordStore::update`], appending the events `change` answers to
+    /// the event log in the same transaction: an event is in the log
+    /// exactly when its change is in the record (pipelines' events).
+    async fn update_logged(
+        &self,
+        kind: &str,
+        key: &str,
+        change: LoggedChange,
     ) -> Result<Option<Vec<u8>>, StoreError>;
 }
 

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use sqlx::{PgPool, Row};
 
-use super::{RecordChange, RecordStore, RecordUpdate};
+use super::{LoggedChange, RecordStore, RecordUpdate};
 use crate::store::StoreError;
 
 fn backend(err: impl std::fmt::Display) -> StoreError {
@@ -73,11 +73,11 @@ impl RecordStore for PgRecords {
         Ok(())
     }
 
-    async fn update(
+    async fn update_logged(
         &self,
         kind: &str,
         key: &str,
-        change: RecordChange,
+        change: LoggedChange,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         // A missing row cannot be locked: take a transaction-scoped
@@ -99,7 +99,15 @@ impl RecordStore for PgRecords {
         .map(|r| r.try_get::<String, _>("doc").map(String::into_bytes))
         .transpose()
         .map_err(backend)?;
-        let after = match change(before.as_deref()) {
+        let (update, events) = change(before.as_deref());
+        for event in &events {
+            sqlx::query("INSERT INTO events (doc) VALUES ($1::text::jsonb)")
+                .bind(serde_json::to_string(event).map_err(backend)?)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+        let after = match update {
             RecordUpdate::Keep => before,
             RecordUpdate::Put(doc) => {
                 sqlx::query(

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{RecordChange, RecordStore, RecordUpdate};
+use super::{LoggedChange, RecordStore, RecordUpdate};
 use crate::store::StoreError;
+use crate::store::redb::events::EventLog;
 
 const RECORDS: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("records");
 
@@ -84,11 +85,11 @@ impl RecordStore for RedbRecords {
             .map(drop)
     }
 
-    async fn update(
+    async fn update_logged(
         &self,
         kind: &str,
         key: &str,
-        change: RecordChange,
+        change: LoggedChange,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let (kind, key) = (kind.to_owned(), key.to_owned());
         self.blocking(move |db| {
@@ -100,7 +101,14 @@ impl RecordStore for RedbRecords {
                     .get(id)
                     .map_err(StoreError::backend)?
                     .map(|v| v.value().to_vec());
-                match change(before.as_deref()) {
+                let (update, events) = change(before.as_deref());
+                if !events.is_empty() {
+                    let mut log = EventLog::open(&txn)?;
+                    for event in &events {
+                        log.append(event)?;
+                    }
+                }
+                match update {
                     RecordUpdate::Keep => before,
                     RecordUpdate::Put(doc) => {
                         table

@@ -3,8 +3,9 @@
 //! Job events are appended by the writer in the same transaction as the
 //! job change they describe ([`EventLog::job`]), so a transition is in the
 //! log exactly once, and only if it committed. Event ids are the sequence
-//! (`EventId(seq, 0)`), dense and increasing in commit order: the writer is
-//! the only one writing.
+//! (`EventId(seq, 0)`), dense and increasing in commit order: redb has one
+//! write transaction at a time, and each reads the last sequence it
+//! continues (the writer's, and the records' pipeline events).
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
@@ -15,7 +16,7 @@ use crate::store::StoreError;
 pub(super) const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("events");
 
 /// The log inside one write transaction.
-pub(super) struct EventLog<'txn> {
+pub(in crate::store) struct EventLog<'txn> {
     table: redb::Table<'txn, u64, &'static [u8]>,
     /// The next sequence, read from the table at the first append.
     next: Option<u64>,
@@ -23,13 +24,13 @@ pub(super) struct EventLog<'txn> {
 
 impl<'txn> EventLog<'txn> {
     /// Opens the log in `txn`.
-    pub(super) fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+    pub(in crate::store) fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
         let table = txn.open_table(EVENTS).map_err(StoreError::backend)?;
         Ok(Self { table, next: None })
     }
 
     /// Appends one event.
-    pub(super) fn append(&mut self, event: &EventRecord) -> Result<(), StoreError> {
+    pub(in crate::store) fn append(&mut self, event: &EventRecord) -> Result<(), StoreError> {
         let seq = match self.next {
             Some(seq) => seq,
             None => self

@@ -50,7 +50,7 @@ use crate::domain::{
     EventId, EventRecord, Job, JobId, JobState, LogRecord, StoredEvent, Timestamp,
 };
 
-mod events;
+pub(in crate::store) mod events;
 mod index;
 mod writer;
 
@@ -77,6 +77,8 @@ pub const DEFAULT_CACHE_BYTES: usize = 256 * 1024 * 1024;
 pub struct RedbStore {
     db: Arc<Database>,
     writes: mpsc::Sender<WriteOp>,
+    /// Where blobs go: `artifacts/` beside the database file.
+    blobs_dir: std::path::PathBuf,
 }
 
 impl RedbStore {
@@ -115,7 +117,15 @@ impl RedbStore {
             .name("hodei-redb-writer".into())
             .spawn(move || writer_loop(&writer_db, queue))
             .map_err(StoreError::backend)?;
-        Ok(Self { db, writes })
+        let blobs_dir = path
+            .parent()
+            .unwrap_or_else(|| Path::new("."))
+            .join("artifacts");
+        Ok(Self {
+            db,
+            writes,
+            blobs_dir,
+        })
     }
 
     async fn submit<T>(
@@ -198,6 +208,11 @@ fn migrate_line_rows(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
 impl JobStore for RedbStore {
     async fn insert(&self, job: Job) -> Result<(), StoreError> {
         self.submit(|reply| WriteOp::Insert(Box::new(job), reply))
+            .await
+    }
+
+    async fn insert_absent(&self, job: Job) -> Result<bool, StoreError> {
+        self.submit(|reply| WriteOp::InsertAbsent(Box::new(job), reply))
             .await
     }
 
@@ -440,6 +455,10 @@ impl JobStore for RedbStore {
 
     fn records(&self) -> Arc<dyn super::RecordStore> {
         Arc::new(RedbRecords::new(Arc::clone(&self.db)))
+    }
+
+    fn blobs(&self) -> Arc<dyn super::BlobStore> {
+        Arc::new(super::blobs::FsBlobs::new(self.blobs_dir.clone()))
     }
 
     fn ledger(&self) -> Arc<dyn WorkerLedger> {

@@ -19,6 +19,7 @@ fn job() -> Job {
             priority: 0,
             timeout_secs: None,
             max_attempts: 1,
+            artifacts: Default::default(),
         },
         Timestamp::now(),
     )

@@ -18,6 +18,8 @@ use crate::store::{Appended, AttemptRef, Renewal, StoreError, Transition};
 /// A write waiting for the writer thread.
 pub(super) enum WriteOp {
     Insert(Box<Job>, oneshot::Sender<Result<(), StoreError>>),
+    /// A job, unless one with its id is stored (answers whether it was).
+    InsertAbsent(Box<Job>, oneshot::Sender<Result<bool, StoreError>>),
     /// Jobs with their encodings, all in this group's transaction.
     InsertMany(
         Vec<Job>,
@@ -77,6 +79,10 @@ enum Reply {
         oneshot::Sender<Result<Renewal, StoreError>>,
         Result<Renewal, StoreError>,
     ),
+    Absent(
+        oneshot::Sender<Result<bool, StoreError>>,
+        Result<bool, StoreError>,
+    ),
 }
 
 fn commit_group(db: &Database, batch: &mut Vec<WriteOp>) {
@@ -101,6 +107,9 @@ fn commit_group(db: &Database, batch: &mut Vec<WriteOp>) {
             for op in ops.by_ref() {
                 replies.push(match op {
                     WriteOp::Insert(job, reply) => Reply::Insert(reply, tables.insert(&job)),
+                    WriteOp::InsertAbsent(job, reply) => {
+                        Reply::Absent(reply, tables.insert_absent(&job))
+                    }
                     WriteOp::InsertMany(jobs, encoded, reply) => {
                         let written = jobs
                             .iter()
@@ -177,6 +186,7 @@ fn commit_group(db: &Database, batch: &mut Vec<WriteOp>) {
             Reply::Update(tx, r) => drop(tx.send(failed().map_or(r, Err))),
             Reply::Logs(tx, r) => drop(tx.send(failed().map_or(r, Err))),
             Reply::Leases(tx, r) => drop(tx.send(failed().map_or(r, Err))),
+            Reply::Absent(tx, r) => drop(tx.send(failed().map_or(r, Err))),
         }
     }
     // Ops the transaction never reached (it failed before them) get the
@@ -202,6 +212,7 @@ impl WriteOp {
             Self::Update(_, _, reply) => drop(reply.send(Err(err()))),
             Self::AppendLogs { reply, .. } => drop(reply.send(Err(err()))),
             Self::RenewLeases(_, _, reply) => drop(reply.send(Err(err()))),
+            Self::InsertAbsent(_, reply) => drop(reply.send(Err(err()))),
         }
     }
 }
@@ -223,6 +234,18 @@ struct Tables<'txn> {
 impl Tables<'_> {
     fn insert(&mut self, job: &Job) -> Result<(), StoreError> {
         self.insert_encoded(job, &encode_job(job)?)
+    }
+
+    fn insert_absent(&mut self, job: &Job) -> Result<bool, StoreError> {
+        if self
+            .jobs
+            .get(key(job.id))
+            .map_err(StoreError::backend)?
+            .is_some()
+        {
+            return Ok(false);
+        }
+        self.insert(job).map(|()| true)
     }
 
     fn insert_encoded(&mut self, job: &Job, bytes: &[u8]) -> Result<(), StoreError> {
