@@ -91,6 +91,24 @@ async fn race(engines: &[Arc<Pipelines>], id: crate::domain::PipelineId) {
     futures::future::join_all(passes).await;
 }
 
+/// The whole event log once it shows `pipeline`'s end (30 s at most).
+async fn visible_events_through_finish(
+    store: &dyn JobStore,
+    pipeline: crate::domain::PipelineId,
+) -> Vec<crate::domain::StoredEvent> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = store.events_after(None, 10_000).await.unwrap();
+        let finished = events.iter().any(|e| {
+            e.event.kind == EventKind::PipelineFinished && e.event.pipeline_id == Some(pipeline)
+        });
+        if finished || std::time::Instant::now() > deadline {
+            return events;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// `stores`: one per host, all over the same data.
 async fn a_decided_step_job_is_inserted_once_however_many_passes_race(
     stores: Vec<Arc<dyn JobStore>>,
@@ -136,8 +154,11 @@ async fn a_decided_step_job_is_inserted_once_however_many_passes_race(
     assert_eq!(all_jobs(store.as_ref()).await.len(), 2);
     assert_eq!(records.get(ACTIVE, &id.to_string()).await.unwrap(), None);
 
-    // Each transition is in the event log once.
-    let events = store.events_after(None, 10_000).await.unwrap();
+    // Each transition is in the event log once. On PostgreSQL a reader
+    // sees an event only once every transaction older than it has ended
+    // (the log's visibility horizon, cluster-wide: other tests' open
+    // transactions hold it back), so wait until the last one is readable.
+    let events = visible_events_through_finish(store.as_ref(), id).await;
     let count = |kind: EventKind, step: Option<&str>, to: &str| {
         events
             .iter()
