@@ -175,7 +175,10 @@ impl JobService {
                 ResultTaken::Done
             }
             // Already recorded (a resend after a reconnect), or fenced off.
-            Err(StoreError::Domain(_) | StoreError::NotFound(_)) => ResultTaken::Done,
+            Err(err @ (StoreError::Domain(_) | StoreError::NotFound(_))) => {
+                tracing::info!(job = %id, attempt, %worker, %err, "result not stored: the attempt is settled or not this worker's");
+                ResultTaken::Done
+            }
             Err(err) => {
                 tracing::error!(job = %id, %err, "cannot store result");
                 return ResultTaken::Retry;

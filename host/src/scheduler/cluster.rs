@@ -162,6 +162,12 @@ pub enum ReserveError {
     /// Not enough free capacity left.
     #[error("worker {0} has no room for the job")]
     NoRoom(WorkerId),
+    /// A worker holds the job already: a stale copy of it was queued (on a
+    /// shared store, a refresh read it pending just before its placement
+    /// was stored). Reserving it again would replace the live assignment,
+    /// and the failed second placement would then release it.
+    #[error("job {0} is already assigned")]
+    Held(JobId),
 }
 
 /// The placed attempts of one worker and when its agent was last heard
@@ -423,7 +429,7 @@ impl Cluster {
     }
 
     /// Atomically checks room and records the assignment; returns the
-    /// link to the agent.
+    /// link to the agent. A job some worker holds is never reserved twice.
     pub fn reserve(
         &self,
         worker: &WorkerId,
@@ -431,6 +437,9 @@ impl Cluster {
         assignment: Assignment,
     ) -> Result<AgentLink, ReserveError> {
         let mut workers = self.lock();
+        if workers.values().any(|w| w.assignments.contains_key(&job)) {
+            return Err(ReserveError::Held(job));
+        }
         let entry = workers
             .get_mut(worker)
             .ok_or_else(|| ReserveError::Unavailable(worker.clone()))?;

@@ -251,3 +251,64 @@ fn a_pool_retires_only_idle_workers_and_ephemeral_ones_after_one_job() {
     assert!(cluster.retire_if_idle(&eph));
     assert!(cluster.candidates().iter().all(|c| c.worker != eph));
 }
+
+#[test]
+fn a_job_held_by_a_worker_is_not_reserved_again_anywhere() {
+    let cluster = Cluster::default();
+    let (tx1, _rx1) = AgentLink::channel(1);
+    let (tx2, _rx2) = AgentLink::channel(1);
+    let (w1, w2) = (WorkerId("w1".into()), WorkerId("w2".into()));
+    let session = cluster.connect(info("w1", 4), tx1, &[], &[]).session;
+    cluster.connect(info("w2", 4), tx2, &[], &[]);
+    let job = JobId::new();
+    assert!(cluster.reserve(&w1, job, assignment(1, 0)).is_ok());
+    for worker in [&w1, &w2] {
+        assert!(matches!(
+            cluster.reserve(worker, job, assignment(1, 0)),
+            Err(ReserveError::Held(held)) if held == job
+        ));
+    }
+    // The live assignment is untouched: the agent's messages about it are
+    // still its own, and its release is the first.
+    assert_eq!(cluster.ownership(&w1, session, job, 1), Ownership::Holds);
+    assert!(cluster.release(&w1, job, 1));
+    assert!(cluster.reserve(&w2, job, assignment(2, 0)).is_ok());
+}
+
+/// A stale copy of a placed job (a shared store's refresh read it pending
+/// just before its placement was stored) is dropped from the queue, not
+/// placed a second time.
+#[test]
+fn a_stale_queued_copy_of_a_placed_job_is_dropped_not_placed() {
+    use crate::scheduler::Scheduler;
+    use crate::scheduler::policy::BuiltinPolicy;
+    use crate::scheduler::queue::QueuedJob;
+    let cluster = std::sync::Arc::new(Cluster::default());
+    let (tx, _rx) = AgentLink::channel(1);
+    cluster.connect(info("w", 4), tx, &[], &[]);
+    let scheduler = Scheduler::new(
+        std::sync::Arc::clone(&cluster),
+        std::sync::Arc::new(BuiltinPolicy),
+    );
+    let queued = |id| QueuedJob {
+        id,
+        priority: 0,
+        labels: std::sync::Arc::new(BTreeMap::new()),
+        resources: Resources::default(),
+        attempt: 0,
+        not_before: None,
+    };
+    let job = JobId::new();
+    scheduler.enqueue(queued(job));
+    let first = scheduler.round();
+    assert_eq!(first.iter().map(|p| p.job).collect::<Vec<_>>(), vec![job]);
+    scheduler.enqueue(queued(job));
+    let other = JobId::new();
+    scheduler.enqueue(queued(other));
+    let second = scheduler.round();
+    assert_eq!(
+        second.iter().map(|p| p.job).collect::<Vec<_>>(),
+        vec![other]
+    );
+    assert_eq!(scheduler.queued(), 0);
+}

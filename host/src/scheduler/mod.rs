@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::Notify;
 
-use self::cluster::{Assignment, Cluster};
+use self::cluster::{Assignment, Cluster, ReserveError};
 use self::policy::{Decision, Demand, PolicySource, decide};
 use self::queue::{Labels, PendingQueue, QueuedJob};
 use crate::agents::AgentLink;
@@ -173,6 +173,7 @@ impl Scheduler {
         let policy = self.policy.current();
         let mut placements = Vec::new();
         let mut failed: Vec<(&BTreeMap<String, String>, Resources)> = Vec::new();
+        let mut stale = Vec::new();
         let now = Timestamp::now();
         for job in queue.iter() {
             if !candidates.iter().any(|c| c.free_slots > 0) {
@@ -206,21 +207,30 @@ impl Scheduler {
             };
             // The cluster re-checks under its own lock: an agent may have
             // gone since the snapshot was taken.
-            if let Ok(link) = self.cluster.reserve(&worker, job.id, assignment) {
-                if let Some(c) = candidates.iter_mut().find(|c| c.worker == worker) {
-                    c.free_slots -= 1;
-                    c.free = c.free.minus(job.resources);
+            match self.cluster.reserve(&worker, job.id, assignment) {
+                Ok(link) => {
+                    if let Some(c) = candidates.iter_mut().find(|c| c.worker == worker) {
+                        c.free_slots -= 1;
+                        c.free = c.free.minus(job.resources);
+                    }
+                    placements.push(Placement {
+                        job: job.id,
+                        worker,
+                        attempt: assignment.attempt,
+                        link,
+                    });
                 }
-                placements.push(Placement {
-                    job: job.id,
-                    worker,
-                    attempt: assignment.attempt,
-                    link,
-                });
+                // Placed already: this queued copy is stale. Should the
+                // placement fail, it queues the job again itself.
+                Err(ReserveError::Held(id)) => stale.push(id),
+                Err(_) => {}
             }
         }
         for placement in &placements {
             queue.remove(placement.job);
+        }
+        for id in stale {
+            queue.remove(id);
         }
         placements
     }

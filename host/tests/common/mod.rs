@@ -87,8 +87,12 @@ impl Host {
 
     fn spawn(data_dir: &Path, extra: &[String], env: &[(String, String)]) -> Self {
         let mut command = Command::new(hodei_bin());
-        // The test's environment wins (RUST_LOG included).
-        command.env("RUST_LOG", "info");
+        // Info unless the one running the tests asks for more (RUST_LOG);
+        // the test's own `env` wins over both.
+        command.env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
+        );
         command.envs(env.iter().map(|(k, v)| (k, v)));
         command.arg("serve");
         // Defaults for test hosts, each overridable by the test. Plugin
