@@ -410,3 +410,74 @@ command = "echo testing; echo oops >&2"
     assert_eq!(out.status.code(), Some(125), "{stderr}");
     assert!(stderr.contains("a step cannot need itself"), "{stderr}");
 }
+
+#[test]
+fn a_yaml_pipeline_runs_and_its_own_event_stream_tells_each_transition_then_ends() {
+    let host = Host::start();
+    let _agent = Agent::start(&host, "a1", "", 2);
+    host.wait_workers(1);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ci.yml");
+    std::fs::write(
+        &file,
+        "name: ci\nenv:\n  GREETING: hello\nsteps:\n  - name: build\n    command: echo $GREETING from yaml\n  \
+         - name: test\n    needs: [build]\n    command: echo tested\n",
+    )
+    .unwrap();
+    let out = host.cli(&["pipeline", "run", file.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("[build] hello from yaml"), "{stdout}");
+    assert!(stdout.contains("[test] tested"), "{stdout}");
+    let id = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("pipeline "))
+        .unwrap_or_else(|| panic!("no pipeline id in {stderr}"))
+        .trim()
+        .to_owned();
+
+    // Followed (the default), the pipeline's stream ends by itself after
+    // its end, and holds only its own transitions, in order.
+    let events = pipeline::sse_until_end(&host, &format!("/api/v1/pipelines/{id}/events"));
+    let seen: Vec<(String, Option<String>, String)> = events
+        .iter()
+        .map(|e| {
+            assert_eq!(e.data["pipeline_id"], json!(id), "{:?}", e.data);
+            (
+                e.event.clone(),
+                e.data["step"].as_str().map(str::to_owned),
+                e.data["state"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let at = |kind: &str, step: Option<&str>, state: &str| {
+        seen.iter()
+            .position(|(k, s, st)| k == kind && s.as_deref() == step && st == state)
+            .unwrap_or_else(|| panic!("no {kind} {step:?} {state} in {seen:?}"))
+    };
+    assert_eq!(at("pipeline.created", None, "PENDING"), 0, "{seen:?}");
+    at("pipeline.step_changed", Some("build"), "SUCCEEDED");
+    at("pipeline.step_changed", Some("test"), "SUCCEEDED");
+    assert_eq!(
+        at("pipeline.finished", None, "SUCCEEDED"),
+        seen.len() - 1,
+        "{seen:?}"
+    );
+
+    // A malformed YAML file is the CLI's error, naming the file; nothing
+    // reaches the host.
+    std::fs::write(&file, "steps: [unclosed\n").unwrap();
+    let out = host.cli(&["pipeline", "run", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("is not YAML"), "{stderr}");
+    let (_, list) = host.get("/api/v1/pipelines");
+    assert_eq!(list["pipelines"].as_array().unwrap().len(), 1, "{list}");
+
+    // An unknown pipeline has no stream.
+    let (status, missing) =
+        host.get("/api/v1/pipelines/0193a5e2-7c4b-7d3e-9f21-4b8e2a1c6d0f/events");
+    assert_eq!(status, 404);
+    assert_error_shape(&missing, "NOT_FOUND");
+}

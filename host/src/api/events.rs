@@ -10,8 +10,11 @@
 //! client cannot lose events the bus dropped.
 //!
 //! Filters: `kind` (comma-separated kinds or families: `job`,
-//! `worker.lost`) and `label` (`key=value`, comma-separated; all must
-//! match the job's or the worker's labels).
+//! `worker.lost`), `label` (`key=value`, comma-separated; all must match
+//! the job's or the worker's labels) and `pipeline` (one pipeline's own
+//! and its steps' transitions). `GET /api/v1/pipelines/{id}/events` is
+//! that last filter as a resource of the pipeline, and ends once the
+//! pipeline has.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -19,7 +22,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
@@ -28,7 +31,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{ApiQuery, AppState};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::bus::Event;
-use crate::domain::{EventId, EventKind, EventRecord, JobState, StoredEvent};
+use crate::domain::{EventId, EventKind, EventRecord, JobState, PipelineId, StoredEvent};
 
 /// Events read from the store per page.
 const PAGE: usize = 500;
@@ -54,6 +57,10 @@ pub struct EventParams {
     /// worker) has all these labels.
     #[param(example = "team=red")]
     label: Option<String>,
+    /// Only this pipeline's events (`pipeline.*`: its own transitions and
+    /// its steps').
+    #[param(format = Uuid)]
+    pipeline: Option<String>,
     /// Start right after this event id (`Last-Event-ID` wins when both are
     /// given); from the oldest kept when absent.
     after: Option<String>,
@@ -81,6 +88,7 @@ pub struct EventFrame {
 struct Filter {
     kinds: Option<Vec<EventKind>>,
     labels: BTreeMap<String, String>,
+    pipeline: Option<PipelineId>,
 }
 
 impl Filter {
@@ -124,8 +132,23 @@ impl Filter {
                 _ => problems.push(("label".to_owned(), format!("{pair:?} is not key=value"))),
             }
         }
+        let pipeline = match params.pipeline.as_deref().map(PipelineId::parse) {
+            None => None,
+            Some(Ok(id)) => Some(id),
+            Some(Err(_)) => {
+                problems.push((
+                    "pipeline".to_owned(),
+                    "not a pipeline id (a UUID)".to_owned(),
+                ));
+                None
+            }
+        };
         if problems.is_empty() {
-            Ok(Self { kinds, labels })
+            Ok(Self {
+                kinds,
+                labels,
+                pipeline,
+            })
         } else {
             Err(ApiError::validation(problems))
         }
@@ -133,6 +156,7 @@ impl Filter {
 
     fn matches(&self, event: &EventRecord) -> bool {
         self.kinds.as_ref().is_none_or(|k| k.contains(&event.kind))
+            && self.pipeline.is_none_or(|p| event.pipeline_id == Some(p))
             && self
                 .labels
                 .iter()
@@ -244,6 +268,67 @@ pub async fn stream(
     ApiQuery(params): ApiQuery<EventParams>,
 ) -> Result<impl IntoResponse, ApiError> {
     let filter = Filter::parse(&params)?;
+    event_stream(state, &headers, &params, filter, false)
+}
+
+/// One pipeline's events as server-sent events.
+#[utoipa::path(
+    get, path = "/api/v1/pipelines/{id}/events", tag = "pipelines",
+    params(
+        ("id" = String, Path, format = Uuid, description = "Pipeline id"),
+        PipelineEventParams,
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume right after this event"),
+    ),
+    responses(
+        (status = 200, description = "Server-sent events as `/api/v1/events` frames them, the pipeline's own and its steps' \
+            transitions (`pipeline.*`), from its creation; the stream ends after `pipeline.finished` (a retry's events: \
+            reconnect with `Last-Event-ID`) or, with `follow=false`, once the stored ones are sent",
+            content_type = "text/event-stream", body = EventFrame),
+        (status = 400, description = "`VALIDATION_ERROR`: an id that is no event id; or `INVALID_QUERY`", body = ErrorBody),
+        (status = 404, description = "`NOT_FOUND`: no such pipeline", body = ErrorBody),
+    )
+)]
+pub async fn pipeline_stream(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<PipelineEventParams>,
+) -> Result<impl IntoResponse, ApiError> {
+    let pipeline = super::pipelines::parse_id(&id)?;
+    if state.pipelines.get(pipeline).await?.is_none() {
+        return Err(super::pipelines::not_found(&id));
+    }
+    let params = EventParams {
+        kind: None,
+        label: None,
+        pipeline: Some(id),
+        after: query.after,
+        follow: query.follow,
+    };
+    let filter = Filter::parse(&params)?;
+    event_stream(state, &headers, &params, filter, true)
+}
+
+/// Query of a pipeline's events.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PipelineEventParams {
+    /// Start right after this event id (`Last-Event-ID` wins).
+    after: Option<String>,
+    /// `false`: end once the events stored now are sent.
+    follow: Option<bool>,
+}
+
+/// The stream of the events `filter` lets through; with `until_finished`
+/// it ends after a `pipeline.finished`.
+fn event_stream(
+    state: AppState,
+    headers: &HeaderMap,
+    params: &EventParams,
+    filter: Filter,
+    until_finished: bool,
+) -> Result<impl IntoResponse + use<>, ApiError> {
     let resume = match headers.get("last-event-id") {
         Some(value) => Some(parse_after(
             value.to_str().unwrap_or_default(),
@@ -268,15 +353,23 @@ pub async fn stream(
                 Ok(page) => {
                     let full = page.len() == PAGE;
                     let mut chunk = Vec::new();
+                    let mut finished = false;
                     for stored in &page {
                         cursor = Some(stored.id);
                         if filter.matches(&stored.event) {
                             write_event(&mut chunk, stored);
+                            if until_finished && stored.event.kind == EventKind::PipelineFinished {
+                                finished = true;
+                                break;
+                            }
                         }
                     }
                     if !chunk.is_empty() {
                         idle = tokio::time::Instant::now();
                         yield Ok::<_, Infallible>(Bytes::from(chunk));
+                    }
+                    if finished {
+                        return;
                     }
                     if full {
                         continue;

@@ -174,6 +174,10 @@ pub fn routes() -> Routes<AppState> {
             guard::post(Needs(JobsSubmit), pipelines::retry),
         )
         .route(
+            "/api/v1/pipelines/{id}/events",
+            guard::get(Needs(JobsRead), events::pipeline_stream),
+        )
+        .route(
             "/api/v1/pipelines/{id}/artifacts",
             guard::get(Needs(JobsRead), artifacts::list),
         )

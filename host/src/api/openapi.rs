@@ -52,7 +52,7 @@ pub const DOCS_PATH: &str = "/api/v1/docs/";
         jobs::submit, jobs::list, jobs::get, jobs::cancel, batch::submit,
         pipelines::create, pipelines::list, pipelines::get, pipelines::cancel, pipelines::retry,
         artifacts::list, artifacts::download,
-        events::stream,
+        events::stream, events::pipeline_stream,
         logs::stream, logs::page, logs::search, logs::raw,
         workers::list, workers::healthz, metrics::scrape,
         pools::list, pools::get, pools::add,

@@ -389,7 +389,7 @@ impl From<PipelineFailure> for ApiError {
     }
 }
 
-fn not_found(id: &str) -> ApiError {
+pub(super) fn not_found(id: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "NOT_FOUND",
@@ -397,7 +397,7 @@ fn not_found(id: &str) -> ApiError {
     )
 }
 
-fn parse_id(raw: &str) -> Result<PipelineId, ApiError> {
+pub(super) fn parse_id(raw: &str) -> Result<PipelineId, ApiError> {
     PipelineId::parse(raw).map_err(|_| not_found(raw))
 }
 

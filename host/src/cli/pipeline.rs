@@ -1,7 +1,7 @@
 //! `hodei pipeline run FILE | ls | get | cancel | retry`.
 //!
-//! `run` creates the pipeline a TOML (or JSON) file describes, the body of
-//! `POST /api/v1/pipelines`:
+//! `run` creates the pipeline a TOML (or YAML, `.yaml`/`.yml`, or JSON)
+//! file describes, the body of `POST /api/v1/pipelines`:
 //!
 //! ```toml
 //! name = "ci"
@@ -43,7 +43,7 @@ const POLL: Duration = Duration::from_millis(250);
 /// Subcommands of `hodei pipeline`.
 #[derive(Debug, clap::Subcommand)]
 pub enum PipelineCommand {
-    /// Create a pipeline from a TOML (or `.json`) file and follow it.
+    /// Create a pipeline from a TOML (or `.yaml`, `.yml`, `.json`) file and follow it.
     Run {
         /// The pipeline file.
         file: PathBuf,
@@ -77,18 +77,29 @@ pub enum PipelineCommand {
     },
 }
 
+/// The body of `POST /api/v1/pipelines` a pipeline file describes: JSON
+/// (`.json`), YAML (`.yaml`, `.yml`) or else TOML. The host validates it.
+pub fn read_pipeline_file(file: &std::path::Path) -> anyhow::Result<Value> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let extension = file
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    Ok(match extension.as_deref() {
+        Some("json") => serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", file.display()))?,
+        Some("yaml" | "yml") => serde_norway::from_str(&text)
+            .with_context(|| format!("{} is not YAML", file.display()))?,
+        _ => toml::from_str(&text).with_context(|| format!("{} is not TOML", file.display()))?,
+    })
+}
+
 /// Runs a `hodei pipeline` subcommand; answers the exit code.
 pub async fn run(client: &ApiClient, command: PipelineCommand) -> anyhow::Result<u8> {
     match command {
         PipelineCommand::Run { file, detach } => {
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("cannot read {}", file.display()))?;
-            let body: Value = if file.extension().is_some_and(|e| e == "json") {
-                serde_json::from_str(&text)
-                    .with_context(|| format!("{} is not JSON", file.display()))?
-            } else {
-                toml::from_str(&text).with_context(|| format!("{} is not TOML", file.display()))?
-            };
+            let body = read_pipeline_file(&file)?;
             let created = client
                 .send_json(Method::POST, "/api/v1/pipelines", &body)
                 .await?;

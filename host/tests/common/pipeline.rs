@@ -128,15 +128,18 @@ pub fn overlapped(a: Run, b: Run) -> bool {
 
 /// The event log read to its present end (`follow=false` in `query`).
 pub fn events(host: &Host, query: &str) -> Vec<super::SseEvent> {
+    sse_until_end(host, &format!("/api/v1/events?{query}"))
+}
+
+/// The server-sent events at `path`, read until the host ends the stream
+/// (a minute at most).
+pub fn sse_until_end(host: &Host, path: &str) -> Vec<super::SseEvent> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(60)))
         .build()
         .into();
-    let response = agent
-        .get(&host.url(&format!("/api/v1/events?{query}")))
-        .call()
-        .expect("events request");
+    let response = agent.get(&host.url(path)).call().expect("events request");
     assert_eq!(response.status().as_u16(), 200);
     super::parse_sse(response.into_body().into_reader())
 }
