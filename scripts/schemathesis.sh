@@ -74,6 +74,9 @@ token=$(cat "$work/data/admin.token")
 # - GET /api/v1/events: an unending stream by design (unless
 #   `follow=false`), which a request timeout would report as a failure.
 #   tests/events.rs covers it (resume across a restart, filters, bad input).
+# - GET /api/v1/pipelines/{id}/events: the same stream for one pipeline,
+#   unending until the pipeline ends (this host has no agents to end
+#   one). tests/pipelines.rs covers it.
 status=0
 PYTHONPATH=scripts SCHEMATHESIS_HOOKS=schemathesis_hooks \
   "$venv/bin/schemathesis" --config-file scripts/schemathesis.toml \
@@ -83,6 +86,7 @@ PYTHONPATH=scripts SCHEMATHESIS_HOOKS=schemathesis_hooks \
   --checks all \
   --exclude-operation-id pools_add \
   --exclude-operation-id events_stream \
+  --exclude-operation-id pipelines_events \
   --max-examples "${HODEI_SCHEMATHESIS_EXAMPLES:-25}" \
   --request-timeout 10 \
   --seed "${HODEI_SCHEMATHESIS_SEED:-1}" \

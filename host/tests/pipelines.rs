@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::pipeline::{self, assert_once_in_order, marked, overlapped, runs, step};
@@ -13,21 +12,6 @@ use common::{Agent, Host, assert_error_shape};
 use serde_json::{Value, json};
 
 const LONG: Duration = Duration::from_secs(120);
-
-fn needs_of(steps: &[Value]) -> BTreeMap<String, Vec<String>> {
-    steps
-        .iter()
-        .map(|s| {
-            let needs = s["needs"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|n| n.as_str().unwrap().to_owned())
-                .collect();
-            (s["name"].as_str().unwrap().to_owned(), needs)
-        })
-        .collect()
-}
 
 fn body(mark: &std::path::Path, steps: &[Value]) -> Value {
     json!({ "name": "t", "env": { "MARK": mark.to_str().unwrap() }, "steps": steps })
@@ -60,7 +44,7 @@ fn a_diamond_runs_each_step_once_after_its_needs_and_b_c_together() {
         let job = host.job(s["job_id"].as_str().unwrap());
         assert_eq!(job["name"], json!(format!("t/{name}")));
     }
-    assert_once_in_order(mark.path(), &needs_of(&steps));
+    assert_once_in_order(mark.path(), &pipeline::needs_of(&steps));
     let runs = runs(mark.path());
     assert!(overlapped(runs["b"][0], runs["c"][0]), "{runs:?}");
 }
@@ -122,7 +106,7 @@ fn a_random_dag_of_50_steps_runs_each_once_in_order_and_in_parallel() {
         Duration::from_secs(300),
     );
     assert_eq!(done["state"], json!("SUCCEEDED"), "seed {seed}: {done}");
-    let needs = needs_of(&steps);
+    let needs = pipeline::needs_of(&steps);
     assert_once_in_order(mark.path(), &needs);
     // Parallel where allowed: some two steps neither of which needs the
     // other (transitively) ran at the same time. The three roots are
@@ -217,7 +201,7 @@ fn fail_skips_dependents_continue_runs_them_and_retry_reruns_only_failed_and_ski
     assert_eq!(done["state"], json!("SUCCEEDED"), "{done}");
     assert_eq!(step(&done, "b")["state"], json!("FAILED"));
     assert_eq!(step(&done, "c")["state"], json!("SUCCEEDED"));
-    assert_once_in_order(marks.path(), &needs_of(&steps("continue")));
+    assert_once_in_order(marks.path(), &pipeline::needs_of(&steps("continue")));
 }
 
 #[test]

@@ -14,7 +14,7 @@ use common::pg::Database;
 use common::pipeline::{self, assert_once_in_order, marked, runs};
 use common::{Agent, Host};
 use nix::sys::signal::Signal;
-use serde_json::{Value, json};
+use serde_json::json;
 
 fn seed() -> u64 {
     let seed = std::env::var("HODEI_TEST_SEED")
@@ -41,21 +41,6 @@ impl Lcg {
             .wrapping_add(1_442_695_040_888_963_407);
         (self.0 >> 33) % below
     }
-}
-
-fn needs_of(steps: &[Value]) -> BTreeMap<String, Vec<String>> {
-    steps
-        .iter()
-        .map(|s| {
-            let needs = s["needs"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|n| n.as_str().unwrap().to_owned())
-                .collect();
-            (s["name"].as_str().unwrap().to_owned(), needs)
-        })
-        .collect()
 }
 
 #[test]
@@ -116,7 +101,7 @@ fn a_host_sigkilled_10_times_during_a_30_step_pipeline_runs_each_step_once() {
         Duration::from_secs(300),
     );
     assert_eq!(done["state"], json!("SUCCEEDED"), "{done}");
-    assert_once_in_order(mark.path(), &needs_of(&steps));
+    assert_once_in_order(mark.path(), &pipeline::needs_of(&steps));
     // Each step's job exists once: one job per step, no earlier ones.
     let (_, jobs) = host.get("/api/v1/jobs?limit=1000");
     assert_eq!(jobs["jobs"].as_array().unwrap().len(), 30, "{jobs}");
@@ -157,7 +142,7 @@ fn two_hosts_on_postgres_advance_100_pipelines_and_run_every_step_once() {
                 "true",
             ),
         ];
-        all_needs.extend(needs_of(&steps));
+        all_needs.extend(pipeline::needs_of(&steps));
         let body = json!({ "env": { "MARK": mark.path().to_str().unwrap() }, "steps": steps });
         ids.push(pipeline::create_ok(&a, &body));
     }

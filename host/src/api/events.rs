@@ -273,7 +273,7 @@ pub async fn stream(
 
 /// One pipeline's events as server-sent events.
 #[utoipa::path(
-    get, path = "/api/v1/pipelines/{id}/events", tag = "pipelines",
+    get, path = "/api/v1/pipelines/{id}/events", tag = "pipelines", operation_id = "events",
     params(
         ("id" = String, Path, format = Uuid, description = "Pipeline id"),
         PipelineEventParams,

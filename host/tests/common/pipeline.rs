@@ -143,3 +143,19 @@ pub fn sse_until_end(host: &Host, path: &str) -> Vec<super::SseEvent> {
     assert_eq!(response.status().as_u16(), 200);
     super::parse_sse(response.into_body().into_reader())
 }
+
+/// Each step's needs, by step name, as the bodies `steps` say.
+pub fn needs_of(steps: &[Value]) -> BTreeMap<String, Vec<String>> {
+    steps
+        .iter()
+        .map(|s| {
+            let needs = s["needs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_str().unwrap().to_owned())
+                .collect();
+            (s["name"].as_str().unwrap().to_owned(), needs)
+        })
+        .collect()
+}
