@@ -77,6 +77,37 @@ fn pending_pipeline(host: &Host) -> String {
     body["id"].as_str().unwrap().to_owned()
 }
 
+/// A pipeline whose step `make` stored its output `out.txt` (run by an
+/// agent of its own).
+fn pipeline_with_an_artifact(host: &Host) -> String {
+    let _agent = Agent::start(host, "maker", "", 1);
+    let (status, body) = call(
+        "POST",
+        &host.url("/api/v1/pipelines"),
+        Some(&admin(host)),
+        Body::Json(json!({ "steps": [{
+            "name": "make", "outputs": ["out.txt"], "command": "echo made > out.txt"
+        }] })),
+    );
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    common::wait_until(
+        "the artifact's step succeeds",
+        Duration::from_secs(120),
+        || {
+            let (_, pipeline) = call(
+                "GET",
+                &host.url(&format!("/api/v1/pipelines/{id}")),
+                Some(&admin(host)),
+                Body::None,
+            );
+            assert_ne!(pipeline["state"], json!("FAILED"), "{pipeline}");
+            pipeline["state"] == json!("SUCCEEDED")
+        },
+    );
+    id
+}
+
 /// The request that exercises `method path` successfully, built against
 /// the live host; panics for a route the test does not know, so a new
 /// route cannot go untested.
@@ -167,6 +198,24 @@ fn fixture(host: &Host, method: &str, path: &str) -> (String, Body) {
             format!("/api/v1/pipelines/{}", pending_pipeline(host)),
             Body::None,
         ),
+        ("GET", "/api/v1/pipelines/{id}/events") => (
+            format!(
+                "/api/v1/pipelines/{}/events?follow=false",
+                pending_pipeline(host)
+            ),
+            Body::None,
+        ),
+        ("GET", "/api/v1/pipelines/{id}/artifacts") => (
+            format!("/api/v1/pipelines/{}/artifacts", pending_pipeline(host)),
+            Body::None,
+        ),
+        ("GET", "/api/v1/pipelines/{id}/artifacts/{step}/{*path}") => {
+            let id = pipeline_with_an_artifact(host);
+            (
+                format!("/api/v1/pipelines/{id}/artifacts/make/out.txt"),
+                Body::None,
+            )
+        }
         ("POST", "/api/v1/pipelines/{id}/cancel") => (
             format!("/api/v1/pipelines/{}/cancel", pending_pipeline(host)),
             Body::None,
