@@ -101,6 +101,16 @@ struct Definition {
     accept: fn(&[u8]) -> bool,
 }
 
+/// `eyJ` followed by each base64url character: what a JWT starts with.
+const JWT_KEYWORDS: [&str; 64] = [
+    "eyJA", "eyJB", "eyJC", "eyJD", "eyJE", "eyJF", "eyJG", "eyJH", "eyJI", "eyJJ", "eyJK", "eyJL",
+    "eyJM", "eyJN", "eyJO", "eyJP", "eyJQ", "eyJR", "eyJS", "eyJT", "eyJU", "eyJV", "eyJW", "eyJX",
+    "eyJY", "eyJZ", "eyJa", "eyJb", "eyJc", "eyJd", "eyJe", "eyJf", "eyJg", "eyJh", "eyJi", "eyJj",
+    "eyJk", "eyJl", "eyJm", "eyJn", "eyJo", "eyJp", "eyJq", "eyJr", "eyJs", "eyJt", "eyJu", "eyJv",
+    "eyJw", "eyJx", "eyJy", "eyJz", "eyJ0", "eyJ1", "eyJ2", "eyJ3", "eyJ4", "eyJ5", "eyJ6", "eyJ7",
+    "eyJ8", "eyJ9", "eyJ_", "eyJ-",
+];
+
 /// The token rules, in the order they are tried at one position (the
 /// longest match wins; on a tie, the earlier rule).
 const DEFINITIONS: &[Definition] = &[
@@ -127,14 +137,20 @@ const DEFINITIONS: &[Definition] = &[
     },
     Definition {
         id: "slack-token",
-        keywords: &["xox"],
+        // The prefix with its type letter and dash, not `xox` alone: a
+        // keyword of five bytes rather than three lets the gate test half
+        // the positions (see `hodei_mask::gate`), and the pattern requires
+        // them anyway.
+        keywords: &["xoxa-", "xoxb-", "xoxp-", "xoxr-", "xoxs-"],
         pattern: "^xox[abprs]-[0-9]{1,13}(?:-[0-9A-Za-z]{1,64}){2,5}",
         continues: word_or_dash,
         accept: slack_length,
     },
     Definition {
         id: "jwt",
-        keywords: &["eyJ"],
+        // `eyJ` and each character the pattern allows after it: four
+        // bytes rather than three, for the gate's stride (as above).
+        keywords: &JWT_KEYWORDS,
         // Header `{"…` and payload `{"…` or `{ …`, signature at least 16
         // characters (an HMAC-SHA256 one has 43); `=` padding tolerated.
         pattern: "^eyJ[A-Za-z0-9_-]{10,}\\.ey[A-Za-z0-9_-]{8,}\\.[A-Za-z0-9_-]{16,}={0,2}",
@@ -186,4 +202,56 @@ pub fn rules(enabled: impl Fn(&str) -> bool) -> Vec<Rule> {
             accept: definition.accept,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod keyword_tests {
+    use super::*;
+
+    fn rule(id: &str) -> Rule {
+        rules(|r| r == id).remove(0)
+    }
+
+    /// A keyword longer than its shared prefix must still be exact: every
+    /// byte the pattern accepts after the prefix begins some keyword.
+    fn every_accepted_next_byte_is_a_keyword(id: &str, prefix: &str, tail: &str) {
+        let rule = rule(id);
+        let mut accepted = 0;
+        for byte in 0..=u8::MAX {
+            let mut candidate = prefix.as_bytes().to_vec();
+            candidate.push(byte);
+            candidate.extend_from_slice(tail.as_bytes());
+            if rule.pattern.is_match(&candidate) {
+                accepted += 1;
+                let keyword = &candidate[..=prefix.len()];
+                assert!(
+                    rule.keywords
+                        .iter()
+                        .any(|k| k.as_bytes().starts_with(keyword)),
+                    "{id}: {:?} is accepted but no keyword starts it",
+                    String::from_utf8_lossy(&candidate)
+                );
+            }
+        }
+        assert!(accepted > 0, "{id}: the probe matched nothing");
+    }
+
+    #[test]
+    fn the_jwt_and_slack_keywords_cover_their_patterns() {
+        every_accepted_next_byte_is_a_keyword(
+            "jwt",
+            "eyJ",
+            "aaaaaaaaaa.eyaaaaaaaa.aaaaaaaaaaaaaaaa",
+        );
+        every_accepted_next_byte_is_a_keyword("slack-token", "xox", "-1-a-b");
+    }
+
+    #[test]
+    fn every_keyword_is_at_least_four_bytes_so_the_gate_skips_every_other_position() {
+        for definition in DEFINITIONS {
+            for keyword in definition.keywords {
+                assert!(keyword.len() >= 4, "{}: {keyword:?}", definition.id);
+            }
+        }
+    }
 }
