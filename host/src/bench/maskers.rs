@@ -52,9 +52,16 @@ pub async fn run(args: &MaskersArgs) -> anyhow::Result<()> {
     let on = Host::start_with(0, 1, &["--agent-token", TOKEN]).await?;
     let lines = lines(args.batch_lines);
     let (mut off_mbs, mut on_mbs) = (Vec::new(), Vec::new());
+    let (mut off_cpu, mut on_cpu) = (Vec::new(), Vec::new());
     for run in 0..args.runs {
-        off_mbs.push(ingest(&off, &lines, args, run).await?);
-        on_mbs.push(ingest(&on, &lines, args, run).await?);
+        for (host, mbs, cpu) in [
+            (&off, &mut off_mbs, &mut off_cpu),
+            (&on, &mut on_mbs, &mut on_cpu),
+        ] {
+            let before = cpu_seconds(host)?;
+            mbs.push(ingest(host, &lines, args, run).await?);
+            cpu.push((cpu_seconds(host)? - before) * 1e3 / args.megabytes as f64);
+        }
     }
     off.stop().await;
     on.stop().await;
@@ -82,11 +89,41 @@ pub async fn run(args: &MaskersArgs) -> anyhow::Result<()> {
         "| chain literal → patterns (Wasm) | {on_median:.1} | {} |",
         runs(&on_mbs)
     );
+    let (off_cpu_median, on_cpu_median) = (median(&mut off_cpu), median(&mut on_cpu));
     println!(
-        "\ncost of the chain: {:.1} % of ingest throughput (aim: < 15 %)",
-        (1.0 - on_median / off_median) * 100.0
+        "| host CPU ms per MB, masking off | {off_cpu_median:.1} | {} |",
+        runs(&off_cpu)
+    );
+    println!(
+        "| host CPU ms per MB, chain on | {on_cpu_median:.1} | {} |",
+        runs(&on_cpu)
+    );
+    println!(
+        "\ncost of the chain: {:.1} % of ingest throughput (aim: < 15 %); {:.1} ms of host CPU per MB ({:.0} % more)",
+        (1.0 - on_median / off_median) * 100.0,
+        on_cpu_median - off_cpu_median,
+        (on_cpu_median / off_cpu_median - 1.0) * 100.0
     );
     Ok(())
+}
+
+/// Clock ticks per second of `/proc/PID/stat`'s times: `USER_HZ`, 100 on
+/// Linux whatever the kernel's own tick rate (a fixed part of its ABI).
+const USER_HZ: f64 = 100.0;
+
+/// CPU seconds the host has used so far, user and system, its ended
+/// threads included (`/proc/PID/stat`). Less at the mercy of a busy
+/// machine than MB/s.
+fn cpu_seconds(host: &Host) -> anyhow::Result<f64> {
+    let pid = host.pid().context("the host has exited")?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The fields after the command name, which is in parentheses and may
+    // hold spaces: state is the first, utime the 12th, stime the 13th.
+    let after = stat.rsplit_once(") ").context("bad /proc stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields.get(11).context("no utime")?.parse::<u64>()?
+        + fields.get(12).context("no stime")?.parse::<u64>()?;
+    Ok(ticks as f64 / USER_HZ)
 }
 
 /// One batch worth of 76-character base64 lines, every 100th carrying the
