@@ -29,8 +29,6 @@ const MAX_NAME_LEN: usize = 256;
 pub const MAX_SAFE: u64 = (1 << 53) - 1;
 const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 const MAX_ATTEMPTS_LIMIT: u32 = 100;
-const DEFAULT_PAGE: usize = 50;
-const MAX_PAGE: usize = 1000;
 
 /// Body of `POST /api/v1/jobs`: exactly one of `command` and `args`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -478,20 +476,8 @@ pub async fn list(
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<JobPage>, ApiError> {
     let mut problems = Vec::new();
-    let state_filter = params.state.as_deref().and_then(|s| {
-        let parsed = JobState::parse(s);
-        if parsed.is_none() {
-            problems.push(("state".to_owned(), format!("unknown state {s:?}")));
-        }
-        parsed
-    });
-    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        problems.push((
-            "limit".to_owned(),
-            format!("must be between 1 and {MAX_PAGE}"),
-        ));
-    }
+    let state_filter = super::state_filter(params.state.as_deref(), JobState::parse, &mut problems);
+    let limit = super::page_limit(params.limit, &mut problems);
     let before = params.cursor.as_deref().and_then(|c| {
         let parsed = JobId::parse(c).ok();
         if parsed.is_none() {

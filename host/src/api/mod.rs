@@ -47,6 +47,39 @@ use crate::usage::UsageBoard;
 
 pub use self::jobs::{JobView, MIN_SECRET_LEN};
 
+/// A list's page size when the query names none.
+pub(crate) const DEFAULT_PAGE: usize = 50;
+/// The largest page a list answers.
+pub(crate) const MAX_PAGE: usize = 1000;
+
+/// A list query's `limit` (default [`DEFAULT_PAGE`]), with a problem noted
+/// when it is outside 1 to [`MAX_PAGE`].
+pub(crate) fn page_limit(limit: Option<usize>, problems: &mut Vec<(String, String)>) -> usize {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        problems.push((
+            "limit".to_owned(),
+            format!("must be between 1 and {MAX_PAGE}"),
+        ));
+    }
+    limit
+}
+
+/// A list query's `state` filter read by `parse`, with a problem noted
+/// when it names no state.
+pub(crate) fn state_filter<T>(
+    raw: Option<&str>,
+    parse: impl Fn(&str) -> Option<T>,
+    problems: &mut Vec<(String, String)>,
+) -> Option<T> {
+    let raw = raw?;
+    let parsed = parse(raw);
+    if parsed.is_none() {
+        problems.push(("state".to_owned(), format!("unknown state {raw:?}")));
+    }
+    parsed
+}
+
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {

@@ -26,8 +26,6 @@ use crate::domain::{
 use crate::pipelines::PipelineFailure;
 
 const MAX_NAME_LEN: usize = 256;
-const DEFAULT_PAGE: usize = 50;
-const MAX_PAGE: usize = 1000;
 
 /// One step of `POST /api/v1/pipelines`: a job body (exactly one of
 /// `command` and `args`) with a name, `needs` and `on_failure`.
@@ -489,20 +487,8 @@ pub async fn list(
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<PipelineList>, ApiError> {
     let mut problems = Vec::new();
-    let wanted = params.state.as_deref().and_then(|s| {
-        let parsed = PipelineState::parse(s);
-        if parsed.is_none() {
-            problems.push(("state".to_owned(), format!("unknown state {s:?}")));
-        }
-        parsed
-    });
-    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        problems.push((
-            "limit".to_owned(),
-            format!("must be between 1 and {MAX_PAGE}"),
-        ));
-    }
+    let wanted = super::state_filter(params.state.as_deref(), PipelineState::parse, &mut problems);
+    let limit = super::page_limit(params.limit, &mut problems);
     if !problems.is_empty() {
         return Err(ApiError::validation(problems));
     }
