@@ -65,6 +65,13 @@ impl MaskSession for LiteralSession {
             None => line,
         }
     }
+
+    const BORROWS_LINES: bool = true;
+
+    fn mask_borrowed(&mut self, _stream: Stream, line: &[u8]) -> Option<Vec<u8>> {
+        let masker = self.0.as_ref()?;
+        masker.is_match(line).then(|| masker.mask(line))
+    }
 }
 
 hodei_plugin_sdk::export_masker!(Literal);

@@ -101,12 +101,18 @@ impl Masker for Patterns {
 
 impl MaskSession for PatternsSession {
     fn mask_line(&mut self, stream: Stream, line: Vec<u8>) -> Vec<u8> {
+        self.mask_borrowed(stream, &line).unwrap_or(line)
+    }
+
+    const BORROWS_LINES: bool = true;
+
+    fn mask_borrowed(&mut self, stream: Stream, line: &[u8]) -> Option<Vec<u8>> {
         let block = &mut self.blocks[match stream {
             Stream::Stdout => 0,
             Stream::Stderr => 1,
             Stream::System => 2,
         }];
-        self.scanner.mask_line(line, block)
+        self.scanner.mask_slice(line, block)
     }
 }
 

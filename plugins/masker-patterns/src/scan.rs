@@ -90,12 +90,17 @@ impl Scanner {
     /// `line` masked; `block` is its stream's private key state, read and
     /// updated.
     pub fn mask_line(&self, line: Vec<u8>, block: &mut Block) -> Vec<u8> {
+        self.mask_slice(&line, block).unwrap_or(line)
+    }
+
+    /// The same for a borrowed line: `None` when it stays as it is.
+    pub fn mask_slice(&self, line: &[u8], block: &mut Block) -> Option<Vec<u8>> {
         let mut out = Vec::new();
         let mut cursor = 0;
         if let (Block::Inside(_), Some(keys)) = (*block, &self.keys) {
-            let Some(end) = keys.end_after(&line, 0) else {
+            let Some(end) = keys.end_after(line, 0) else {
                 block.count_line();
-                return marker(PRIVATE_KEY);
+                return Some(marker(PRIVATE_KEY));
             };
             *block = Block::Outside;
             push_marker(&mut out, PRIVATE_KEY);
@@ -105,12 +110,12 @@ impl Scanner {
         // integer operations a byte, where the overlapping search below
         // walks every byte through the automaton (with no SIMD prefilter
         // in wasm32; it was most of this masker's time).
-        if cursor == 0 && !self.gate.may_match(&line) {
-            return line;
+        if cursor == 0 && !self.gate.may_match(line) {
+            return None;
         }
         let mut candidates: Vec<(usize, Target)> = self
             .keywords
-            .find_overlapping_iter(&line)
+            .find_overlapping_iter(line)
             .filter(|found| found.start() >= cursor)
             .flat_map(|found| {
                 let at = found.start();
@@ -120,7 +125,7 @@ impl Scanner {
             })
             .collect();
         if candidates.is_empty() && cursor == 0 {
-            return line;
+            return None;
         }
         candidates.sort_by_key(|&(at, _)| at);
         let mut rest = candidates.as_slice();
@@ -131,7 +136,7 @@ impl Scanner {
             if at < cursor {
                 continue;
             }
-            let Some(hit) = self.best_hit(&line, at, here) else {
+            let Some(hit) = self.best_hit(line, at, here) else {
                 continue;
             };
             out.extend_from_slice(&line[cursor..at]);
@@ -142,10 +147,10 @@ impl Scanner {
             }
         }
         if out.is_empty() {
-            return line;
+            return None;
         }
         out.extend_from_slice(&line[cursor..]);
-        out
+        Some(out)
     }
 
     /// The longest validated hit among `targets` at `at` (the earlier

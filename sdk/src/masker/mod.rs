@@ -124,6 +124,22 @@ pub trait MaskSession: 'static {
     /// costs no copy.
     fn mask_line(&mut self, stream: Stream, line: Vec<u8>) -> Vec<u8>;
 
+    /// `true`: the SDK masks each batch by calling
+    /// [`MaskSession::mask_borrowed`] on every line where it lies in the
+    /// host's batch, and [`MaskSession::mask`] is not called. A session
+    /// that masks line by line gains by it: a clean line then costs the
+    /// component neither an allocation nor a copy, and a batch with no
+    /// line changed is handed back without one. Default `false`.
+    const BORROWS_LINES: bool = false;
+
+    /// Masks one line borrowed from the batch, answering `None` when it
+    /// stays as it is (used when [`MaskSession::BORROWS_LINES`] is true; it
+    /// must answer as [`MaskSession::mask_line`] would). The default copies
+    /// the line into `mask_line`.
+    fn mask_borrowed(&mut self, stream: Stream, line: &[u8]) -> Option<Vec<u8>> {
+        Some(self.mask_line(stream, line.to_vec()))
+    }
+
     /// Masks one batch of consecutive lines: exactly one answer per entry,
     /// in order (a different count is a failure). The default calls
     /// [`MaskSession::mask_line`] on each; override to look at a batch as
