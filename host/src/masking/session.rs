@@ -121,8 +121,11 @@ impl JobMask {
             match masked {
                 Ok(masked) => {
                     link.plugin.health.record_success("mask", started.elapsed());
+                    // `None`: the line is as it was.
                     for (line, data) in lines.iter_mut().zip(masked) {
-                        line.data = data;
+                        if let Some(data) = data {
+                            line.data = data;
+                        }
                     }
                 }
                 Err(failure) => {
@@ -150,7 +153,7 @@ impl JobMask {
         link: &Arc<Link>,
         lines: &[LogRecord],
         origins: &[Origin],
-    ) -> Result<Vec<Vec<u8>>, Option<CallError>> {
+    ) -> Result<Vec<Option<Vec<u8>>>, Option<CallError>> {
         let key = lane_key(self.job, self.attempt);
         let (lane_index, mut lane) = link.lane(key);
         let existing = self
