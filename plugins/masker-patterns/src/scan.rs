@@ -87,13 +87,8 @@ impl Scanner {
         }
     }
 
-    /// `line` masked; `block` is its stream's private key state, read and
-    /// updated.
-    pub fn mask_line(&self, line: Vec<u8>, block: &mut Block) -> Vec<u8> {
-        self.mask_slice(&line, block).unwrap_or(line)
-    }
-
-    /// The same for a borrowed line: `None` when it stays as it is.
+    /// `line` masked, `None` when it stays as it is; `block` is its
+    /// stream's private key state, read and updated.
     pub fn mask_slice(&self, line: &[u8], block: &mut Block) -> Option<Vec<u8>> {
         let mut out = Vec::new();
         let mut cursor = 0;

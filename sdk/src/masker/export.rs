@@ -91,6 +91,44 @@ impl<M: Masker> GuestSession for ExportedSession<M> {
     }
 }
 
+/// What the component answers for `entries` (columns in, columns out, by
+/// whichever path the session takes), as lines: what
+/// [`super::testing::TestSession`] runs, so a plugin's tests drive the
+/// path the host does.
+pub(crate) fn mask_as_component<S: MaskSession>(
+    session: &mut S,
+    entries: Vec<Entry>,
+) -> Vec<Vec<u8>> {
+    let masked = if S::BORROWS_LINES {
+        let mut batch = Lines {
+            streams: Vec::with_capacity(entries.len()),
+            ends: Vec::with_capacity(entries.len()),
+            data: Vec::new(),
+        };
+        for entry in &entries {
+            batch.streams.push(entry.stream);
+            batch.data.extend_from_slice(&entry.data);
+            batch
+                .ends
+                .push(u32::try_from(batch.data.len()).unwrap_or(u32::MAX));
+        }
+        mask_borrowed(session, batch)
+    } else {
+        join(session.mask(entries))
+    };
+    let mut start = 0usize;
+    masked
+        .ends
+        .iter()
+        .map(|&end| {
+            let end = (end as usize).clamp(start, masked.data.len());
+            let line = masked.data[start..end].to_vec();
+            start = end;
+            line
+        })
+        .collect()
+}
+
 /// The batch masked line by line in place ([`MaskSession::BORROWS_LINES`]):
 /// a line left as it is is not copied until the answer is built, and a
 /// batch with no line changed is answered with its own columns.
