@@ -27,7 +27,7 @@
 
 use std::fmt;
 
-use super::{Entry, MaskSession, Masker, Stream};
+use super::{Entry, Masker, Stream};
 
 /// A line of stdout.
 pub fn stdout(line: impl AsRef<[u8]>) -> Entry {
