@@ -167,6 +167,7 @@ pub fn mask_in_batches<M: Masker>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::masker::MaskSession;
 
     /// Numbers the lines it has seen, per session: state across batches.
     struct Counter;
