@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiJson, ApiQuery, AppState};
 use crate::api::error::{ApiError, ErrorBody};
-use crate::domain::{Command, Job, JobId, JobSpec, JobState, Resources, integral};
+use crate::domain::{Command, DEFAULT_QUEUE, Job, JobId, JobSpec, JobState, Resources, integral};
 use crate::jobs::JobDetails;
 use crate::store::ListQuery;
 use crate::usage::JobUsage;
@@ -41,6 +41,7 @@ const MAX_ATTEMPTS_LIMIT: u32 = 100;
     "labels": {"os": "linux"},
     "resources": {"cpu_millis": 2000, "memory_mb": 1024},
     "priority": 10,
+    "queue": "nightly",
     "timeout_secs": 3600,
     "max_attempts": 3
 }))]
@@ -76,6 +77,10 @@ pub struct SubmitJob {
     /// Higher first.
     #[serde(default, deserialize_with = "integral::deserialize")]
     pub priority: i32,
+    /// The fair-share queue (1 to 64 of `a-z 0-9 _ . -`, default
+    /// `default`): queues share contended capacity by their weights.
+    #[schema(pattern = r"^[a-z0-9_.\-]{1,64}$")]
+    pub queue: Option<String>,
     /// Wall-clock limit in seconds (at least 1; absent: none).
     #[serde(default, deserialize_with = "integral::option")]
     #[schema(minimum = 1, maximum = 9007199254740991_u64)] // MAX_SAFE, checked by a test
@@ -246,6 +251,11 @@ impl SubmitJob {
         {
             problem("name", &format!("longer than {MAX_NAME_LEN} characters"));
         }
+        if let Some(queue) = &self.queue
+            && !crate::scheduler::fairness::is_queue_name(queue)
+        {
+            problem("queue", "1 to 64 of a-z 0-9 _ . -");
+        }
         if self.timeout_secs == Some(0) {
             problem(
                 "timeout_secs",
@@ -279,6 +289,7 @@ impl SubmitJob {
                 labels: self.labels,
                 resources: self.resources,
                 priority: self.priority,
+                queue: self.queue.unwrap_or_else(|| DEFAULT_QUEUE.to_owned()),
                 timeout_secs: self.timeout_secs,
                 max_attempts,
                 artifacts: Default::default(),
@@ -316,6 +327,11 @@ pub struct JobView {
     labels: BTreeMap<String, String>,
     resources: Resources,
     priority: i32,
+    /// The fair-share queue it is charged to.
+    queue: String,
+    /// Its priority as the queue orders it now: `priority` plus what it
+    /// gained by waiting (aging); equal to `priority` unless PENDING.
+    effective_priority: i32,
     timeout_secs: Option<u64>,
     max_attempts: u32,
     attempt: u32,
@@ -356,6 +372,8 @@ impl JobView {
             labels: job.spec.labels,
             resources: job.spec.resources,
             priority: job.spec.priority,
+            effective_priority: job.spec.priority,
+            queue: job.spec.queue,
             timeout_secs: job.spec.timeout_secs,
             max_attempts: job.spec.max_attempts,
             attempt: job.attempt,

@@ -128,6 +128,9 @@ pub struct CreatePipeline {
     #[serde(default)]
     #[schema(schema_with = super::jobs::labels_schema)]
     pub labels: BTreeMap<String, String>,
+    /// The fair-share queue of every step (as a job's `queue`).
+    #[schema(pattern = r"^[a-z0-9_.\-]{1,64}$")]
+    pub queue: Option<String>,
     /// 1 to 500 steps.
     #[schema(min_items = 1, max_items = 500)]
     pub steps: Vec<PipelineStepBody>,
@@ -253,6 +256,7 @@ impl CreatePipeline {
                 labels: merged(&self.labels, body.labels),
                 resources: body.resources,
                 priority: body.priority,
+                queue: self.queue.clone(),
                 timeout_secs: body.timeout_secs,
                 max_attempts: body.max_attempts,
             };

@@ -79,6 +79,8 @@ fn measure(policy: &dyn PlacementPolicy, candidates: &[Candidate], budget: Durat
             cpu_millis: 500,
             memory_mb: 512,
         },
+        priority: 0,
+        queue: "default",
     };
     // Warm up: instances made, caches hot.
     for _ in 0..10 {

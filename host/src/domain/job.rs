@@ -54,6 +54,13 @@ impl fmt::Display for JobId {
     }
 }
 
+/// The queue of a job that names none.
+pub const DEFAULT_QUEUE: &str = "default";
+
+fn default_queue() -> String {
+    DEFAULT_QUEUE.to_owned()
+}
+
 /// What to execute.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -82,6 +89,10 @@ pub struct JobSpec {
     pub resources: Resources,
     /// Higher runs first.
     pub priority: i32,
+    /// The fair-share queue it is charged to ([`DEFAULT_QUEUE`] unless
+    /// asked); queues share capacity by their configured weights.
+    #[serde(default = "default_queue")]
+    pub queue: String,
     /// Wall-clock limit; `None` means none.
     pub timeout_secs: Option<u64>,
     /// How many attempts infrastructure failures (a lost agent) may use.
@@ -433,6 +444,7 @@ mod tests {
             labels: BTreeMap::new(),
             resources: Resources::default(),
             priority: 0,
+            queue: crate::domain::DEFAULT_QUEUE.to_owned(),
             timeout_secs: None,
             max_attempts: 2,
             artifacts: Default::default(),

@@ -22,7 +22,7 @@ pub use artifact::{
     ArtifactInput, ArtifactShape, JobArtifacts, MAX_OUTPUTS, check_artifacts, check_output_path,
 };
 pub use event::{EventId, EventKind, EventRecord, StoredEvent};
-pub use job::{Command, Job, JobId, JobSpec, JobState, Outcome};
+pub use job::{Command, DEFAULT_QUEUE, Job, JobId, JobSpec, JobState, Outcome};
 pub use log::{Admission, LogRecord, LogStream, admit, quota_marker};
 pub use pipeline::{
     Advance, MAX_STEP_NAME, MAX_STEPS, OnFailure, Pipeline, PipelineError, PipelineId,

@@ -12,6 +12,7 @@ fn spec() -> JobSpec {
         labels: BTreeMap::new(),
         resources: Resources::default(),
         priority: 0,
+        queue: crate::domain::DEFAULT_QUEUE.to_owned(),
         timeout_secs: None,
         max_attempts: 1,
         artifacts: Default::default(),

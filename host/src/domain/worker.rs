@@ -19,7 +19,9 @@ impl fmt::Display for WorkerId {
 
 /// Reservable capacity. A job's `Resources` is what it reserves; a worker's
 /// is what it offers. Every job also takes one slot.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct Resources {
     /// Thousandths of a CPU core (a job's: at most 2^53 − 1).

@@ -250,6 +250,8 @@ impl JobService {
                 self.scheduler.explain(&Demand {
                     labels: &job.spec.labels,
                     resources: job.spec.resources,
+                    priority: job.spec.priority,
+                    queue: &job.spec.queue,
                 })
             });
             match self.pools.explain(&job.spec.labels) {

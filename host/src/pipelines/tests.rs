@@ -31,6 +31,7 @@ fn step(name: &str, needs: &[&str]) -> Step {
             labels: BTreeMap::new(),
             resources: Resources::default(),
             priority: 0,
+            queue: crate::domain::DEFAULT_QUEUE.to_owned(),
             timeout_secs: None,
             max_attempts: 1,
             artifacts: Default::default(),

@@ -155,7 +155,7 @@ pub fn columns(
         labels: labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
         cpu_millis: demand.resources.cpu_millis,
         memory_mb: demand.resources.memory_mb,
-        priority: 0,
+        priority: demand.priority,
     };
     let mask = |c: &Candidate| {
         labels

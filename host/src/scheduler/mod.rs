@@ -8,6 +8,7 @@
 //! ([`Scheduler::explain`], the API's `pending_reason`).
 
 pub mod cluster;
+pub mod fairness;
 pub mod policy;
 pub mod queue;
 
@@ -191,6 +192,8 @@ impl Scheduler {
             let demand = Demand {
                 labels: &job.labels,
                 resources: job.resources,
+                priority: job.priority,
+                queue: "default",
             };
             let Decision::Place(worker) = decide(policy.as_ref(), &demand, &candidates) else {
                 if failed.len() < MAX_FAILED_SHAPES {

@@ -38,6 +38,10 @@ pub struct Demand<'a> {
     pub labels: &'a BTreeMap<String, String>,
     /// Capacity to reserve.
     pub resources: Resources,
+    /// The job's priority as the queue orders it now (with aging).
+    pub priority: i32,
+    /// The fair-share queue it is charged to.
+    pub queue: &'a str,
 }
 
 /// A filter's answer for one candidate.
@@ -230,6 +234,8 @@ mod tests {
                 cpu_millis: 0,
                 memory_mb: 4096,
             },
+            priority: 0,
+            queue: "default",
         };
         let candidates = [
             candidate("a", &[], 4, 8192),
@@ -248,6 +254,8 @@ mod tests {
         let demand = Demand {
             labels: &labels,
             resources: Resources::default(),
+            priority: 0,
+            queue: "default",
         };
         let candidates = [
             candidate("a", &[], 4, 8192),
@@ -266,6 +274,8 @@ mod tests {
         let demand = Demand {
             labels: &labels,
             resources: Resources::default(),
+            priority: 0,
+            queue: "default",
         };
         assert_eq!(
             decide(&BuiltinPolicy, &demand, &[]),

@@ -23,6 +23,7 @@ fn spec(priority: i32) -> JobSpec {
         labels: BTreeMap::new(),
         resources: Resources::default(),
         priority,
+        queue: crate::domain::DEFAULT_QUEUE.to_owned(),
         timeout_secs: None,
         max_attempts: 2,
         artifacts: Default::default(),

@@ -17,6 +17,7 @@ fn job() -> Job {
             labels: Default::default(),
             resources: Default::default(),
             priority: 0,
+            queue: crate::domain::DEFAULT_QUEUE.to_owned(),
             timeout_secs: None,
             max_attempts: 1,
             artifacts: Default::default(),
