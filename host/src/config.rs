@@ -19,6 +19,7 @@ use crate::auth::agents::AgentAuthMode;
 use crate::masking::ChainEntry;
 use crate::plugins::{ActiveChoice, Limits};
 use crate::providers::PoolSpec;
+use crate::scheduler::fairness::Fairness;
 use crate::store::{PgOptions, StorageKind};
 use crate::tls::TlsFiles;
 
@@ -82,6 +83,22 @@ pub struct ServeArgs {
     /// Configuration string for `--policy`.
     #[arg(long, env = "HODEI_POLICY_CONFIG")]
     pub policy_config: Option<String>,
+    /// Fair-share queues with their weights, `NAME=WEIGHT` comma-separated
+    /// (e.g. `batch=3,web=1`); `default` always exists, weight 1 unless
+    /// given. A job naming another queue is refused. File: a
+    /// `[queue_weights]` table.
+    #[arg(long, env = "HODEI_QUEUE_WEIGHTS", value_delimiter = ',')]
+    pub queue_weights: Option<Vec<String>>,
+    /// Priority points a pending job gains per minute it waits [default: 1].
+    #[arg(long, env = "HODEI_AGING_PER_MINUTE")]
+    pub aging_per_minute: Option<u32>,
+    /// Most priority points waiting can earn [default: 100].
+    #[arg(long, env = "HODEI_AGING_MAX")]
+    pub aging_max: Option<u32>,
+    /// Seconds the first job that fits on no worker waits before a worker
+    /// is held for it (backfill) [default: 60].
+    #[arg(long, env = "HODEI_BACKFILL_AFTER_SECS")]
+    pub backfill_after_secs: Option<u64>,
     /// The secret masker chain at start-up, in order, comma-separated
     /// (e.g. `literal,patterns`), or `none` to turn host-side masking off
     /// [default: the last chain activated, else literal,patterns].
@@ -172,6 +189,10 @@ struct FileConfig {
     max_artifact_bytes: Option<u64>,
     policy: Option<String>,
     policy_config: Option<String>,
+    queue_weights: Option<BTreeMap<String, u32>>,
+    aging_per_minute: Option<u32>,
+    aging_max: Option<u32>,
+    backfill_after_secs: Option<u64>,
     maskers: Option<Vec<String>>,
     api_auth: Option<AuthMode>,
     agent_auth: Option<AgentAuthMode>,
@@ -221,6 +242,8 @@ pub struct ServeConfig {
     pub max_artifact_bytes: u64,
     /// Policy to activate at start-up, if configured.
     pub policy: Option<ActiveChoice>,
+    /// Queues, aging and backfill.
+    pub fairness: Fairness,
     /// Masker chain to activate at start-up, if configured (empty: host
     /// masking off).
     pub maskers: Option<Vec<ChainEntry>>,
@@ -255,6 +278,26 @@ pub struct ServeConfig {
     pub provider_files: BTreeMap<String, PathBuf>,
 }
 
+/// `batch=3` pairs into weights by queue.
+fn parse_weights(pairs: &[String]) -> anyhow::Result<BTreeMap<String, u32>> {
+    let mut weights = BTreeMap::new();
+    for pair in pairs.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+        let (name, weight) = pair
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("queue_weights: {pair:?} is not NAME=WEIGHT"))?;
+        let weight: u32 = weight
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("queue_weights: {pair:?}: the weight is not a whole number"))?;
+        anyhow::ensure!(
+            weights.insert(name.trim().to_owned(), weight).is_none(),
+            "queue_weights: queue {:?} given twice",
+            name.trim()
+        );
+    }
+    Ok(weights)
+}
+
 impl ServeArgs {
     /// Applies the layers (see the module docs).
     pub fn resolve(self) -> anyhow::Result<ServeConfig> {
@@ -273,6 +316,21 @@ impl ServeArgs {
                 .or(file.policy_config)
                 .unwrap_or_default(),
         });
+        let weights = match self.queue_weights {
+            Some(pairs) => parse_weights(&pairs)?,
+            None => file.queue_weights.unwrap_or_default(),
+        };
+        let fairness = Fairness::new(
+            &weights,
+            self.aging_per_minute.or(file.aging_per_minute).unwrap_or(1),
+            self.aging_max.or(file.aging_max).unwrap_or(100),
+            Duration::from_secs(
+                self.backfill_after_secs
+                    .or(file.backfill_after_secs)
+                    .unwrap_or(60),
+            ),
+        )
+        .map_err(|err| anyhow::anyhow!("queue_weights: {err}"))?;
         let maskers = self.maskers.or(file.maskers).map(|names| {
             names
                 .into_iter()
@@ -371,6 +429,7 @@ impl ServeArgs {
                 .unwrap_or_else(|| data_dir.join("plugin-cache")),
             data_dir,
             policy,
+            fairness,
             maskers,
             api_auth: self.api_auth.or(file.api_auth).unwrap_or(AuthMode::Tokens),
             agent_auth,

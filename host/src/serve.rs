@@ -101,7 +101,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         Arc::clone(&sealer),
     ));
     let cluster = Arc::new(Cluster::default());
-    let scheduler = Arc::new(Scheduler::new(cluster, registry));
+    let scheduler =
+        Arc::new(Scheduler::new(cluster, registry).with_fairness(config.fairness.clone()));
     let jobs = Arc::new(
         JobService::new(store, scheduler, Bus::new(4096), config.lease)
             .with_sealer(Arc::clone(&sealer))

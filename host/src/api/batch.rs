@@ -83,7 +83,11 @@ pub async fn submit(
     for (index, item) in body.jobs.into_iter().enumerate() {
         let parsed = serde_json::from_value::<SubmitJob>(item)
             .map_err(|err| ApiError::validation(vec![(String::new(), err.to_string())]))
-            .and_then(SubmitJob::into_spec);
+            .and_then(SubmitJob::into_spec)
+            .and_then(|spec| {
+                super::jobs::check_queue(&state, &spec.queue, "queue")?;
+                Ok(spec)
+            });
         match parsed {
             Ok(spec) => specs.push(spec),
             Err(error) => problems.extend(item_problems(index, &error)),

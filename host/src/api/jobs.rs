@@ -393,8 +393,24 @@ impl JobView {
 
 impl From<JobDetails> for JobView {
     fn from(details: JobDetails) -> Self {
-        Self::of(details.job, details.pending_reason)
+        let mut view = Self::of(details.job, details.pending_reason);
+        view.effective_priority = details.effective_priority;
+        view
     }
+}
+
+/// Refuses a queue this host is not configured with, naming the ones it
+/// is (`field` is where the body gave it).
+pub(super) fn check_queue(state: &AppState, queue: &str, field: &str) -> Result<(), ApiError> {
+    let fairness = state.jobs.scheduler().fairness();
+    if fairness.id(queue).is_some() {
+        return Ok(());
+    }
+    let known: Vec<&str> = fairness.queues().map(|(_, name, _)| &**name).collect();
+    Err(ApiError::validation(vec![(
+        field.to_owned(),
+        format!("unknown queue {queue:?}; configured: {}", known.join(", ")),
+    )]))
 }
 
 /// Parses a path id; a malformed id names no job, so it is a 404 too.
@@ -416,6 +432,7 @@ pub async fn submit(
     ApiJson(body): ApiJson<SubmitJob>,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
     let spec = body.into_spec()?;
+    check_queue(&state, &spec.queue, "queue")?;
     let job = state.jobs.submit(spec).await?;
     Ok((StatusCode::CREATED, Json(JobView::of(job, None))))
 }

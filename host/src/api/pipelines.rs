@@ -422,6 +422,9 @@ pub async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreatePipeline>,
 ) -> Result<(StatusCode, Json<PipelineView>), ApiError> {
+    if let Some(queue) = &body.queue {
+        super::jobs::check_queue(&state, queue, "queue")?;
+    }
     let pipeline = body.into_pipeline()?;
     let pipeline = state.pipelines.create(pipeline).await?;
     Ok((StatusCode::CREATED, Json(view(&state, pipeline).await?)))

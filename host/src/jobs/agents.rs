@@ -11,7 +11,6 @@ use crate::domain::{
     WorkerInfo, WorkerMetrics,
 };
 use crate::scheduler::cluster::{Assignment, Reconciled};
-use crate::scheduler::queue::QueuedJob;
 use crate::store::{Appended, StoreError};
 
 impl JobService {
@@ -206,7 +205,7 @@ impl JobService {
                 tracing::warn!(job = %id, attempt, why, state = %job.state, "attempt lost");
                 self.traces.ended(&job, attempt);
                 if job.state == JobState::Pending {
-                    self.scheduler.enqueue(QueuedJob::of(&job));
+                    self.scheduler.enqueue(&job);
                 }
                 self.publish_state(&job);
             }
@@ -249,6 +248,7 @@ impl JobService {
                         Assignment {
                             attempt,
                             resources: job.spec.resources,
+                            queue: self.scheduler.fairness().resolve(&job.spec.queue),
                             cancel_requested: job.cancel_requested,
                             placed: true,
                             exited: false,
@@ -265,6 +265,7 @@ impl JobService {
                         Assignment {
                             attempt,
                             resources: Resources::default(),
+                            queue: Default::default(),
                             cancel_requested: false,
                             placed: true,
                             exited: false,

@@ -23,7 +23,6 @@ use crate::plugins::blocking_allowed;
 use crate::providers::PoolBoard;
 use crate::scheduler::cluster::{Assignment, CancelSend, Cluster};
 use crate::scheduler::policy::Demand;
-use crate::scheduler::queue::QueuedJob;
 use crate::scheduler::{Placement, Scheduler};
 use crate::sealing::Sealer;
 use crate::store::{JobStore, ListQuery, StoreError};
@@ -35,6 +34,9 @@ pub struct JobDetails {
     pub job: Job,
     /// Why it is not placed yet (pending jobs only).
     pub pending_reason: Option<String>,
+    /// Its priority with what waiting earned it (pending jobs; else the
+    /// priority it asked).
+    pub effective_priority: i32,
 }
 
 /// How a result message was taken.
@@ -157,13 +159,14 @@ impl JobService {
         for job in self.store.list_active().await? {
             match (job.state, &job.worker_id) {
                 (JobState::Pending, _) => {
-                    self.scheduler.enqueue(QueuedJob::of(&job));
+                    self.scheduler.enqueue(&job);
                     pending += 1;
                 }
                 (JobState::Scheduled | JobState::Running, Some(worker)) => {
                     let assignment = Assignment {
                         attempt: job.attempt,
                         resources: job.spec.resources,
+                        queue: self.scheduler.fairness().resolve(&job.spec.queue),
                         cancel_requested: job.cancel_requested,
                         placed: true,
                         exited: false,
@@ -188,7 +191,7 @@ impl JobService {
         self.store.insert(job.clone()).await?;
         self.metrics.submitted();
         self.traces.submitted(&job);
-        self.scheduler.enqueue(QueuedJob::of(&job));
+        self.scheduler.enqueue(&job);
         self.bus.publish(Event::JobCreated(job.id));
         Ok(job)
     }
@@ -203,7 +206,7 @@ impl JobService {
         }
         self.metrics.submitted();
         self.traces.submitted(&job);
-        self.scheduler.enqueue(QueuedJob::of(&job));
+        self.scheduler.enqueue(&job);
         self.bus.publish(Event::JobCreated(job.id));
         Ok(true)
     }
@@ -223,7 +226,7 @@ impl JobService {
         for job in &jobs {
             self.traces.submitted(job);
         }
-        self.scheduler.enqueue_many(jobs.iter().map(QueuedJob::of));
+        self.scheduler.enqueue_many(&jobs);
         for job in &jobs {
             self.bus.publish(Event::JobCreated(job.id));
         }
@@ -242,17 +245,29 @@ impl JobService {
     }
 
     fn details(&self, job: Job) -> JobDetails {
+        let effective = if job.state == JobState::Pending {
+            self.scheduler.fairness().effective_priority(
+                job.spec.priority,
+                crate::scheduler::queue::eligible_since(&job),
+                Timestamp::now(),
+            )
+        } else {
+            job.spec.priority
+        };
         let pending_reason = (job.state == JobState::Pending).then(|| {
             if let Some(at) = job.not_before.filter(|t| *t > Timestamp::now()) {
                 return format!("retry backoff until {at}");
             }
             let policy = blocking_allowed(|| {
-                self.scheduler.explain(&Demand {
-                    labels: &job.spec.labels,
-                    resources: job.spec.resources,
-                    priority: job.spec.priority,
-                    queue: &job.spec.queue,
-                })
+                self.scheduler.explain(
+                    job.id,
+                    &Demand {
+                        labels: &job.spec.labels,
+                        resources: job.spec.resources,
+                        priority: effective,
+                        queue: &job.spec.queue,
+                    },
+                )
             });
             match self.pools.explain(&job.spec.labels) {
                 Some(pool) => format!("{policy}; {pool}"),
@@ -262,6 +277,7 @@ impl JobService {
         JobDetails {
             job,
             pending_reason,
+            effective_priority: effective,
         }
     }
 
@@ -389,7 +405,7 @@ impl JobService {
         if let Ok(Some(job)) = self.store.get(id).await
             && job.state == JobState::Pending
         {
-            self.scheduler.enqueue(QueuedJob::of(&job));
+            self.scheduler.enqueue(&job);
         }
         // The slot is free again: on a shared store the usual cause is that
         // another host claimed the job first, and the next queued job may
@@ -415,9 +431,7 @@ impl JobService {
                 refreshed = tokio::time::Instant::now();
                 match self.store.pending(QUEUE_REFRESH_LIMIT).await {
                     Ok(jobs) => {
-                        for job in &jobs {
-                            self.scheduler.enqueue(QueuedJob::of(job));
-                        }
+                        self.scheduler.enqueue_unknown(&jobs);
                     }
                     Err(err) => tracing::warn!(%err, "cannot refresh the queue from the store"),
                 }

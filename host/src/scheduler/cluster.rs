@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::fairness::QueueId;
 use super::policy::Candidate;
 use crate::agents::AgentLink;
 use crate::domain::{JobId, Resources, Timestamp, WorkerId, WorkerInfo, WorkerMetrics};
@@ -33,6 +34,8 @@ pub struct Assignment {
     pub attempt: u32,
     /// Capacity it reserves.
     pub resources: Resources,
+    /// The fair-share queue its slot is charged to.
+    pub queue: QueueId,
     /// A cancel was asked; resent if the agent reconnects.
     pub cancel_requested: bool,
     /// The store records the attempt on this worker (false between a
@@ -410,7 +413,10 @@ impl Cluster {
 
     /// Connected workers with what they have free, sorted by id.
     pub fn candidates(&self) -> Vec<Candidate> {
-        let workers = self.lock();
+        Self::candidates_of(&self.lock())
+    }
+
+    fn candidates_of(workers: &HashMap<WorkerId, WorkerEntry>) -> Vec<Candidate> {
         let mut out: Vec<Candidate> = workers
             .values()
             .filter(|w| w.session.is_some() && !w.metrics.draining && !w.retiring)
@@ -426,6 +432,25 @@ impl Cluster {
             .collect();
         out.sort_by(|a, b| a.worker.cmp(&b.worker));
         out
+    }
+
+    /// [`Self::candidates`], with the slots each queue holds (indexed by
+    /// [`QueueId`], `queues` long): what fair share weighs, taken under
+    /// the same lock so the two agree.
+    pub fn candidates_and_usage(&self, queues: usize) -> (Vec<Candidate>, Vec<u32>) {
+        let mut usage = vec![0u32; queues];
+        let workers = self.lock();
+        let candidates = Self::candidates_of(&workers);
+        for assignment in workers
+            .values()
+            .flat_map(|w| w.assignments.values())
+            .filter(|a| !a.exited)
+        {
+            if let Some(used) = usage.get_mut(usize::from(assignment.queue.0)) {
+                *used += 1;
+            }
+        }
+        (candidates, usage)
     }
 
     /// Atomically checks room and records the assignment; returns the

@@ -27,6 +27,7 @@ fn assignment(attempt: u32, memory_mb: u64) -> Assignment {
             cpu_millis: 0,
             memory_mb,
         },
+        queue: Default::default(),
         cancel_requested: false,
         placed: true,
         exited: false,
@@ -297,14 +298,16 @@ fn a_stale_queued_copy_of_a_placed_job_is_dropped_not_placed() {
         resources: Resources::default(),
         attempt: 0,
         not_before: None,
+        queue: Default::default(),
+        since: crate::domain::Timestamp::now(),
     };
     let job = JobId::new();
-    scheduler.enqueue(queued(job));
+    scheduler.enqueue_queued(queued(job));
     let first = scheduler.round();
     assert_eq!(first.iter().map(|p| p.job).collect::<Vec<_>>(), vec![job]);
-    scheduler.enqueue(queued(job));
+    scheduler.enqueue_queued(queued(job));
     let other = JobId::new();
-    scheduler.enqueue(queued(other));
+    scheduler.enqueue_queued(queued(other));
     let second = scheduler.round();
     assert_eq!(
         second.iter().map(|p| p.job).collect::<Vec<_>>(),

@@ -183,7 +183,9 @@ mod tests {
         assert_eq!(f.effective_priority(0, since, at(3600)), 25);
         // Ranks are exact: a job that waited 1 s longer at 600/min is
         // worth exactly 10 points more.
+        let f = fairness(600, 1000);
         assert_eq!(f.rank(0, since, at(5)), f.rank(10, at(1), at(5)));
+        assert!(f.rank(0, since, at(5)) > f.rank(10, Timestamp(at(1).0 + 1), at(5)));
         // No aging: the priority alone.
         assert_eq!(fairness(0, 1000).effective_priority(3, since, at(99)), 3);
     }
