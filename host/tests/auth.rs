@@ -136,6 +136,7 @@ fn fixture(host: &Host, method: &str, path: &str) -> (String, Body) {
             Body::None,
         ),
         ("GET", "/healthz" | "/api/v1/jobs" | "/api/v1/workers" | "/api/v1/pools")
+        | ("GET", "/api/v1/queues")
         | ("GET", "/api/v1/policies" | "/api/v1/maskers" | "/api/v1/tokens")
         | ("GET", "/api/v1/agent-tokens" | "/api/v1/agents/credentials" | "/metrics") => {
             (path.to_owned(), Body::None)

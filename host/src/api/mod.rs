@@ -227,6 +227,10 @@ pub fn routes() -> Routes<AppState> {
             guard::get(Needs(WorkersRead), workers::list),
         )
         .route(
+            "/api/v1/queues",
+            guard::get(Needs(WorkersRead), workers::queues),
+        )
+        .route(
             "/api/v1/pools",
             guard::get(Needs(WorkersRead), pools::list).post(Needs(Admin), pools::add),
         )

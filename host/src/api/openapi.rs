@@ -54,7 +54,7 @@ pub const DOCS_PATH: &str = "/api/v1/docs/";
         artifacts::list, artifacts::download,
         events::stream, events::pipeline_stream,
         logs::stream, logs::page, logs::search, logs::raw,
-        workers::list, workers::healthz, metrics::scrape,
+        workers::list, workers::queues, workers::healthz, metrics::scrape,
         pools::list, pools::get, pools::add,
         policies::list, policies::upload, policies::activate, policies::remove,
         maskers::list, maskers::upload, maskers::set_chain, maskers::remove,

@@ -61,6 +61,25 @@ pub async fn list(State(state): State<AppState>) -> Json<WorkerList> {
     Json(WorkerList { workers })
 }
 
+/// The configured fair-share queues.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueList {
+    /// `default` first, then by name.
+    pub queues: Vec<crate::scheduler::QueueStatus>,
+}
+
+/// `GET /api/v1/queues`: every configured queue with its weight, its
+/// pending jobs and the slots its jobs hold on this host's workers.
+#[utoipa::path(
+    get, path = "/api/v1/queues", tag = "workers",
+    responses((status = 200, description = "Every configured queue", body = QueueList))
+)]
+pub async fn queues(State(state): State<AppState>) -> Json<QueueList> {
+    Json(QueueList {
+        queues: state.jobs.scheduler().queues(),
+    })
+}
+
 /// `GET /healthz`: the process serves and how much waits.
 #[utoipa::path(
     get, path = "/healthz", tag = "host",

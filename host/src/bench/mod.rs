@@ -18,6 +18,8 @@
 //!   by state against that history (see [`footprint`]).
 //! - `pipeline`: a pipeline step's overhead over a lone job (see
 //!   [`pipeline`]).
+//! - `scheduler`: submits/s and a placeable job's start with 100,000
+//!   unplaceable jobs pending (see [`scheduler`]).
 //! - `providers`: submit → first log line on a cold and a warm worker of
 //!   local and Docker pools (see [`providers`]).
 
@@ -28,6 +30,7 @@ pub mod maskers;
 pub mod pipeline;
 pub mod policies;
 pub mod providers;
+pub mod scheduler;
 pub mod spine;
 pub mod store;
 
@@ -53,6 +56,8 @@ pub enum BenchCommand {
     Maskers(maskers::MaskersArgs),
     /// A pipeline step's overhead over a lone job (need's end → start).
     Pipeline(pipeline::PipelineArgs),
+    /// Submits/s and a placeable job's start with a deep unplaceable backlog.
+    Scheduler(scheduler::SchedulerArgs),
 }
 
 /// Runs a benchmark.
@@ -72,5 +77,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Providers(args) => providers::run(&args).await,
         BenchCommand::Maskers(args) => maskers::run(&args).await,
         BenchCommand::Pipeline(args) => pipeline::run(&args).await,
+        BenchCommand::Scheduler(args) => scheduler::run(&args).await,
     }
 }

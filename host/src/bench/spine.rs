@@ -213,7 +213,7 @@ async fn submit_with(
 
 /// Posts `batches` batch bodies from `clients` concurrent clients; returns
 /// batches/s.
-async fn submit_batches(
+pub(super) async fn submit_batches(
     base: &str,
     clients: usize,
     batches: usize,
