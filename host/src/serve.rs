@@ -161,6 +161,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             tokens,
             agent_tokens: Arc::clone(&agent_tokens),
             pipelines,
+            openapi: Arc::from(crate::api::openapi::document_for(&config.fairness)),
         },
         config.max_body_bytes,
     );

@@ -214,6 +214,11 @@ fn a_queue_is_shown_with_its_weight_and_an_unknown_one_is_refused() {
             .collect::<Vec<_>>(),
         [("default", 1), ("batch", 3)]
     );
+    // The document this host serves lists them for a request body.
+    let (status, doc) = host.get("/api/v1/openapi.json");
+    assert_eq!(status, 200);
+    let submit = &doc["components"]["schemas"]["SubmitJob"]["allOf"][0]["properties"]["queue"];
+    assert_eq!(submit["enum"], json!(["default", "batch", null]), "{submit}");
     let id = host.submit_ok(&json!({"args": ["true"], "queue": "batch", "priority": 4}));
     let job = host.job(&id);
     assert_eq!(job["queue"], json!("batch"));

@@ -101,6 +101,8 @@ pub struct AppState {
     pub agent_tokens: Arc<AgentTokens>,
     /// Pipelines of jobs.
     pub pipelines: Arc<Pipelines>,
+    /// The OpenAPI document this host serves ([`openapi::document_for`]).
+    pub openapi: Arc<str>,
 }
 
 /// `axum::Json` whose rejections are [`ApiError`]s, and which takes only

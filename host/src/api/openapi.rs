@@ -230,13 +230,48 @@ pub fn document() -> &'static str {
     })
 }
 
+/// The document as one host serves it: a request body's `queue` is an
+/// enum of the queues this host is configured with (any other is refused
+/// with 400, so the document says so rather than a bare name pattern).
+pub fn document_for(fairness: &crate::scheduler::fairness::Fairness) -> String {
+    fn patch(value: &mut serde_json::Value, queues: &[serde_json::Value]) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(queue) = map
+                    .get_mut("properties")
+                    .and_then(|p| p.get_mut("queue"))
+                    .filter(|q| q.get("pattern").is_some())
+                    && let Some(queue) = queue.as_object_mut()
+                {
+                    queue.remove("pattern");
+                    queue.insert("enum".into(), queues.to_vec().into());
+                }
+                map.values_mut().for_each(|v| patch(v, queues));
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|v| patch(v, queues)),
+            _ => {}
+        }
+    }
+    let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(document()) else {
+        return document().to_owned();
+    };
+    let mut queues: Vec<serde_json::Value> = fairness
+        .queues()
+        .map(|(_, name, _)| serde_json::Value::from(&**name))
+        .collect();
+    queues.push(serde_json::Value::Null);
+    patch(&mut doc, &queues);
+    doc.to_string()
+}
+
 /// `GET /api/v1/openapi.json`: this document.
 #[utoipa::path(
     get, path = "/api/v1/openapi.json", tag = "host",
     responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json", body = Object))
 )]
-pub async fn spec() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], document()).into_response()
+pub async fn spec(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    let doc = Arc::clone(&state.openapi);
+    ([(header::CONTENT_TYPE, "application/json")], doc.to_string()).into_response()
 }
 
 /// The docs UI's routes: pages for people, not in the document.
