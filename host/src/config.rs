@@ -529,6 +529,50 @@ mod tests {
     }
 
     #[test]
+    fn queue_weights_come_from_the_file_or_the_flag_and_bad_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hodei.toml");
+        std::fs::write(&path, "aging_per_minute = 6\n\n[queue_weights]\nbatch = 3\nweb = 1\n")
+            .unwrap();
+        let config = ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        let queues: Vec<(String, u32)> = config
+            .fairness
+            .queues()
+            .map(|(_, name, weight)| (name.to_string(), weight))
+            .collect();
+        assert_eq!(
+            queues,
+            [("default".into(), 1), ("batch".into(), 3), ("web".into(), 1)]
+        );
+        let flag = |weights: &[&str]| {
+            ServeArgs {
+                config: Some(path.clone()),
+                queue_weights: Some(weights.iter().map(|w| (*w).to_owned()).collect()),
+                ..ServeArgs::default()
+            }
+            .resolve()
+        };
+        let config = flag(&["gpu=2"]).unwrap();
+        assert_eq!(config.fairness.weight(config.fairness.id("gpu").unwrap()), 2);
+        assert!(config.fairness.id("batch").is_none(), "the flag replaces the table");
+        for (bad, needle) in [
+            (&["gpu"][..], "not NAME=WEIGHT"),
+            (&["gpu=x"], "not a whole number"),
+            (&["gpu=0"], "weight 0"),
+            (&["GPU=1"], "a-z 0-9"),
+            (&["gpu=1", "gpu=2"], "given twice"),
+        ] {
+            let err = flag(bad).unwrap_err().to_string();
+            assert!(err.contains(needle), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
     fn postgres_settings_come_from_the_file_and_flags() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hodei.toml");
