@@ -285,10 +285,9 @@ fn parse_weights(pairs: &[String]) -> anyhow::Result<BTreeMap<String, u32>> {
         let (name, weight) = pair
             .split_once('=')
             .ok_or_else(|| anyhow::anyhow!("queue_weights: {pair:?} is not NAME=WEIGHT"))?;
-        let weight: u32 = weight
-            .trim()
-            .parse()
-            .map_err(|_| anyhow::anyhow!("queue_weights: {pair:?}: the weight is not a whole number"))?;
+        let weight: u32 = weight.trim().parse().map_err(|_| {
+            anyhow::anyhow!("queue_weights: {pair:?}: the weight is not a whole number")
+        })?;
         anyhow::ensure!(
             weights.insert(name.trim().to_owned(), weight).is_none(),
             "queue_weights: queue {:?} given twice",
@@ -532,8 +531,11 @@ mod tests {
     fn queue_weights_come_from_the_file_or_the_flag_and_bad_ones_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hodei.toml");
-        std::fs::write(&path, "aging_per_minute = 6\n\n[queue_weights]\nbatch = 3\nweb = 1\n")
-            .unwrap();
+        std::fs::write(
+            &path,
+            "aging_per_minute = 6\n\n[queue_weights]\nbatch = 3\nweb = 1\n",
+        )
+        .unwrap();
         let config = ServeArgs {
             config: Some(path.clone()),
             ..ServeArgs::default()
@@ -547,7 +549,11 @@ mod tests {
             .collect();
         assert_eq!(
             queues,
-            [("default".into(), 1), ("batch".into(), 3), ("web".into(), 1)]
+            [
+                ("default".into(), 1),
+                ("batch".into(), 3),
+                ("web".into(), 1)
+            ]
         );
         let flag = |weights: &[&str]| {
             ServeArgs {
@@ -558,8 +564,14 @@ mod tests {
             .resolve()
         };
         let config = flag(&["gpu=2"]).unwrap();
-        assert_eq!(config.fairness.weight(config.fairness.id("gpu").unwrap()), 2);
-        assert!(config.fairness.id("batch").is_none(), "the flag replaces the table");
+        assert_eq!(
+            config.fairness.weight(config.fairness.id("gpu").unwrap()),
+            2
+        );
+        assert!(
+            config.fairness.id("batch").is_none(),
+            "the flag replaces the table"
+        );
         for (bad, needle) in [
             (&["gpu"][..], "not NAME=WEIGHT"),
             (&["gpu=x"], "not a whole number"),

@@ -21,8 +21,8 @@ fn at(job: &Value, field: &str) -> f64 {
     let text = job[field]
         .as_str()
         .unwrap_or_else(|| panic!("no {field}: {job}"));
-    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .unwrap();
+    let t =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap();
     t.unix_timestamp_nanos() as f64 / 1e9
 }
 
@@ -67,7 +67,9 @@ fn aging_lets_a_low_priority_job_through_a_stream_of_high_priority_ones() {
     for id in &high {
         let job = host.job(id);
         let c = at(&job, "created_at");
-        let s = job["scheduled_at"].as_str().map(|_| at(&job, "scheduled_at"));
+        let s = job["scheduled_at"]
+            .as_str()
+            .map(|_| at(&job, "scheduled_at"));
         if c >= created + 1.0 {
             // Exact, whatever the load: at any moment T, the low job's rank
             // is 10 (T - created) and this one's 10 + 10 (T - c), lower.
@@ -127,7 +129,10 @@ fn a_job_needing_a_whole_worker_starts_while_small_jobs_keep_flowing() {
     let (mut during_elsewhere, mut after) = (0, 0);
     for id in &smalls {
         let job = host.job(id);
-        let Some(s) = job["scheduled_at"].as_str().map(|_| at(&job, "scheduled_at")) else {
+        let Some(s) = job["scheduled_at"]
+            .as_str()
+            .map(|_| at(&job, "scheduled_at"))
+        else {
             continue;
         };
         if s > created && s < started && job["worker_id"] != json!(held) {
@@ -193,10 +198,16 @@ fn two_saturating_queues_weighted_3_to_1_share_the_slots_75_25() {
             .iter()
             .find(|q| q["name"] == json!(name))
             .unwrap();
-        assert!(queue["pending"].as_u64().unwrap() > 0, "{name} ran dry: {queues}");
+        assert!(
+            queue["pending"].as_u64().unwrap() > 0,
+            "{name} ran dry: {queues}"
+        );
     }
     let share = batch as f64 / (batch + web) as f64;
-    println!("batch held {:.1} % of the job-slots over a minute", share * 100.0);
+    println!(
+        "batch held {:.1} % of the job-slots over a minute",
+        share * 100.0
+    );
     assert!((0.70..=0.80).contains(&share), "batch held {share:.3}");
 }
 
@@ -218,7 +229,11 @@ fn a_queue_is_shown_with_its_weight_and_an_unknown_one_is_refused() {
     let (status, doc) = host.get("/api/v1/openapi.json");
     assert_eq!(status, 200);
     let submit = &doc["components"]["schemas"]["SubmitJob"]["allOf"][0]["properties"]["queue"];
-    assert_eq!(submit["enum"], json!(["default", "batch", null]), "{submit}");
+    assert_eq!(
+        submit["enum"],
+        json!(["default", "batch", null]),
+        "{submit}"
+    );
     let id = host.submit_ok(&json!({"args": ["true"], "queue": "batch", "priority": 4}));
     let job = host.job(&id);
     assert_eq!(job["queue"], json!("batch"));
@@ -227,7 +242,10 @@ fn a_queue_is_shown_with_its_weight_and_an_unknown_one_is_refused() {
     assert_eq!(queues["queues"][1]["pending"], json!(1));
     // Unknown and malformed queues: 400, naming the configured ones, and
     // nothing stored.
-    for (queue, needle) in [("nightly", "configured: default, batch"), ("Bad Name", "a-z")] {
+    for (queue, needle) in [
+        ("nightly", "configured: default, batch"),
+        ("Bad Name", "a-z"),
+    ] {
         let (status, body) = host.submit(&json!({"args": ["true"], "queue": queue}));
         assert_eq!(status, 400, "{body}");
         common::assert_error_shape(&body, "VALIDATION_ERROR");

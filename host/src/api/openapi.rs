@@ -271,7 +271,11 @@ pub fn document_for(fairness: &crate::scheduler::fairness::Fairness) -> String {
 )]
 pub async fn spec(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
     let doc = Arc::clone(&state.openapi);
-    ([(header::CONTENT_TYPE, "application/json")], doc.to_string()).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        doc.to_string(),
+    )
+        .into_response()
 }
 
 /// The docs UI's routes: pages for people, not in the document.

@@ -89,7 +89,10 @@ async fn empty_queue_round(args: &SchedulerArgs, body: &Value) -> anyhow::Result
 
 /// How many jobs are pending (from `/healthz`).
 async fn pending(base: &str) -> anyhow::Result<u64> {
-    let health: Value = reqwest::get(format!("{base}/healthz")).await?.json().await?;
+    let health: Value = reqwest::get(format!("{base}/healthz"))
+        .await?
+        .json()
+        .await?;
     health["queued_jobs"]
         .as_u64()
         .context("healthz has no queued_jobs")
@@ -122,7 +125,10 @@ async fn probe(base: &str, count: usize) -> anyhow::Result<Vec<f64>> {
                 break job;
             }
             if Instant::now() > deadline {
-                bail!("probe job {id} did not succeed within 30 s: {}", job["state"]);
+                bail!(
+                    "probe job {id} did not succeed within 30 s: {}",
+                    job["state"]
+                );
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         };

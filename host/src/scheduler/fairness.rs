@@ -142,8 +142,7 @@ impl Fairness {
     /// `1 / SCALE` priority points, so that ranks compare exactly.
     pub fn rank(&self, priority: i32, since: Timestamp, now: Timestamp) -> i64 {
         let waited_us = i128::from(now.0.saturating_sub(since.0).max(0));
-        let earned = waited_us * i128::from(self.aging_per_minute) * i128::from(SCALE)
-            / 60_000_000;
+        let earned = waited_us * i128::from(self.aging_per_minute) * i128::from(SCALE) / 60_000_000;
         let cap = i128::from(self.aging_max) * i128::from(SCALE);
         i64::from(priority) * SCALE + i64::try_from(earned.min(cap)).unwrap_or(i64::MAX)
     }

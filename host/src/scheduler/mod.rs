@@ -318,7 +318,8 @@ fn fits_labels(worker: &Candidate, labels: &Labels) -> bool {
 /// One bucket as a round walks it.
 struct Cursor<'q> {
     shape: &'q Arc<Shape>,
-    jobs: std::iter::Peekable<std::collections::btree_map::Values<'q, (Timestamp, JobId), QueuedJob>>,
+    jobs:
+        std::iter::Peekable<std::collections::btree_map::Values<'q, (Timestamp, JobId), QueuedJob>>,
 }
 
 /// The working state of one round.
@@ -405,13 +406,10 @@ impl Round<'_> {
                 u64::from(self.fairness.weight(q)),
             )
         };
-        let queue = cursors
-            .iter()
-            .map(|c| c.shape.queue)
-            .min_by(|a, b| {
-                let ((ua, wa), (ub, wb)) = (share(*a), share(*b));
-                (ua * wb).cmp(&(ub * wa)).then(a.cmp(b))
-            })?;
+        let queue = cursors.iter().map(|c| c.shape.queue).min_by(|a, b| {
+            let ((ua, wa), (ub, wb)) = (share(*a), share(*b));
+            (ua * wb).cmp(&(ub * wa)).then(a.cmp(b))
+        })?;
         cursors
             .iter_mut()
             .enumerate()
@@ -430,10 +428,7 @@ impl Round<'_> {
     }
 
     fn try_place(&mut self, shape: &Arc<Shape>, job: &QueuedJob) -> Tried {
-        let reserved = self
-            .reservation
-            .as_ref()
-            .is_some_and(|r| r.shape == *shape);
+        let reserved = self.reservation.as_ref().is_some_and(|r| r.shape == *shape);
         let demand = Demand {
             labels: &job.labels,
             resources: job.resources,
@@ -513,7 +508,8 @@ impl Round<'_> {
     /// take it (labels, capacity), the one with the most free now.
     fn maybe_reserve(&mut self, shape: &Arc<Shape>, job: &QueuedJob) {
         let waited = self.now.0.saturating_sub(job.since.0);
-        let threshold = i64::try_from(self.fairness.backfill_after().as_micros()).unwrap_or(i64::MAX);
+        let threshold =
+            i64::try_from(self.fairness.backfill_after().as_micros()).unwrap_or(i64::MAX);
         if self.reservation.is_some() || waited < threshold {
             return;
         }

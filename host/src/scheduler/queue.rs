@@ -72,7 +72,8 @@ impl QueuedJob {
 
 /// When a pending job became eligible to run (what aging counts from).
 pub fn eligible_since(job: &Job) -> Timestamp {
-    job.not_before.map_or(job.created_at, |t| t.max(job.created_at))
+    job.not_before
+        .map_or(job.created_at, |t| t.max(job.created_at))
 }
 
 /// What every job of a bucket shares.

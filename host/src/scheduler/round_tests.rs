@@ -13,8 +13,8 @@ use super::policy::{BuiltinPolicy, Candidate, Demand, PlacementPolicy, Verdict};
 use super::queue::QueuedJob;
 use super::{Placement, Scheduler};
 use crate::agents::AgentLink;
-use hodei_proto::v1::ServerMessage;
 use crate::domain::{JobId, Resources, Timestamp, WorkerId, WorkerInfo};
+use hodei_proto::v1::ServerMessage;
 
 /// The built-in policy, counting its `filter` calls.
 #[derive(Debug, Default)]
@@ -136,7 +136,10 @@ fn a_deep_backlog_that_fits_nowhere_costs_one_decision_per_round() {
     let placeable = job(0, 0, Timestamp::now());
     f.scheduler.enqueue_queued(placeable.clone());
     let placed = f.scheduler.round();
-    assert_eq!(placed.iter().map(|p| p.job).collect::<Vec<_>>(), [placeable.id]);
+    assert_eq!(
+        placed.iter().map(|p| p.job).collect::<Vec<_>>(),
+        [placeable.id]
+    );
     // One decision for the backlog's bucket head, one for the job placed.
     assert_eq!(f.policy.filters.load(Ordering::Relaxed), 2);
     for _ in 0..10 {
@@ -189,7 +192,10 @@ fn two_saturating_queues_weighted_3_to_1_hold_75_and_25_percent_of_the_slots() {
         assert_eq!(held(), (12, 4), "shares drifted");
     }
     let share = starts[&batch] as f64 / (starts[&batch] + starts[&web]) as f64;
-    assert!((0.70..=0.80).contains(&share), "batch got {share:.3} of the starts");
+    assert!(
+        (0.70..=0.80).contains(&share),
+        "batch got {share:.3} of the starts"
+    );
 }
 
 #[test]
@@ -278,7 +284,11 @@ fn a_whole_worker_job_gets_a_held_worker_while_small_jobs_fill_the_others() {
         .find(|w| placed.iter().all(|p| p.worker != *w))
         .expect("one worker took no small job");
     assert_eq!(placed.len(), 3, "the other worker's three free slots");
-    assert!(f.scheduler.explain(big.id, &demand_of(&big)).contains("held for it"));
+    assert!(
+        f.scheduler
+            .explain(big.id, &demand_of(&big))
+            .contains("held for it")
+    );
     running.extend(placed);
     // More rounds while the held worker's job runs: nothing lands there.
     for _ in 0..3 {
