@@ -36,6 +36,9 @@ pub struct RunArgs {
     /// Higher runs first.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     priority: i32,
+    /// The fair-share queue (one the host is configured with).
+    #[arg(long)]
+    queue: Option<String>,
     /// Wall-clock limit in seconds.
     #[arg(long)]
     timeout: Option<u64>,
@@ -90,6 +93,9 @@ impl RunArgs {
                 "memory_mb": self.memory_mb.unwrap_or(0),
             },
         });
+        if let Some(queue) = &self.queue {
+            body["queue"] = json!(queue);
+        }
         match (&self.script, self.args.is_empty()) {
             (Some(script), _) => body["command"] = json!(script),
             (None, false) => body["args"] = json!(self.args),
