@@ -31,6 +31,7 @@ pub mod pipeline;
 pub mod policies;
 pub mod providers;
 pub mod scheduler;
+mod sim_agents;
 pub mod spine;
 pub mod store;
 

@@ -1,6 +1,16 @@
-//! `hodei bench scheduler`: what a deep backlog costs the host.
+//! `hodei bench scheduler`: what one host coordinates, and what a deep
+//! backlog costs it.
 //!
-//! Against real `hodei serve` processes with one local agent connected:
+//! Throughput: a real `hodei serve` with `--sim-agents` simulated agents
+//! ([`super::sim_agents`]: real gRPC sessions in this process that finish
+//! every job the moment it arrives) runs `--jobs` `true` jobs submitted in
+//! batches of 1,000 by 4 clients; jobs/s from the first submit to the last
+//! job finished, and the host process's CPU time (user + system, from
+//! `/proc`) per job. The simulated agents and the clients share the
+//! machine's two cores with the host.
+//!
+//! Backlog, against real `hodei serve` processes with one local agent
+//! connected:
 //! - durable submits/s of `--clients` clients posting jobs no worker can
 //!   take (`labels: {pool: nowhere}`), first into an empty queue, then
 //!   with `--backlog` such jobs pending (filled through the batch
@@ -20,7 +30,8 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
 use super::latency::{quantile, seconds};
-use super::spine::{Host, submit_batches, submit_load};
+use super::sim_agents;
+use super::spine::{Host, finished, submit_batches, submit_load};
 
 /// Arguments of `hodei bench scheduler`.
 #[derive(Debug, clap::Args)]
@@ -37,10 +48,95 @@ pub struct SchedulerArgs {
     /// Placeable jobs timed one at a time with the backlog pending.
     #[arg(long, default_value_t = 50)]
     probes: usize,
+    /// Jobs run end to end through the simulated agents.
+    #[arg(long, default_value_t = 50_000)]
+    jobs: usize,
+    /// Simulated agents.
+    #[arg(long, default_value_t = 100)]
+    sim_agents: usize,
+    /// Slots of each simulated agent.
+    #[arg(long, default_value_t = 16)]
+    sim_slots: u32,
+    /// Only the throughput part, or only the backlog part.
+    #[arg(long, value_enum)]
+    only: Option<Part>,
+}
+
+/// A part of the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// Jobs/s and host CPU per job through simulated agents.
+    Throughput,
+    /// Submits/s and a job's start with a deep unplaceable backlog.
+    Backlog,
 }
 
 /// Runs the benchmark and prints a table.
 pub async fn run(args: &SchedulerArgs) -> anyhow::Result<()> {
+    println!("| measurement | figure |");
+    println!("|---|---|");
+    if args.only != Some(Part::Backlog) {
+        throughput(args).await?;
+    }
+    if args.only != Some(Part::Throughput) {
+        backlog(args).await?;
+    }
+    Ok(())
+}
+
+/// Jobs/s end to end and host CPU per job, through simulated agents.
+async fn throughput(args: &SchedulerArgs) -> anyhow::Result<()> {
+    let host = Host::start_with(0, 1, &["--agent-token", sim_agents::TOKEN]).await?;
+    let agents = sim_agents::start(&host.grpc, args.sim_agents, args.sim_slots).await?;
+    host.wait_agents(u32::try_from(args.sim_agents)?).await?;
+    let pid = host.pid().context("the host has no pid")?;
+    let http = reqwest::Client::new();
+    let batch = 1_000;
+    let batches = args.jobs.div_ceil(batch);
+    let total = u64::try_from(batches * batch)?;
+    let body = json!({ "jobs": vec![json!({ "args": ["true"] }); batch] });
+    let cpu_before = cpu_seconds(pid)?;
+    let started = Instant::now();
+    submit_batches(&host.base, 4, batches, body).await?;
+    while finished(&http, &host.base).await? < total {
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!("jobs did not finish within 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(pid)? - cpu_before;
+    drop(agents);
+    host.stop().await;
+    println!(
+        "| `true` jobs/s end to end, {} simulated agents × {} slots, {total} jobs | {:.0} |",
+        args.sim_agents,
+        args.sim_slots,
+        total as f64 / elapsed
+    );
+    println!(
+        "| host CPU per job (user + system) | {:.0} µs |",
+        cpu / total as f64 * 1e6
+    );
+    Ok(())
+}
+
+/// User + system CPU time of a process so far, in seconds (`/proc` counts
+/// in USER_HZ, 100 a second on Linux whatever the kernel's tick).
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) in parens.
+    let rest = stat.rsplit_once(')').context("malformed stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        Ok(fields.get(i).context("short stat")?.parse::<f64>()?)
+    };
+    // utime and stime are the 14th and 15th fields; `rest` starts at the 3rd.
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
+}
+
+/// Submits/s with and without a deep backlog, and a job's start with it.
+async fn backlog(args: &SchedulerArgs) -> anyhow::Result<()> {
     let nowhere = json!({ "args": ["true"], "labels": { "pool": "nowhere" } });
     let first = empty_queue_round(args, &nowhere).await?;
 
@@ -58,8 +154,6 @@ pub async fn run(args: &SchedulerArgs) -> anyhow::Result<()> {
 
     let second = empty_queue_round(args, &nowhere).await?;
     let empty = f64::midpoint(first, second);
-    println!("| measurement | figure |");
-    println!("|---|---|");
     println!(
         "| durable submits/s, {} clients, empty queue (two fresh hosts) | {first:.0}, {second:.0} |",
         args.clients
