@@ -34,6 +34,17 @@ impl JobId {
         i64::try_from(micros).ok().map(Timestamp)
     }
 
+    /// The smallest UUIDv7 made at `at` (its millisecond): every id made
+    /// at or after `at` orders at or after it.
+    pub fn first_at(at: Timestamp) -> Self {
+        let millis = u64::try_from(at.0.div_euclid(1000)).unwrap_or(0);
+        let mut bytes = [0u8; 16];
+        bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
+        bytes[6] = 0x70;
+        bytes[8] = 0x80;
+        Self(Uuid::from_bytes(bytes))
+    }
+
     /// Parses the canonical hyphenated form.
     pub fn parse(s: &str) -> Result<Self, DomainError> {
         Uuid::parse_str(s)

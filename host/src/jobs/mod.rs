@@ -416,10 +416,15 @@ impl JobService {
     /// The decision loop: a round whenever woken (and at least every
     /// second), placements made durable concurrently so they share commits.
     /// On a shared store the queue is also refreshed from it, for jobs
-    /// submitted or requeued by other hosts.
+    /// submitted or requeued by other hosts: every 0.5 s what is new since
+    /// the previous refresh (less a margin for clocks and slow commits),
+    /// so a deep backlog already known is not read again; every 30 s the
+    /// head of the queue as well, for anything a skewed clock hid.
     pub async fn run_scheduler(self: Arc<Self>) {
         let shared = self.store.is_shared();
         let mut refreshed = tokio::time::Instant::now();
+        let mut resynced: Option<tokio::time::Instant> = None;
+        let mut since = Timestamp::now();
         loop {
             let wait = if shared {
                 QUEUE_REFRESH
@@ -429,8 +434,18 @@ impl JobService {
             let _ = tokio::time::timeout(wait, self.scheduler.woken()).await;
             if shared && refreshed.elapsed() >= QUEUE_REFRESH {
                 refreshed = tokio::time::Instant::now();
-                match self.store.pending(QUEUE_REFRESH_LIMIT).await {
+                let now = Timestamp::now();
+                let read = if resynced.is_none_or(|at| at.elapsed() >= QUEUE_RESYNC) {
+                    resynced = Some(refreshed);
+                    self.store.pending(QUEUE_REFRESH_LIMIT).await
+                } else {
+                    self.store
+                        .pending_since(Timestamp(since.0 - REFRESH_MARGIN_US), QUEUE_REFRESH_LIMIT)
+                        .await
+                };
+                match read {
                     Ok(jobs) => {
+                        since = now;
                         self.scheduler.enqueue_unknown(&jobs);
                     }
                     Err(err) => tracing::warn!(%err, "cannot refresh the queue from the store"),
@@ -450,3 +465,8 @@ impl JobService {
 const QUEUE_REFRESH: Duration = Duration::from_millis(500);
 /// Most pending jobs one refresh reads.
 const QUEUE_REFRESH_LIMIT: usize = 10_000;
+/// How often a refresh also reads the head of the queue whatever its age.
+const QUEUE_RESYNC: Duration = Duration::from_secs(30);
+/// How far before the previous refresh a refresh reads new jobs from:
+/// clocks of hosts sharing a store and commits may lag by this much.
+const REFRESH_MARGIN_US: i64 = 10_000_000;

@@ -72,6 +72,7 @@ pub async fn run_all(store: Arc<dyn JobStore>) {
     listing_by_state_follows_every_transition(store.as_ref()).await;
     plugins_and_settings_round_trip(store.as_ref()).await;
     pending_jobs_come_in_queue_order(store.as_ref()).await;
+    pending_since_has_the_new_and_the_requeued(store.as_ref()).await;
     leases_are_renewed_per_attempt_and_expire(store.as_ref()).await;
     concurrent_claims_of_one_job_have_one_winner(Arc::clone(&store)).await;
     concurrent_writers_all_land(Arc::clone(&store)).await;
@@ -240,6 +241,40 @@ async fn pending_jobs_come_in_queue_order(store: &dyn JobStore) {
     assert!(all.iter().all(|j| j.state == JobState::Pending));
     assert!(!all.iter().any(|j| j.id == taken.id));
     cancel_all(store, &[low, high_first, high_second]).await;
+}
+
+async fn pending_since_has_the_new_and_the_requeued(store: &dyn JobStore) {
+    let never_ran = Job::new(spec(0), Timestamp::now());
+    store.insert(never_ran.clone()).await.unwrap();
+    let requeued = scheduled(store).await;
+    store
+        .update(
+            requeued.id,
+            Box::new(|j| j.lose_attempt(1, "test", Timestamp::now()).map(|_| ())),
+        )
+        .await
+        .unwrap();
+    let later = Timestamp(Timestamp::now().0 + 2_000);
+    std::thread::sleep(std::time::Duration::from_millis(3));
+    let new = Job::new(spec(0), Timestamp::now());
+    store.insert(new.clone()).await.unwrap();
+    let since: Vec<crate::domain::JobId> = store
+        .pending_since(later, usize::MAX)
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    assert!(since.contains(&new.id), "a job created after `since`");
+    assert!(since.contains(&requeued.id), "a requeued job, however old");
+    if store.is_shared() {
+        // What hosts sharing the store read every refresh: not the backlog.
+        assert!(
+            !since.contains(&never_ran.id),
+            "an older job that never ran"
+        );
+    }
+    cancel_all(store, &[never_ran, requeued, new]).await;
 }
 
 async fn leases_are_renewed_per_attempt_and_expire(store: &dyn JobStore) {

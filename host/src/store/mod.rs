@@ -143,6 +143,17 @@ pub trait JobStore: Send + Sync + 'static {
     /// then oldest first.
     async fn pending(&self, limit: usize) -> Result<Vec<Job>, StoreError>;
 
+    /// What another host sharing the store may have queued since `since`:
+    /// up to `limit` pending jobs created at or after it, and every
+    /// pending job that ran before (a lost attempt queued again), whenever
+    /// it was created. A shared store's hosts read this every refresh, so
+    /// a deep backlog they know already is not read again. The default is
+    /// the head of the queue ([`Self::pending`]).
+    async fn pending_since(&self, since: Timestamp, limit: usize) -> Result<Vec<Job>, StoreError> {
+        let _ = since;
+        self.pending(limit).await
+    }
+
     /// Records that the agent holding each attempt was heard from at
     /// `seen` (a lease never moves backwards). Attempts that are not their
     /// job's current one on a worker are reported as gone.

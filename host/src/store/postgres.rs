@@ -413,6 +413,25 @@ impl JobStore for PgStore {
         rows.iter().map(decode_row).collect()
     }
 
+    async fn pending_since(&self, since: Timestamp, limit: usize) -> Result<Vec<Job>, StoreError> {
+        // Two index range scans: the newest ids (jobs_pending is ordered by
+        // priority first, so the id range uses the primary key), and the
+        // few pending jobs that ran before (jobs_requeued, 0007).
+        let rows = sqlx::query(
+            "(SELECT doc::text AS doc FROM jobs WHERE id >= $1 AND state = 'PENDING' \
+              ORDER BY id LIMIT $2) \
+             UNION ALL \
+             (SELECT doc::text AS doc FROM jobs WHERE state = 'PENDING' AND attempt > 0 \
+              AND id < $1 LIMIT $2)",
+        )
+        .bind(JobId::first_at(since).0)
+        .bind(to_i64(limit as u64))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(decode_row).collect()
+    }
+
     async fn update(&self, id: JobId, change: Transition) -> Result<Job, StoreError> {
         let started = std::time::Instant::now();
         let mut tx = self.pool.begin().await.map_err(backend)?;
