@@ -12,11 +12,10 @@
 //! Backlog, against real `hodei serve` processes with one local agent
 //! connected:
 //! - durable submits/s of `--clients` clients posting jobs no worker can
-//!   take (`labels: {pool: nowhere}`), first into an empty queue, then
+//!   take (`labels: {pool: nowhere}`): `--runs` rounds into an empty queue
+//!   (a fresh host each), alternating with as many rounds into a host
 //!   with `--backlog` such jobs pending (filled through the batch
-//!   endpoint), on the same host; then again on a fresh host, so the
-//!   ratio is taken against the mean of two empty-queue figures measured
-//!   around it;
+//!   endpoint first); the ratio of the medians;
 //! - with the backlog still pending, `--probes` placeable `true` jobs
 //!   submitted one at a time: created → started (the job's own
 //!   timestamps: the host stamps `created_at`, the agent's start report
@@ -40,8 +39,11 @@ pub struct SchedulerArgs {
     #[arg(long, default_value_t = 100_000)]
     backlog: usize,
     /// Jobs each submit round posts.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 10_000)]
     submits: usize,
+    /// Submit rounds on each side (empty queue, deep backlog), alternating.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
     /// Concurrent clients of a submit round.
     #[arg(long, default_value_t = 64)]
     clients: usize,
@@ -138,30 +140,39 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
 /// Submits/s with and without a deep backlog, and a job's start with it.
 async fn backlog(args: &SchedulerArgs) -> anyhow::Result<()> {
     let nowhere = json!({ "args": ["true"], "labels": { "pool": "nowhere" } });
-    let first = empty_queue_round(args, &nowhere).await?;
-
     let host = Host::start(1, 4).await?;
     host.wait_agents(1).await?;
-    let fill = args.backlog.saturating_sub(args.submits);
     let batch = 1_000;
-    submit_load(&host.base, args.clients, args.submits, nowhere.clone()).await?;
     let body = json!({ "jobs": vec![nowhere.clone(); batch] });
-    submit_batches(&host.base, 4, fill.div_ceil(batch), body).await?;
-    let pending = pending(&host.base).await?;
-    let deep = submit_load(&host.base, args.clients, args.submits, nowhere.clone()).await?;
+    submit_batches(&host.base, 4, args.backlog.div_ceil(batch), body).await?;
+    let pending_before = pending(&host.base).await?;
+    // Rounds alternate between a fresh host (empty queue) and the deep
+    // one, so both see the same moments of a noisy machine.
+    let (mut empty, mut deep) = (Vec::new(), Vec::new());
+    for _ in 0..args.runs {
+        empty.push(empty_queue_round(args, &nowhere).await?);
+        deep.push(submit_load(&host.base, args.clients, args.submits, nowhere.clone()).await?);
+    }
     let mut starts = probe(&host.base, args.probes).await?;
     host.stop().await;
-
-    let second = empty_queue_round(args, &nowhere).await?;
-    let empty = f64::midpoint(first, second);
+    let list = |figures: &[f64]| {
+        figures
+            .iter()
+            .map(|f| format!("{f:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (empty_median, deep_median) = (median(&empty), median(&deep));
     println!(
-        "| durable submits/s, {} clients, empty queue (two fresh hosts) | {first:.0}, {second:.0} |",
-        args.clients
+        "| durable submits/s, {} clients × {} jobs, empty queue (fresh hosts) | {} (median {empty_median:.0}) |",
+        args.clients,
+        args.submits,
+        list(&empty)
     );
     println!(
-        "| durable submits/s, {} clients, {pending} unplaceable jobs pending | {deep:.0} ({:.0} % of empty) |",
-        args.clients,
-        deep / empty * 100.0
+        "| the same with {pending_before}+ unplaceable jobs pending, alternating | {} (median {deep_median:.0}: {:.0} % of empty) |",
+        list(&deep),
+        deep_median / empty_median * 100.0
     );
     println!(
         "| placeable job created → started with the backlog, p50 / p99 ({} jobs) | {:.1} ms / {:.1} ms |",
@@ -170,6 +181,11 @@ async fn backlog(args: &SchedulerArgs) -> anyhow::Result<()> {
         quantile(&mut starts, 0.99) * 1e3,
     );
     Ok(())
+}
+
+fn median(figures: &[f64]) -> f64 {
+    let mut sorted = figures.to_vec();
+    quantile(&mut sorted, 0.5)
 }
 
 /// Submits/s into an empty queue on a fresh host with one agent.
