@@ -172,6 +172,54 @@ rmdir "$SLOT_MARKER.$s""#,
     assert_eq!(unique, ids.iter().collect::<HashSet<_>>());
 }
 
+/// The tier-fixture policy (plugins/tier-fixture) puts a job in queue
+/// `batch` on `tier=slow`, else one of priority >= 10 on `tier=fast`, else
+/// on `tier=standard`: where each job ran shows the host handed the plugin
+/// the job's own priority (a constant 0 would put every job on
+/// `standard`).
+#[test]
+fn an_uploaded_plugin_places_each_job_by_its_priority() {
+    let host = Host::start();
+    let agents: Vec<(&str, Agent)> = ["standard", "slow", "fast"]
+        .into_iter()
+        .map(|tier| (tier, Agent::start(&host, tier, &format!("tier={tier}"), 2)))
+        .collect();
+    host.wait_workers(3);
+    let tier_of: std::collections::HashMap<String, &str> = agents
+        .iter()
+        .map(|(tier, agent)| (agent.worker_id(&host), *tier))
+        .collect();
+    let (status, body) =
+        host.upload_policy("tiers", &plugin_wasm("hodei_policy_tier_fixture.wasm"));
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = host.activate("tiers", "");
+    assert_eq!(status, 200, "{body}");
+    // (job fields beside `args`, the tier it must run on). A job's queue
+    // reaches the plugin once the scheduling round passes it and the host
+    // is started with the queue configured (`--queue-weights`, issue 16):
+    // then `(json!({ "queue": "batch", "priority": 50 }), "slow")` joins
+    // these cases (the queue is checked natively until then, in
+    // plugins::policy's tests).
+    let cases = [
+        (json!({}), "standard"),
+        (json!({ "priority": 50 }), "fast"),
+        (json!({ "priority": 9 }), "standard"),
+        (json!({ "priority": 10 }), "fast"),
+    ];
+    for (fields, expected) in cases {
+        let mut body = json!({ "args": ["true"] });
+        body.as_object_mut()
+            .unwrap()
+            .extend(fields.as_object().unwrap().clone());
+        let id = host.submit_ok(&body);
+        let job = host.wait_state(&id, &["SUCCEEDED"], Duration::from_secs(20));
+        let worker = job["worker_id"].as_str().unwrap();
+        assert_eq!(tier_of[worker], expected, "{fields}: ran on {worker}");
+    }
+    let policy = host.policy("tiers");
+    assert_eq!(policy["errors"], json!(0), "the plugin decided: {policy}");
+}
+
 fn fault(host: &Host, name: &str, config: &str, function: &str, expect_in_message: &str) {
     let (status, body) = host.upload_policy(name, &plugin_wasm("hodei_policy_fault_fixture.wasm"));
     assert_eq!(status, 201, "{body}");

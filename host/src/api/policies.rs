@@ -29,8 +29,19 @@ impl From<CatalogError> for ApiError {
 /// The API's answer to a plugin refusal; `active_code` names the conflict
 /// of removing a plugin in use (the active policy, a masker in the chain).
 pub(super) fn plugin_error(plugin: &PluginError, active_code: &'static str) -> ApiError {
+    if let PluginError::WorldVersion { found, supported } = plugin {
+        let mut error = ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "UNSUPPORTED_WORLD_VERSION",
+            plugin.to_string(),
+        );
+        error.details = json!({ "found": found, "supported": supported });
+        return error;
+    }
     let (status, code) = match plugin {
-        PluginError::Invalid(_) => (StatusCode::BAD_REQUEST, "INVALID_PLUGIN"),
+        PluginError::Invalid(_) | PluginError::WorldVersion { .. } => {
+            (StatusCode::BAD_REQUEST, "INVALID_PLUGIN")
+        }
         PluginError::Refused(_) => (StatusCode::BAD_REQUEST, "PLUGIN_REFUSED"),
         PluginError::BadName(_) => (StatusCode::BAD_REQUEST, "VALIDATION_ERROR"),
         PluginError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
@@ -127,7 +138,7 @@ pub struct UploadParams {
         description = "A WebAssembly component of the `policy` world (at most 16 MiB)"),
     responses(
         (status = 201, description = "Compiled, validated and stored", body = Listing),
-        (status = 400, description = "`INVALID_PLUGIN` (not a component of the world), `PLUGIN_REFUSED`, `VALIDATION_ERROR`", body = ErrorBody),
+        (status = 400, description = "`INVALID_PLUGIN` (not a component of the world), `UNSUPPORTED_WORLD_VERSION` (built against another version of wit/scheduler.wit: rebuild it), `PLUGIN_REFUSED`, `VALIDATION_ERROR`", body = ErrorBody),
         (status = 409, description = "`RESERVED`: the name of a policy shipped with hodei", body = ErrorBody),
     )
 )]
