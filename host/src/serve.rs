@@ -160,6 +160,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             tokens,
             agent_tokens: Arc::clone(&agent_tokens),
             pipelines,
+            max_plugin_bytes: config.max_plugin_bytes,
         },
         config.max_body_bytes,
     );
