@@ -13,6 +13,7 @@ const PLUGINS: &[&str] = &[
     "hodei-policy-binpack",
     "hodei-policy-least-loaded",
     "hodei-policy-fault-fixture",
+    "hodei-policy-tier-fixture",
     "hodei-provider-local",
     "hodei-provider-docker",
     "hodei-provider-fault-fixture",

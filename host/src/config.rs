@@ -72,6 +72,10 @@ pub struct ServeArgs {
     /// Largest accepted request body in bytes [default: 1048576].
     #[arg(long, env = "HODEI_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Largest plugin component (policy or masker) an upload may carry, in
+    /// bytes [default: 33554432].
+    #[arg(long, env = "HODEI_MAX_PLUGIN_BYTES")]
+    pub max_plugin_bytes: Option<usize>,
     /// Largest pipeline artifact (one step output) kept, in bytes
     /// [default: 1073741824].
     #[arg(long, env = "HODEI_MAX_ARTIFACT_BYTES")]
@@ -186,6 +190,7 @@ struct FileConfig {
     local_agent_slots: Option<u32>,
     lease_secs: Option<u64>,
     max_body_bytes: Option<usize>,
+    max_plugin_bytes: Option<usize>,
     max_artifact_bytes: Option<u64>,
     policy: Option<String>,
     policy_config: Option<String>,
@@ -238,6 +243,8 @@ pub struct ServeConfig {
     pub lease: Duration,
     /// Request body limit.
     pub max_body_bytes: usize,
+    /// Largest plugin component an upload may carry.
+    pub max_plugin_bytes: usize,
     /// Largest pipeline artifact kept.
     pub max_artifact_bytes: u64,
     /// Policy to activate at start-up, if configured.
@@ -468,6 +475,10 @@ impl ServeArgs {
                 .max_body_bytes
                 .or(file.max_body_bytes)
                 .unwrap_or(1024 * 1024),
+            max_plugin_bytes: self
+                .max_plugin_bytes
+                .or(file.max_plugin_bytes)
+                .unwrap_or(crate::api::DEFAULT_MAX_PLUGIN_BYTES),
             max_artifact_bytes: self
                 .max_artifact_bytes
                 .or(file.max_artifact_bytes)

@@ -162,6 +162,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             agent_tokens: Arc::clone(&agent_tokens),
             pipelines,
             openapi: Arc::from(crate::api::openapi::document_for(&config.fairness)),
+            max_plugin_bytes: config.max_plugin_bytes,
         },
         config.max_body_bytes,
     );

@@ -286,3 +286,117 @@ fn any_host_follows_and_cancels_a_job_running_on_another_hosts_agent() {
     let job = front.wait_state(&long, &["CANCELLED"], Duration::from_secs(10));
     assert_eq!(job["worker_id"], json!(_worker.worker_id(&back)));
 }
+
+/// Waits (polling) until `done`, at most one second; returns how long.
+fn within_a_second(what: &str, done: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    common::wait_until(what, Duration::from_secs(1), done);
+    started.elapsed()
+}
+
+/// The active policy's name and configuration.
+fn active_policy(host: &Host) -> (String, String) {
+    let (_, listing) = host.get("/api/v1/policies");
+    let active = &listing["active"];
+    let text = |field: &str| active[field].as_str().unwrap().to_owned();
+    (text("name"), text("config"))
+}
+
+/// least-loaded by free slots alone: real machine figures differ between
+/// agents' heartbeats on a busy machine, free slots do not.
+const BY_SLOTS: &str = "weights=0,0,1";
+
+/// Hosts on one store follow each other's policy changes: an activation,
+/// an upload and a removal made on `a` show on `b` within a second, and
+/// `b`'s next placement uses what `a` activated (only `b` has agents, so
+/// `b` places every job). A change `b` cannot load is logged there and `b`
+/// keeps its previous policy.
+#[test]
+fn policy_changes_on_one_host_take_effect_on_the_other_within_a_second() {
+    let Some(db) = Database::create("hodei_policy_follow") else {
+        return;
+    };
+    let (a, b) = (db.host(&[]), db.host(&[]));
+    let (agents, long_jobs) =
+        common::agents_running(&b, 4, &[("full", "", 3), ("half", "", 1), ("empty", "", 0)]);
+    let (full, empty) = (agents[0].worker_id(&b), agents[2].worker_id(&b));
+    let mut took = Vec::new();
+
+    for (policy, config, lands_on) in [("least-loaded", BY_SLOTS, &empty), ("binpack", "", &full)] {
+        let (status, body) = a.activate(policy, config);
+        assert_eq!(status, 200, "{body}");
+        took.push(within_a_second(&format!("b shows {policy} active"), || {
+            active_policy(&b) == (policy.to_owned(), config.to_owned())
+        }));
+        assert_eq!(&common::placed_on(&b), lands_on, "b placed with {policy}");
+    }
+
+    let bytes = common::plugin_wasm("hodei_policy_least_loaded.wasm");
+    let (status, body) = a.upload_policy("mine", &bytes);
+    assert_eq!(status, 201, "{body}");
+    let sha = a.policy("mine")["sha256"].clone();
+    took.push(within_a_second("b lists the upload", || {
+        b.policy("mine")["sha256"] == sha
+    }));
+    let (status, body) = a.activate("mine", BY_SLOTS);
+    assert_eq!(status, 200, "{body}");
+    took.push(within_a_second("b shows the upload active", || {
+        active_policy(&b) == ("mine".to_owned(), BY_SLOTS.to_owned())
+    }));
+    assert_eq!(common::placed_on(&b), empty, "b placed with the upload");
+
+    let (status, _) = a.activate("binpack", "");
+    assert_eq!(status, 200);
+    took.push(within_a_second("b shows binpack active again", || {
+        active_policy(&b).0 == "binpack"
+    }));
+    let (status, body) = a.delete("/api/v1/policies/mine");
+    assert_eq!(status, 204, "{body}");
+    took.push(within_a_second("b forgets the upload", || {
+        b.policy("mine").is_null()
+    }));
+    eprintln!("a's change seen on b after: {took:?}");
+
+    // What a host of another build would meet: an upload that does not
+    // load, made the active choice, written straight into the store.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        use hodei::plugins::catalog::{ACTIVE_KEY, CHANGED_KEY};
+        use hodei::store::{JobStore, PgOptions, PgStore};
+        let store = PgStore::connect(&PgOptions {
+            url: Some(db.url.clone()),
+            ..PgOptions::default()
+        })
+        .await
+        .unwrap();
+        store
+            .put_plugin("broken", b"\0asm\x0d\0\x01\0 cut short".to_vec())
+            .await
+            .unwrap();
+        store
+            .put_setting(ACTIVE_KEY, json!({ "name": "broken" }).to_string())
+            .await
+            .unwrap();
+        store
+            .put_setting(CHANGED_KEY, "written by the test".to_owned())
+            .await
+            .unwrap();
+    });
+    b.wait_log(
+        "a policy uploaded on another host does not load on this one",
+        Duration::from_secs(10),
+    );
+    b.wait_log(
+        "a policy activated on another host does not start on this one",
+        Duration::from_secs(10),
+    );
+    assert_eq!(active_policy(&b).0, "binpack", "b kept its policy");
+    assert!(b.policy("broken").is_null());
+    assert_eq!(common::placed_on(&b), full, "b still places with binpack");
+    for id in long_jobs {
+        b.cancel(&id);
+    }
+}

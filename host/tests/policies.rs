@@ -172,6 +172,52 @@ rmdir "$SLOT_MARKER.$s""#,
     assert_eq!(unique, ids.iter().collect::<HashSet<_>>());
 }
 
+/// The tier-fixture policy (plugins/tier-fixture) puts a job in queue
+/// `batch` on `tier=slow`, else one of priority >= 10 on `tier=fast`, else
+/// on `tier=standard`: where each job ran shows the host handed the plugin
+/// the job's own priority (a constant 0 would put every job on
+/// `standard`).
+#[test]
+fn an_uploaded_plugin_places_each_job_by_its_priority_and_queue() {
+    let host = Host::start_with(&["--queue-weights", "batch=1"]);
+    let agents: Vec<(&str, Agent)> = ["standard", "slow", "fast"]
+        .into_iter()
+        .map(|tier| (tier, Agent::start(&host, tier, &format!("tier={tier}"), 2)))
+        .collect();
+    host.wait_workers(3);
+    let tier_of: std::collections::HashMap<String, &str> = agents
+        .iter()
+        .map(|(tier, agent)| (agent.worker_id(&host), *tier))
+        .collect();
+    let (status, body) =
+        host.upload_policy("tiers", &plugin_wasm("hodei_policy_tier_fixture.wasm"));
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = host.activate("tiers", "");
+    assert_eq!(status, 200, "{body}");
+    // (job fields beside `args`, the tier it must run on): the fixture
+    // sends queue `batch` to `slow` whatever the priority, then priority
+    // 10 and up to `fast`. A constant priority or queue fails a case.
+    let cases = [
+        (json!({ "queue": "batch", "priority": 50 }), "slow"),
+        (json!({}), "standard"),
+        (json!({ "priority": 50 }), "fast"),
+        (json!({ "priority": 9 }), "standard"),
+        (json!({ "priority": 10 }), "fast"),
+    ];
+    for (fields, expected) in cases {
+        let mut body = json!({ "args": ["true"] });
+        body.as_object_mut()
+            .unwrap()
+            .extend(fields.as_object().unwrap().clone());
+        let id = host.submit_ok(&body);
+        let job = host.wait_state(&id, &["SUCCEEDED"], Duration::from_secs(20));
+        let worker = job["worker_id"].as_str().unwrap();
+        assert_eq!(tier_of[worker], expected, "{fields}: ran on {worker}");
+    }
+    let policy = host.policy("tiers");
+    assert_eq!(policy["errors"], json!(0), "the plugin decided: {policy}");
+}
+
 fn fault(host: &Host, name: &str, config: &str, function: &str, expect_in_message: &str) {
     let (status, body) = host.upload_policy(name, &plugin_wasm("hodei_policy_fault_fixture.wasm"));
     assert_eq!(status, 201, "{body}");
@@ -342,6 +388,63 @@ fn bad_uploads_get_a_clear_4xx_and_leave_the_active_policy_alone() {
         3,
         "builtin + the two in-tree"
     );
+}
+
+/// `component` with a custom section appended so that it is `len` bytes
+/// long: the same component to wasmtime (custom sections are skipped), as
+/// big as a Python or JavaScript one.
+fn padded(mut component: Vec<u8>, len: usize) -> Vec<u8> {
+    const NAME: &[u8] = b"hodei-test-padding";
+    // Section id 0, its size as a 5-byte LEB128 (non-minimal groups are
+    // valid, and a fixed width makes the header's length known), the
+    // name, then zeros up to `len`.
+    let size = u32::try_from(len - component.len() - 1 - 5).unwrap();
+    component.push(0);
+    for group in 0..5 {
+        let bits = ((size >> (7 * group)) & 0x7f) as u8;
+        component.push(if group < 4 { bits | 0x80 } else { bits });
+    }
+    component.push(u8::try_from(NAME.len()).unwrap());
+    component.extend_from_slice(NAME);
+    component.resize(len, 0);
+    component
+}
+
+#[test]
+fn the_upload_limit_is_a_setting_and_a_component_past_it_gets_413() {
+    let binpack = plugin_wasm("hodei_policy_binpack.wasm");
+    // The default (32 MiB) takes a component the size of a Python one.
+    let host = Host::start();
+    let python_sized = padded(binpack.clone(), 18_000_000);
+    let (status, body) = host.upload_policy("python-sized", &python_sized);
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(host.policy("python-sized")["size_bytes"], json!(18_000_000));
+    drop(host);
+
+    let host = Host::start_with(&["--max-plugin-bytes", "1000000"]);
+    let (status, body) = host.upload_policy("small", &padded(binpack.clone(), 1_000_000));
+    assert_eq!(status, 201, "at the limit: {body}");
+    let (status, body) = host.activate("small", "");
+    assert_eq!(status, 200, "{body}");
+    // Refused from its Content-Length, before the body is read (a client
+    // still sending would see the connection close: announce only).
+    for route in ["policies", "maskers"] {
+        let (status, body) = common::post_announced(
+            &host.url(&format!("/api/v1/{route}?name=over")),
+            "application/wasm",
+            1_000_001,
+        );
+        assert_eq!(status, 413, "{route}: {body}");
+        assert_error_shape(&body, "PAYLOAD_TOO_LARGE");
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains("a plugin component may be at most 1000000 bytes"),
+            "{message}"
+        );
+    }
+    assert!(host.policy("over").is_null());
+    let (_, listing) = host.get("/api/v1/policies");
+    assert_eq!(listing["active"]["name"], json!("small"));
 }
 
 #[test]

@@ -63,11 +63,12 @@ pub async fn list(State(state): State<AppState>) -> Json<Value> {
     post, path = "/api/v1/maskers", tag = "maskers",
     params(UploadParams),
     request_body(content = ComponentDoc, content_type = "application/octet-stream",
-        description = "A WebAssembly component of the `masker` world (at most 16 MiB)"),
+        description = "A WebAssembly component of the `masker` world (at most `--max-plugin-bytes`, 32 MiB by default)"),
     responses(
         (status = 201, description = "Compiled, validated and stored", body = Listing),
         (status = 400, description = "`INVALID_PLUGIN` (not a component of the world), `PLUGIN_REFUSED`, `VALIDATION_ERROR`", body = ErrorBody),
         (status = 409, description = "`RESERVED`: the name of a masker shipped with hodei", body = ErrorBody),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`: over `--max-plugin-bytes`", body = ErrorBody),
     )
 )]
 pub async fn upload(
@@ -75,7 +76,7 @@ pub async fn upload(
     ApiQuery(params): ApiQuery<UploadParams>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let body = component_body(body, "masker")?;
+    let body = component_body(body, state.max_plugin_bytes)?;
     let Some(name) = params.name else {
         return Err(ApiError::validation(vec![(
             "name".into(),

@@ -47,6 +47,11 @@ use crate::usage::UsageBoard;
 
 pub use self::jobs::{JobView, MIN_SECRET_LEN};
 
+/// Largest plugin component an upload may carry unless configured
+/// (`--max-plugin-bytes`): 32 MiB, room for a Python component made with
+/// componentize-py (about 18 MB) or a JavaScript one made with jco.
+pub const DEFAULT_MAX_PLUGIN_BYTES: usize = 32 << 20;
+
 /// A list's page size when the query names none.
 pub(crate) const DEFAULT_PAGE: usize = 50;
 /// The largest page a list answers.
@@ -103,6 +108,8 @@ pub struct AppState {
     pub pipelines: Arc<Pipelines>,
     /// The OpenAPI document this host serves ([`openapi::document_for`]).
     pub openapi: Arc<str>,
+    /// Largest plugin component an upload may carry (policies, maskers).
+    pub max_plugin_bytes: usize,
 }
 
 /// `axum::Json` whose rejections are [`ApiError`]s, and which takes only
@@ -297,9 +304,11 @@ pub fn upload_routes() -> Routes<AppState> {
         )
 }
 
-/// The whole HTTP surface. `max_body_bytes` bounds every request body.
+/// The whole HTTP surface. `max_body_bytes` bounds every request body but
+/// uploads of components, which `state.max_plugin_bytes` bounds.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let tokens = Arc::clone(&state.tokens);
+    let max_plugin_bytes = state.max_plugin_bytes;
     routes()
         .into_router(Arc::clone(&tokens))
         // A body announced as too large is refused from its Content-Length
@@ -311,8 +320,11 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         // own cap, and an upload announced as too large is refused from its
         // Content-Length, before 50 MiB cross the wire.
         .merge(upload_routes().into_router(tokens).layer((
-            RequestBodyLimitLayer::new(policies::MAX_POLICY_BYTES),
-            DefaultBodyLimit::max(policies::MAX_POLICY_BYTES),
+            // The limit layer's own 413 says which limit, as the
+            // extractor's does.
+            middleware::map_response_with_state(max_plugin_bytes, policies::name_the_limit),
+            RequestBodyLimitLayer::new(max_plugin_bytes),
+            DefaultBodyLimit::max(max_plugin_bytes),
         )))
         .layer(middleware::from_fn(error::stamp))
         .with_state(state)

@@ -14,9 +14,6 @@ use super::{ApiJson, ApiQuery, AppState};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::plugins::{ActiveChoice, CatalogError, PluginError};
 
-/// Largest component accepted (policies and maskers).
-pub const MAX_POLICY_BYTES: usize = 16 << 20;
-
 impl From<CatalogError> for ApiError {
     fn from(err: CatalogError) -> Self {
         match err {
@@ -29,8 +26,19 @@ impl From<CatalogError> for ApiError {
 /// The API's answer to a plugin refusal; `active_code` names the conflict
 /// of removing a plugin in use (the active policy, a masker in the chain).
 pub(super) fn plugin_error(plugin: &PluginError, active_code: &'static str) -> ApiError {
+    if let PluginError::WorldVersion { found, supported } = plugin {
+        let mut error = ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "UNSUPPORTED_WORLD_VERSION",
+            plugin.to_string(),
+        );
+        error.details = json!({ "found": found, "supported": supported });
+        return error;
+    }
     let (status, code) = match plugin {
-        PluginError::Invalid(_) => (StatusCode::BAD_REQUEST, "INVALID_PLUGIN"),
+        PluginError::Invalid(_) | PluginError::WorldVersion { .. } => {
+            (StatusCode::BAD_REQUEST, "INVALID_PLUGIN")
+        }
         PluginError::Refused(_) => (StatusCode::BAD_REQUEST, "PLUGIN_REFUSED"),
         PluginError::BadName(_) => (StatusCode::BAD_REQUEST, "VALIDATION_ERROR"),
         PluginError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
@@ -45,20 +53,47 @@ pub(super) fn plugin_error(plugin: &PluginError, active_code: &'static str) -> A
 /// unreadable.
 pub(super) fn component_body(
     body: Result<Bytes, BytesRejection>,
-    what: &str,
+    max_bytes: usize,
 ) -> Result<Bytes, ApiError> {
     body.map_err(|rejection| {
         let status = rejection.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                status,
-                "PAYLOAD_TOO_LARGE",
-                format!("a {what} component may be at most {MAX_POLICY_BYTES} bytes"),
-            )
+            component_too_large(max_bytes)
         } else {
             ApiError::new(status, "BAD_REQUEST", rejection.body_text())
         }
     })
+}
+
+/// The answer to an upload over `max_bytes`, whether its Content-Length
+/// said so or its stream grew past it.
+pub(super) fn component_too_large(max_bytes: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "PAYLOAD_TOO_LARGE",
+        format!(
+            "a plugin component may be at most {max_bytes} bytes on this host \
+             (--max-plugin-bytes)"
+        ),
+    )
+}
+
+/// Gives a 413 that names no limit (the body limit layer's, from the
+/// Content-Length) the message of [`component_too_large`].
+pub(super) async fn name_the_limit<B>(
+    State(max_bytes): State<usize>,
+    response: axum::http::Response<B>,
+) -> axum::response::Response
+where
+    B: axum::body::HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE
+        && response.extensions().get::<ApiError>().is_none()
+    {
+        return axum::response::IntoResponse::into_response(component_too_large(max_bytes));
+    }
+    response.map(axum::body::Body::new)
 }
 
 fn listing(state: &AppState) -> Value {
@@ -124,11 +159,12 @@ pub struct UploadParams {
     post, path = "/api/v1/policies", tag = "policies",
     params(UploadParams),
     request_body(content = ComponentDoc, content_type = "application/octet-stream",
-        description = "A WebAssembly component of the `policy` world (at most 16 MiB)"),
+        description = "A WebAssembly component of the `policy` world (at most `--max-plugin-bytes`, 32 MiB by default)"),
     responses(
         (status = 201, description = "Compiled, validated and stored", body = Listing),
-        (status = 400, description = "`INVALID_PLUGIN` (not a component of the world), `PLUGIN_REFUSED`, `VALIDATION_ERROR`", body = ErrorBody),
+        (status = 400, description = "`INVALID_PLUGIN` (not a component of the world), `UNSUPPORTED_WORLD_VERSION` (built against another version of wit/scheduler.wit: rebuild it), `PLUGIN_REFUSED`, `VALIDATION_ERROR`", body = ErrorBody),
         (status = 409, description = "`RESERVED`: the name of a policy shipped with hodei", body = ErrorBody),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`: over `--max-plugin-bytes`", body = ErrorBody),
     )
 )]
 pub async fn upload(
@@ -136,7 +172,7 @@ pub async fn upload(
     ApiQuery(params): ApiQuery<UploadParams>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let body = component_body(body, "policy")?;
+    let body = component_body(body, state.max_plugin_bytes)?;
     let Some(name) = params.name else {
         return Err(ApiError::validation(vec![(
             "name".into(),

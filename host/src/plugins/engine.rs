@@ -156,6 +156,11 @@ impl PluginEngine {
         self.limits
     }
 
+    /// The wasmtime engine itself (to read a component's types).
+    pub fn wasmtime(&self) -> &Engine {
+        &self.engine
+    }
+
     /// The linker with the host's imports (WASI p2, sandboxed).
     pub fn linker(&self) -> &Linker<PluginState> {
         &self.linker

@@ -37,6 +37,19 @@ pub enum PluginError {
     /// The bytes are not a usable component of the right world.
     #[error("invalid plugin: {0}")]
     Invalid(String),
+    /// A component of the right world, built against a version of its WIT
+    /// package this host does not speak: it must be rebuilt.
+    #[error(
+        "the component was built against hodei:scheduler@{found}; this host speaks \
+         hodei:scheduler@{supported}: rebuild it against wit/scheduler.wit of this release \
+         (see wit/RATIONALE.md, Versioning)"
+    )]
+    WorldVersion {
+        /// The version the component exports.
+        found: String,
+        /// The version this host links.
+        supported: String,
+    },
     /// The plugin refused its configuration or failed to start with it.
     #[error("the plugin refused to start: {0}")]
     Refused(String),

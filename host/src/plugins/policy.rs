@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use wasmtime::Store;
+use wasmtime::component::Component;
 
 use super::PluginError;
 use super::engine::{PluginEngine, PluginState};
@@ -24,6 +25,21 @@ mod bindings {
 
 use bindings::SchedulingPolicyPre;
 use bindings::hodei::scheduler::types::{Demand as WitDemand, LabelColumn, Workers as WitWorkers};
+
+/// The version of `hodei:scheduler` this host speaks (wit/scheduler.wit).
+pub const WORLD_VERSION: &str = "0.2.0";
+
+/// The `hodei:scheduler` version a component was built against, when it
+/// exports the policy interface of a version other than [`WORLD_VERSION`]
+/// (the export is named `hodei:scheduler/policy@VERSION`).
+fn other_version(engine: &PluginEngine, component: &Component) -> Option<String> {
+    component
+        .component_type()
+        .exports(engine.wasmtime())
+        .find_map(|(name, _)| name.strip_prefix("hodei:scheduler/policy@"))
+        .filter(|version| *version != WORLD_VERSION)
+        .map(str::to_owned)
+}
 
 /// A failed call into a plugin.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -75,9 +91,15 @@ impl CompiledPolicy {
             PluginError::Invalid(format!("it needs imports this host does not offer: {e:#}"))
         })?;
         let pre = SchedulingPolicyPre::new(instance_pre).map_err(|e| {
-            PluginError::Invalid(format!(
-                "not a scheduling policy (world hodei:scheduler/scheduling-policy): {e:#}"
-            ))
+            match other_version(engine, &component) {
+                Some(found) => PluginError::WorldVersion {
+                    found,
+                    supported: WORLD_VERSION.to_owned(),
+                },
+                None => PluginError::Invalid(format!(
+                    "not a scheduling policy (world hodei:scheduler/scheduling-policy@{WORLD_VERSION}): {e:#}"
+                )),
+            }
         })?;
         Ok(Self {
             name: name.to_owned(),
@@ -156,6 +178,7 @@ pub fn columns(
         cpu_millis: demand.resources.cpu_millis,
         memory_mb: demand.resources.memory_mb,
         priority: demand.priority,
+        queue: demand.queue.to_owned(),
     };
     let mask = |c: &Candidate| {
         labels
@@ -286,5 +309,166 @@ impl PolicyInstance {
             .hodei_scheduler_policy()
             .call_name(&mut self.store)
             .map_err(|e| failure(&self.store, "name", &e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::domain::{Resources, WorkerId, WorkerMetrics};
+    use crate::plugins::{Limits, PolicyRegistry, Source, in_tree};
+    use crate::scheduler::policy::{Decision, PolicySource, decide};
+
+    fn engine() -> PluginEngine {
+        // Generous: a debug build on a busy machine.
+        let limits = Limits {
+            deadline: Duration::from_secs(5),
+            ..Limits::default()
+        };
+        PluginEngine::new(limits, None).unwrap()
+    }
+
+    fn component(file: &str) -> Vec<u8> {
+        std::fs::read(std::path::Path::new(in_tree::PLUGIN_DIR).join(file)).unwrap()
+    }
+
+    fn worker(id: &str, tier: &str) -> Candidate {
+        let capacity = Resources {
+            cpu_millis: 4000,
+            memory_mb: 8192,
+        };
+        Candidate {
+            worker: WorkerId(id.into()),
+            labels: [("tier".to_owned(), tier.to_owned())].into(),
+            capacity,
+            free: capacity,
+            slots: 4,
+            free_slots: 4,
+            metrics: WorkerMetrics::default(),
+        }
+    }
+
+    fn demand<'a>(
+        labels: &'a BTreeMap<String, String>,
+        priority: i32,
+        queue: &'a str,
+    ) -> Demand<'a> {
+        Demand {
+            labels,
+            resources: Resources::default(),
+            priority,
+            queue,
+        }
+    }
+
+    #[test]
+    fn the_demand_carries_the_jobs_priority_and_queue() {
+        let labels = BTreeMap::new();
+        let (wit, _) = columns(&demand(&labels, 42, "batch"), &[], &[]);
+        assert_eq!((wit.priority, wit.queue.as_str()), (42, "batch"));
+        let (wit, _) = columns(&demand(&labels, -3, "default"), &[], &[]);
+        assert_eq!((wit.priority, wit.queue.as_str()), (-3, "default"));
+    }
+
+    #[test]
+    fn the_world_version_is_the_wit_packages() {
+        let wit = include_str!("../../../wit/scheduler.wit");
+        assert!(
+            wit.contains(&format!("package hodei:scheduler@{WORLD_VERSION};")),
+            "WORLD_VERSION ({WORLD_VERSION}) is not wit/scheduler.wit's package version"
+        );
+    }
+
+    /// The real tier-fixture component (plugins/tier-fixture) through the
+    /// registry, as a scheduling round calls it: its placement follows the
+    /// job's priority and queue, which it could not with a constant
+    /// priority or no queue.
+    #[test]
+    fn a_plugin_places_by_the_jobs_priority_and_queue() {
+        let registry = PolicyRegistry::new(engine());
+        registry
+            .load(
+                "tier-fixture",
+                &component("hodei_policy_tier_fixture.wasm"),
+                Source::Uploaded,
+            )
+            .unwrap();
+        registry.activate("tier-fixture", "").unwrap();
+        let policy = registry.current();
+        let workers = [
+            worker("a", "standard"),
+            worker("b", "slow"),
+            worker("c", "fast"),
+        ];
+        let labels = BTreeMap::new();
+        for (priority, queue, expected) in [
+            (0, "default", "a"),
+            (9, "default", "a"),
+            (10, "default", "c"),
+            (50, "web", "c"),
+            (0, "batch", "b"),
+            (50, "batch", "b"),
+        ] {
+            assert_eq!(
+                decide(policy.as_ref(), &demand(&labels, priority, queue), &workers),
+                Decision::Place(WorkerId(expected.into())),
+                "priority {priority}, queue {queue}"
+            );
+        }
+        let view = registry
+            .views()
+            .into_iter()
+            .find(|v| v.name == "tier-fixture")
+            .unwrap();
+        assert_eq!(
+            view.health.errors, 0,
+            "the plugin decided, not the fallback"
+        );
+    }
+
+    /// `binpack` with its exports renamed to `hodei:scheduler@0.1.0` (same
+    /// length, so the binary stays valid): what a component built against
+    /// the previous WIT exports.
+    #[test]
+    fn a_component_of_another_world_version_is_refused_naming_both_versions() {
+        let mut bytes = component("hodei_policy_binpack.wasm");
+        let mut renamed = 0;
+        for interface in ["policy", "types"] {
+            let from = format!("hodei:scheduler/{interface}@{WORLD_VERSION}");
+            let to = format!("hodei:scheduler/{interface}@0.1.0");
+            assert_eq!(from.len(), to.len());
+            let mut at = 0;
+            while let Some(found) = bytes[at..]
+                .windows(from.len())
+                .position(|w| w == from.as_bytes())
+            {
+                let start = at + found;
+                bytes[start..start + to.len()].copy_from_slice(to.as_bytes());
+                at = start + to.len();
+                renamed += 1;
+            }
+        }
+        assert!(
+            renamed > 0,
+            "binpack exports hodei:scheduler@{WORLD_VERSION}"
+        );
+        let err = CompiledPolicy::new(&engine(), "old", &bytes).unwrap_err();
+        match &err {
+            PluginError::WorldVersion { found, supported } => {
+                assert_eq!(
+                    (found.as_str(), supported.as_str()),
+                    ("0.1.0", WORLD_VERSION)
+                );
+            }
+            other => panic!("expected WorldVersion, got {other:?}"),
+        }
+        let message = err.to_string();
+        assert!(
+            message.contains("hodei:scheduler@0.1.0") && message.contains("rebuild"),
+            "{message}"
+        );
     }
 }

@@ -137,6 +137,7 @@ mod tests {
             cpu_millis,
             memory_mb: 0,
             priority: 0,
+            queue: "default".to_owned(),
         }
     }
 

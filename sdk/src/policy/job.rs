@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use super::bindings::Demand;
 
-/// The job being placed: its required labels and reservations.
+/// The job being placed: its required labels, reservations, priority and
+/// queue.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Job {
     /// Labels the worker must carry, as `key=value`.
@@ -15,6 +16,8 @@ pub struct Job {
     memory_mb: u64,
     /// Priority, higher first.
     priority: i32,
+    /// The fair-share queue it is charged to.
+    queue: String,
     /// `missing label key=value` for each label, made once per decision so
     /// rejecting many workers costs no formatting.
     missing: Vec<Arc<str>>,
@@ -36,9 +39,16 @@ impl Job {
         self.memory_mb
     }
 
-    /// The job's priority (higher first); informative.
+    /// The job's priority as the queue orders it at this decision (higher
+    /// first): what the job asked for, plus any aging.
     pub fn priority(&self) -> i32 {
         self.priority
+    }
+
+    /// The fair-share queue the job is charged to (`default` unless the
+    /// job named one).
+    pub fn queue(&self) -> &str {
+        &self.queue
     }
 
     /// The shared reason `missing label <labels[index]>`.
@@ -59,6 +69,7 @@ impl From<Demand> for Job {
             cpu_millis: demand.cpu_millis,
             memory_mb: demand.memory_mb,
             priority: demand.priority,
+            queue: demand.queue,
         }
     }
 }

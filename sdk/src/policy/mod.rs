@@ -204,7 +204,7 @@ pub fn per_mille(part: u64, total: u64) -> i64 {
 }
 
 /// Exports `$policy` (a type implementing [`Policy`]) as the component's
-/// `hodei:scheduler/policy@0.1.0` interface. Use once, in the plugin crate's
+/// `hodei:scheduler/policy@0.2.0` interface. Use once, in the plugin crate's
 /// `lib.rs`:
 ///
 /// ```
@@ -225,7 +225,7 @@ pub fn per_mille(part: u64, total: u64) -> i64 {
 macro_rules! export_policy {
     ($policy:ty) => {
         // Only a Wasm build exports anything: the export names
-        // (`hodei:scheduler/policy@0.1.0#filter`) are not valid native
+        // (`hodei:scheduler/policy@0.2.0#filter`) are not valid native
         // symbols, and a native build is for tests.
         #[cfg(target_arch = "wasm32")]
         const _: () = {

@@ -25,9 +25,16 @@
 use super::bindings::{Demand, LabelColumn, Workers};
 use super::{Job, Policy, columns};
 
-/// A job with no labels and no reservations; chain setters to shape it.
+/// A job with no labels and no reservations, priority 0, in queue
+/// `default`; chain setters to shape it.
 pub fn job() -> JobSpec {
-    JobSpec::default()
+    JobSpec {
+        labels: Vec::new(),
+        cpu_millis: 0,
+        memory_mb: 0,
+        priority: 0,
+        queue: "default".to_owned(),
+    }
 }
 
 /// An idle worker with no labels, 4000 millicores, 8192 MiB and 4 slots,
@@ -44,7 +51,7 @@ pub fn worker() -> WorkerSpec {
 }
 
 /// A job under construction; see [`job`].
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct JobSpec {
     /// Labels the worker must carry, `key=value`.
     labels: Vec<String>,
@@ -54,6 +61,8 @@ pub struct JobSpec {
     memory_mb: u64,
     /// Priority.
     priority: i32,
+    /// Fair-share queue.
+    queue: String,
 }
 
 impl JobSpec {
@@ -81,6 +90,12 @@ impl JobSpec {
         self
     }
 
+    /// Charges the job to fair-share queue `queue`.
+    pub fn queue(mut self, queue: &str) -> Self {
+        self.queue = queue.to_owned();
+        self
+    }
+
     /// The [`Job`] a policy sees, for calling trait methods directly.
     pub fn build(&self) -> Job {
         Job::from(self.demand())
@@ -93,6 +108,7 @@ impl JobSpec {
             cpu_millis: self.cpu_millis,
             memory_mb: self.memory_mb,
             priority: self.priority,
+            queue: self.queue.clone(),
         }
     }
 }
@@ -332,6 +348,14 @@ mod tests {
         let rack = &columns.labels_by_key[1];
         assert!(rack.values.is_empty());
         assert_eq!(rack.value_ids, [0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn the_job_carries_its_priority_and_queue_to_the_policy() {
+        let default = job().build();
+        assert_eq!((default.priority(), default.queue()), (0, "default"));
+        let built = job().priority(7).queue("batch").build();
+        assert_eq!((built.priority(), built.queue()), (7, "batch"));
     }
 
     #[test]
