@@ -38,19 +38,7 @@ pub async fn run(args: &PipelineArgs) -> anyhow::Result<()> {
     host.wait_agents(1).await?;
     let http = reqwest::Client::new();
     let base = &host.base;
-    let mut lone = Vec::with_capacity(args.jobs);
-    for _ in 0..args.jobs {
-        let job: Value = http
-            .post(format!("{base}/api/v1/jobs"))
-            .json(&json!({ "args": ["true"] }))
-            .send()
-            .await?
-            .json()
-            .await?;
-        let id = job["id"].as_str().context("no job id")?;
-        let done = wait_job(&http, base, id).await?;
-        lone.push(seconds(&done["started_at"])? - seconds(&done["created_at"])?);
-    }
+    let mut lone = lone_starts(&http, base, args.jobs).await?;
     let steps: Vec<Value> = (0..args.steps)
         .map(|i| {
             let needs: Vec<String> = (i > 0).then(|| format!("s{}", i - 1)).into_iter().collect();
@@ -104,6 +92,31 @@ pub async fn run(args: &PipelineArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Submits `count` `true` jobs one at a time, each once the previous one
+/// succeeded; answers each one's `created_at` → `started_at`, in seconds
+/// (the host's and agent's own timestamps). Also used by `bench scheduler`.
+pub(super) async fn lone_starts(
+    http: &reqwest::Client,
+    base: &str,
+    count: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let mut starts = Vec::with_capacity(count);
+    for _ in 0..count {
+        let job: Value = http
+            .post(format!("{base}/api/v1/jobs"))
+            .json(&json!({ "args": ["true"] }))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let id = job["id"].as_str().context("no job id")?;
+        let done = wait_job(http, base, id).await?;
+        starts.push(seconds(&done["started_at"])? - seconds(&done["created_at"])?);
+    }
+    Ok(starts)
 }
 
 /// Waits until the job ended and succeeded; answers it.

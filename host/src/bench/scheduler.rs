@@ -28,7 +28,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use super::latency::{quantile, seconds};
+use super::latency::quantile;
+use super::pipeline::lone_starts;
 use super::sim_agents;
 use super::spine::{Host, finished, submit_batches, submit_load};
 
@@ -153,7 +154,7 @@ async fn backlog(args: &SchedulerArgs) -> anyhow::Result<()> {
         empty.push(empty_queue_round(args, &nowhere).await?);
         deep.push(submit_load(&host.base, args.clients, args.submits, nowhere.clone()).await?);
     }
-    let mut starts = probe(&host.base, args.probes).await?;
+    let mut starts = lone_starts(&reqwest::Client::new(), &host.base, args.probes).await?;
     host.stop().await;
     let list = |figures: &[f64]| {
         figures
@@ -206,43 +207,4 @@ async fn pending(base: &str) -> anyhow::Result<u64> {
     health["queued_jobs"]
         .as_u64()
         .context("healthz has no queued_jobs")
-}
-
-/// Submits `count` `true` jobs one at a time, each after the previous one
-/// ended; returns created → started of each, in seconds.
-async fn probe(base: &str, count: usize) -> anyhow::Result<Vec<f64>> {
-    let http = reqwest::Client::new();
-    let mut starts = Vec::with_capacity(count);
-    for _ in 0..count {
-        let job: Value = http
-            .post(format!("{base}/api/v1/jobs"))
-            .json(&json!({ "args": ["true"] }))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let id = job["id"].as_str().context("no job id")?.to_owned();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let job = loop {
-            let job: Value = http
-                .get(format!("{base}/api/v1/jobs/{id}"))
-                .send()
-                .await?
-                .json()
-                .await?;
-            if job["state"] == json!("SUCCEEDED") {
-                break job;
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "probe job {id} did not succeed within 30 s: {}",
-                    job["state"]
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        };
-        starts.push(seconds(&job["started_at"])? - seconds(&job["created_at"])?);
-    }
-    Ok(starts)
 }

@@ -438,9 +438,20 @@ impl Cluster {
     /// [`QueueId`], `queues` long): what fair share weighs, taken under
     /// the same lock so the two agree.
     pub fn candidates_and_usage(&self, queues: usize) -> (Vec<Candidate>, Vec<u32>) {
-        let mut usage = vec![0u32; queues];
         let workers = self.lock();
-        let candidates = Self::candidates_of(&workers);
+        (
+            Self::candidates_of(&workers),
+            Self::usage_of(&workers, queues),
+        )
+    }
+
+    /// The slots each queue holds (indexed by [`QueueId`], `queues` long).
+    pub fn usage_by_queue(&self, queues: usize) -> Vec<u32> {
+        Self::usage_of(&self.lock(), queues)
+    }
+
+    fn usage_of(workers: &HashMap<WorkerId, WorkerEntry>, queues: usize) -> Vec<u32> {
+        let mut usage = vec![0u32; queues];
         for assignment in workers
             .values()
             .flat_map(|w| w.assignments.values())
@@ -450,7 +461,7 @@ impl Cluster {
                 *used += 1;
             }
         }
-        (candidates, usage)
+        usage
     }
 
     /// Atomically checks room and records the assignment; returns the

@@ -204,7 +204,7 @@ impl Scheduler {
     /// slots it holds.
     pub fn queues(&self) -> Vec<QueueStatus> {
         let counts = lock(&self.state).queue.count_by_queue();
-        let (_, usage) = self.cluster.candidates_and_usage(self.fairness.len());
+        let usage = self.cluster.usage_by_queue(self.fairness.len());
         self.fairness
             .queues()
             .map(|(id, name, weight)| QueueStatus {
@@ -437,14 +437,16 @@ impl Round<'_> {
                 .effective_priority(job.priority, job.since, self.now),
             queue: self.fairness.name(job.queue),
         };
-        let decision = match (&self.held, reserved) {
-            (Some(held), true) => {
-                let mut all = self.candidates.clone();
-                all.push(held.clone());
-                decide(self.policy.as_ref(), &demand, &all)
-            }
-            _ => decide(self.policy.as_ref(), &demand, &self.candidates),
-        };
+        // The held worker is a candidate for its shape only: lent to the
+        // list for this one decision.
+        let lent = reserved && self.held.is_some();
+        if lent {
+            self.candidates.extend(self.held.take());
+        }
+        let decision = decide(self.policy.as_ref(), &demand, &self.candidates);
+        if lent {
+            self.held = self.candidates.pop();
+        }
         let Decision::Place(worker) = decision else {
             return Tried::FitsNowhere;
         };
