@@ -259,7 +259,7 @@ fn a_plugin_that_loops_forever_is_interrupted_at_its_deadline() {
         &host,
         "loops",
         "loop:filter",
-        "filter",
+        "decide",
         "ran past its deadline",
     );
 }
@@ -275,15 +275,15 @@ fn plugins_that_exhaust_memory_trap_or_miscount_fall_back_to_the_builtin() {
         &host,
         "hogs-memory",
         "alloc:filter",
-        "filter",
+        "decide",
         "growing memory",
     );
-    fault(&host, "traps", "trap:score", "score", "unreachable");
+    fault(&host, "traps", "trap:score", "decide", "unreachable");
     fault(
         &host,
         "miscounts",
         "wrong-length:score",
-        "score",
+        "decide",
         "scores for",
     );
     let (status, _) = host.activate("builtin", "");

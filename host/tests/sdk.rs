@@ -152,7 +152,7 @@ fn a_panicking_plugin_is_named_with_its_function_and_message_in_the_log_and_the_
     assert!(policy["errors"].as_u64().unwrap() >= 1, "{policy}");
     assert_eq!(
         policy["last_error"]["function"],
-        json!("filter"),
+        json!("decide"),
         "{policy}"
     );
     let message = policy["last_error"]["message"].as_str().unwrap();
@@ -168,7 +168,7 @@ fn a_panicking_plugin_is_named_with_its_function_and_message_in_the_log_and_the_
             logs.lines()
                 .any(|l| l.contains("plugin=panicky") && l.contains(what))
         };
-        if named_with("boom in the filter") && named_with("function=\"filter\"") {
+        if named_with("boom in the filter") && named_with("function=\"decide\"") {
             break;
         }
         assert!(

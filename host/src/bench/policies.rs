@@ -3,8 +3,8 @@
 //! of 10 to 10,000 synthetic workers, and how long a swap takes to become
 //! effective.
 //!
-//! A decision is what the scheduler does per job: `filter` over every
-//! candidate, then `score` over the feasible ones, then the pick. The Wasm
+//! A decision is what the scheduler does per job: one ranking (verdicts
+//! and scores) over every candidate, then the pick. The Wasm
 //! policies run exactly as in the host (same registry, instance pool,
 //! deadline and memory cap).
 

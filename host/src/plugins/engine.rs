@@ -111,6 +111,12 @@ impl PluginEngine {
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         config.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable);
+        // For whoever profiles a plugin: `HODEI_PLUGIN_PERFMAP=1` writes
+        // /tmp/perf-PID.map, so `perf report` names the functions of
+        // compiled plugins instead of `[JIT]` addresses.
+        if std::env::var_os("HODEI_PLUGIN_PERFMAP").is_some_and(|v| v == "1") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         if let Some(dir) = cache_dir {
             // wasmtime wants an absolute path; the default (under the data
             // dir) is relative to where `hodei serve` was started.

@@ -35,8 +35,8 @@ struct Counters {
     errors: u64,
     consecutive_failures: u32,
     /// The function of the current failure streak: only its success ends
-    /// the streak (a plugin whose `filter` works and `score` traps on every
-    /// decision keeps failing).
+    /// the streak (a plugin whose `configure` works and `decide` traps on
+    /// every decision keeps failing).
     failing: Option<&'static str>,
     backoff: Duration,
     disabled_until: Option<Instant>,

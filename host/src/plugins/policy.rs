@@ -1,19 +1,21 @@
 //! The `hodei:scheduler` world on the host side: compiling a policy
 //! component, instantiating it with its configuration, and calling
-//! `filter` / `score` with the decision's columns.
+//! `decide` with the decision's columns.
 //!
 //! Everything a plugin returns is checked before the scheduler sees it: a
 //! list of the wrong length or a reason index out of range is an error of
 //! the plugin, exactly like a trap.
-
-use std::sync::Arc;
+//!
+//! The columns are the cost of a decision that is not the policy's own
+//! work, so each instance keeps its column buffers and refills them in one
+//! pass over the candidates: no allocation per decision once warm.
 
 use wasmtime::Store;
 use wasmtime::component::Component;
 
 use super::PluginError;
 use super::engine::{PluginEngine, PluginState};
-use crate::scheduler::policy::{Candidate, Demand, Verdict};
+use crate::scheduler::policy::{Candidate, Demand, Ranking};
 
 /// Generated bindings stay private to this module.
 mod bindings {
@@ -27,7 +29,7 @@ use bindings::SchedulingPolicyPre;
 use bindings::hodei::scheduler::types::{Demand as WitDemand, LabelColumn, Workers as WitWorkers};
 
 /// The version of `hodei:scheduler` this host speaks (wit/scheduler.wit).
-pub const WORLD_VERSION: &str = "0.2.0";
+pub const WORLD_VERSION: &str = "0.3.0";
 
 /// The `hodei:scheduler` version a component was built against, when it
 /// exports the policy interface of a version other than [`WORLD_VERSION`]
@@ -45,7 +47,7 @@ fn other_version(engine: &PluginEngine, component: &Component) -> Option<String>
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{function}: {message}")]
 pub struct CallError {
-    /// `instantiate`, `configure`, `filter` or `score`.
+    /// `instantiate`, `configure`, `label-keys` or `decide`.
     pub function: &'static str,
     /// Trap reason (with the wasm backtrace when there is one), what the
     /// plugin printed on stderr just before, or what was wrong with its
@@ -68,12 +70,13 @@ impl std::fmt::Debug for CompiledPolicy {
     }
 }
 
-/// A live instance: its own store, configured once, and the label keys it
-/// asked to see.
+/// A live instance: its own store, configured once, the label keys it
+/// asked to see, and the column buffers its decisions reuse.
 pub struct PolicyInstance {
     store: Store<PluginState>,
     bindings: bindings::SchedulingPolicy,
     label_keys: Vec<String>,
+    columns: Columns,
 }
 
 impl std::fmt::Debug for PolicyInstance {
@@ -142,6 +145,7 @@ impl CompiledPolicy {
             store,
             bindings,
             label_keys,
+            columns: Columns::default(),
         })
     }
 }
@@ -165,141 +169,189 @@ pub(super) fn failure(
     CallError { function, message }
 }
 
-/// The decision's inputs as WIT values: columns of numbers, plus one id
-/// column per label key the policy asked for.
-pub fn columns(
-    demand: &Demand<'_>,
-    workers: &[&Candidate],
-    label_keys: &[String],
-) -> (WitDemand, WitWorkers) {
-    let labels: Vec<(&String, &String)> = demand.labels.iter().collect();
-    let wit_demand = WitDemand {
-        labels: labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
-        cpu_millis: demand.resources.cpu_millis,
-        memory_mb: demand.resources.memory_mb,
-        priority: demand.priority,
-        queue: demand.queue.to_owned(),
-    };
-    let mask = |c: &Candidate| {
-        labels
-            .iter()
-            .take(64)
-            .enumerate()
-            .filter(|(_, (k, v))| c.labels.get(*k) == Some(*v))
-            .fold(0u64, |mask, (i, _)| mask | (1 << i))
-    };
-    let wit_workers = WitWorkers {
-        label_mask: workers.iter().map(|c| mask(c)).collect(),
-        cpu_total: workers.iter().map(|c| c.capacity.cpu_millis).collect(),
-        cpu_free: workers.iter().map(|c| c.free.cpu_millis).collect(),
-        memory_total: workers.iter().map(|c| c.capacity.memory_mb).collect(),
-        memory_free: workers.iter().map(|c| c.free.memory_mb).collect(),
-        slots_total: workers.iter().map(|c| c.slots).collect(),
-        slots_free: workers.iter().map(|c| c.free_slots).collect(),
-        cpu_used_percent: workers.iter().map(|c| c.metrics.cpu_percent).collect(),
-        memory_used_mb: workers
-            .iter()
-            .map(|c| c.metrics.memory_used_bytes / (1024 * 1024))
-            .collect(),
-        labels_by_key: label_keys
-            .iter()
-            .map(|key| label_column(key, workers))
-            .collect(),
-    };
-    (wit_demand, wit_workers)
+/// One decision's inputs as WIT values, kept between decisions so that
+/// their buffers are reused.
+pub struct Columns {
+    demand: WitDemand,
+    workers: WitWorkers,
 }
 
-/// Interns the values of `key` across `workers`: a few strings per
-/// decision, a u32 per worker.
-fn label_column(key: &str, workers: &[&Candidate]) -> LabelColumn {
-    let mut values: Vec<String> = Vec::new();
-    let value_ids = workers
-        .iter()
-        .map(|c| match c.labels.get(key) {
-            None => 0,
-            Some(value) => {
-                let index = values.iter().position(|v| v == value).unwrap_or_else(|| {
-                    values.push(value.clone());
-                    values.len() - 1
-                });
-                u32::try_from(index + 1).unwrap_or(u32::MAX)
-            }
-        })
-        .collect();
-    LabelColumn {
-        key: key.to_owned(),
-        values,
-        value_ids,
+impl std::fmt::Debug for Columns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Columns")
+            .field("workers", &self.workers.slots_free.len())
+            .finish_non_exhaustive()
     }
 }
 
+impl Default for Columns {
+    fn default() -> Self {
+        Self {
+            demand: WitDemand {
+                labels: Vec::new(),
+                cpu_millis: 0,
+                memory_mb: 0,
+                priority: 0,
+                queue: String::new(),
+            },
+            workers: WitWorkers {
+                label_mask: Vec::new(),
+                cpu_total: Vec::new(),
+                cpu_free: Vec::new(),
+                memory_total: Vec::new(),
+                memory_free: Vec::new(),
+                slots_total: Vec::new(),
+                slots_free: Vec::new(),
+                cpu_used_percent: Vec::new(),
+                memory_used_mb: Vec::new(),
+                labels_by_key: Vec::new(),
+            },
+        }
+    }
+}
+
+impl Columns {
+    /// Refills the columns for `demand` over `candidates`: numbers per
+    /// worker, plus one id column per label key the policy asked for.
+    pub fn fill(&mut self, demand: &Demand<'_>, candidates: &[Candidate], label_keys: &[String]) {
+        let d = &mut self.demand;
+        d.labels.clear();
+        d.labels
+            .extend(demand.labels.iter().map(|(k, v)| format!("{k}={v}")));
+        d.cpu_millis = demand.resources.cpu_millis;
+        d.memory_mb = demand.resources.memory_mb;
+        d.priority = demand.priority;
+        d.queue.clear();
+        d.queue.push_str(demand.queue);
+
+        let w = &mut self.workers;
+        for column in [
+            &mut w.label_mask,
+            &mut w.cpu_total,
+            &mut w.cpu_free,
+            &mut w.memory_total,
+            &mut w.memory_free,
+            &mut w.memory_used_mb,
+        ] {
+            column.clear();
+        }
+        w.slots_total.clear();
+        w.slots_free.clear();
+        w.cpu_used_percent.clear();
+        let n = candidates.len();
+        for column in [
+            &mut w.label_mask,
+            &mut w.cpu_total,
+            &mut w.cpu_free,
+            &mut w.memory_total,
+            &mut w.memory_free,
+            &mut w.memory_used_mb,
+        ] {
+            column.reserve(n);
+        }
+        w.slots_total.reserve(n);
+        w.slots_free.reserve(n);
+        w.cpu_used_percent.reserve(n);
+        // The job's labels once, not a B-tree walk per worker.
+        let wanted: Vec<(&str, &str)> = demand
+            .labels
+            .iter()
+            .take(64)
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        for c in candidates {
+            let mask = wanted
+                .iter()
+                .enumerate()
+                .filter(|(_, (k, v))| c.labels.get(*k).is_some_and(|value| value == v))
+                .fold(0u64, |mask, (i, _)| mask | (1 << i));
+            w.label_mask.push(mask);
+            w.cpu_total.push(c.capacity.cpu_millis);
+            w.cpu_free.push(c.free.cpu_millis);
+            w.memory_total.push(c.capacity.memory_mb);
+            w.memory_free.push(c.free.memory_mb);
+            w.slots_total.push(c.slots);
+            w.slots_free.push(c.free_slots);
+            w.cpu_used_percent.push(c.metrics.cpu_percent);
+            w.memory_used_mb
+                .push(c.metrics.memory_used_bytes / (1024 * 1024));
+        }
+        w.labels_by_key
+            .resize_with(label_keys.len(), || LabelColumn {
+                key: String::new(),
+                values: Vec::new(),
+                value_ids: Vec::new(),
+            });
+        for (column, key) in w.labels_by_key.iter_mut().zip(label_keys) {
+            fill_label_column(column, key, candidates);
+        }
+    }
+
+    /// The demand as last filled.
+    pub fn demand(&self) -> &WitDemand {
+        &self.demand
+    }
+
+    /// The worker columns as last filled.
+    pub fn workers(&self) -> &WitWorkers {
+        &self.workers
+    }
+}
+
+/// Interns the values of `key` across `candidates`: a few strings per
+/// decision, a u32 per worker.
+fn fill_label_column(column: &mut LabelColumn, key: &str, candidates: &[Candidate]) {
+    if column.key != key {
+        column.key.clear();
+        column.key.push_str(key);
+    }
+    column.values.clear();
+    column.value_ids.clear();
+    let LabelColumn {
+        values, value_ids, ..
+    } = column;
+    value_ids.extend(candidates.iter().map(|c| match c.labels.get(key) {
+        None => 0,
+        Some(value) => {
+            let index = values.iter().position(|v| v == value).unwrap_or_else(|| {
+                values.push(value.clone());
+                values.len() - 1
+            });
+            u32::try_from(index + 1).unwrap_or(u32::MAX)
+        }
+    }));
+}
+
 impl PolicyInstance {
-    /// `filter` over `candidates`; one verdict per worker or an error.
-    pub fn filter(
+    /// `decide` over `candidates`: a verdict per worker and a score per
+    /// accepted one, checked for shape, or an error.
+    pub fn decide(
         &mut self,
         engine: &PluginEngine,
         demand: &Demand<'_>,
-        candidates: &[&Candidate],
-    ) -> Result<Vec<Verdict>, CallError> {
-        let (demand, workers) = columns(demand, candidates, &self.label_keys);
+        candidates: &[Candidate],
+    ) -> Result<Ranking, CallError> {
+        self.columns.fill(demand, candidates, &self.label_keys);
         engine.arm(&mut self.store);
         let answer = self
             .bindings
             .hodei_scheduler_policy()
-            .call_filter(&mut self.store, &demand, &workers)
-            .map_err(|e| failure(&self.store, "filter", &e))?;
-        let expected = workers.slots_free.len();
-        if answer.verdicts.len() != expected {
-            return Err(CallError {
-                function: "filter",
-                message: format!(
-                    "returned {} verdicts for {expected} workers",
-                    answer.verdicts.len()
-                ),
-            });
-        }
-        let reasons: Vec<Arc<str>> = answer.reasons.into_iter().map(Arc::from).collect();
-        answer
-            .verdicts
-            .iter()
-            .map(|&v| match v {
-                0 => Ok(Verdict::Accept),
-                k => reasons
-                    .get(k as usize - 1)
-                    .map(|reason| Verdict::Reject(Arc::clone(reason)))
-                    .ok_or_else(|| CallError {
-                        function: "filter",
-                        message: format!(
-                            "verdict {k} names no reason ({} reasons given)",
-                            reasons.len()
-                        ),
-                    }),
-            })
-            .collect()
-    }
-
-    /// `score` over `candidates`; one score per worker or an error.
-    pub fn score(
-        &mut self,
-        engine: &PluginEngine,
-        demand: &Demand<'_>,
-        candidates: &[&Candidate],
-    ) -> Result<Vec<i64>, CallError> {
-        let (demand, workers) = columns(demand, candidates, &self.label_keys);
-        engine.arm(&mut self.store);
-        let scores = self
-            .bindings
-            .hodei_scheduler_policy()
-            .call_score(&mut self.store, &demand, &workers)
-            .map_err(|e| failure(&self.store, "score", &e))?;
-        let expected = workers.slots_free.len();
-        if scores.len() != expected {
-            return Err(CallError {
-                function: "score",
-                message: format!("returned {} scores for {expected} workers", scores.len()),
-            });
-        }
-        Ok(scores)
+            .call_decide(
+                &mut self.store,
+                self.columns.demand(),
+                self.columns.workers(),
+            )
+            .map_err(|e| failure(&self.store, "decide", &e))?;
+        let ranking = Ranking {
+            verdicts: answer.verdicts,
+            reasons: answer.reasons,
+            scores: answer.scores,
+        };
+        check(&ranking, candidates.len()).map_err(|message| CallError {
+            function: "decide",
+            message,
+        })?;
+        Ok(ranking)
     }
 
     /// The plugin's own name for itself.
@@ -310,6 +362,32 @@ impl PolicyInstance {
             .call_name(&mut self.store)
             .map_err(|e| failure(&self.store, "name", &e))
     }
+}
+
+/// Whether `ranking` is a well-formed answer over `workers` candidates:
+/// one verdict each, each naming a reason that exists, one score per
+/// accepted worker.
+fn check(ranking: &Ranking, workers: usize) -> Result<(), String> {
+    if ranking.verdicts.len() != workers {
+        return Err(format!(
+            "returned {} verdicts for {workers} workers",
+            ranking.verdicts.len()
+        ));
+    }
+    let reasons = ranking.reasons.len();
+    if let Some(k) = ranking.verdicts.iter().find(|&&k| k as usize > reasons) {
+        return Err(format!(
+            "verdict {k} names no reason ({reasons} reasons given)"
+        ));
+    }
+    let accepted = ranking.verdicts.iter().filter(|&&k| k == 0).count();
+    if ranking.scores.len() != accepted {
+        return Err(format!(
+            "returned {} scores for {accepted} accepted workers",
+            ranking.scores.len()
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -367,10 +445,63 @@ mod tests {
     #[test]
     fn the_demand_carries_the_jobs_priority_and_queue() {
         let labels = BTreeMap::new();
-        let (wit, _) = columns(&demand(&labels, 42, "batch"), &[], &[]);
+        let mut columns = Columns::default();
+        columns.fill(&demand(&labels, 42, "batch"), &[], &[]);
+        let wit = columns.demand();
         assert_eq!((wit.priority, wit.queue.as_str()), (42, "batch"));
-        let (wit, _) = columns(&demand(&labels, -3, "default"), &[], &[]);
+        columns.fill(&demand(&labels, -3, "default"), &[], &[]);
+        let wit = columns.demand();
         assert_eq!((wit.priority, wit.queue.as_str()), (-3, "default"));
+    }
+
+    /// Refilled buffers hold this decision's workers only, label columns
+    /// included, whatever the previous decision held.
+    #[test]
+    fn refilled_columns_hold_only_this_decisions_workers() {
+        let labels: BTreeMap<String, String> = [("tier".to_owned(), "fast".to_owned())].into();
+        let keys = ["tier".to_owned()];
+        let mut columns = Columns::default();
+        let three = [
+            worker("a", "fast"),
+            worker("b", "slow"),
+            worker("c", "fast"),
+        ];
+        columns.fill(&demand(&labels, 0, "default"), &three, &keys);
+        assert_eq!(columns.workers().label_mask, [1, 0, 1]);
+        assert_eq!(columns.workers().labels_by_key[0].value_ids, [1, 2, 1]);
+        let one = [worker("b", "slow")];
+        columns.fill(&demand(&BTreeMap::new(), 0, "default"), &one, &keys);
+        let w = columns.workers();
+        assert_eq!(columns.demand().labels, Vec::<String>::new());
+        assert_eq!(
+            (w.label_mask.as_slice(), w.slots_free.as_slice()),
+            (&[0][..], &[4][..])
+        );
+        assert_eq!(w.labels_by_key[0].key, "tier");
+        assert_eq!(w.labels_by_key[0].values, ["slow"]);
+        assert_eq!(w.labels_by_key[0].value_ids, [1]);
+    }
+
+    #[test]
+    fn a_malformed_ranking_is_the_plugins_error() {
+        let ranking = |verdicts: &[u32], reasons: &[&str], scores: &[i64]| Ranking {
+            verdicts: verdicts.to_vec(),
+            reasons: reasons.iter().map(|r| (*r).to_owned()).collect(),
+            scores: scores.to_vec(),
+        };
+        assert_eq!(check(&ranking(&[0, 1, 0], &["full"], &[5, 6]), 3), Ok(()));
+        assert_eq!(
+            check(&ranking(&[0, 1], &["full"], &[5]), 3),
+            Err("returned 2 verdicts for 3 workers".to_owned())
+        );
+        assert_eq!(
+            check(&ranking(&[0, 2, 0], &["full"], &[5, 6]), 3),
+            Err("verdict 2 names no reason (1 reasons given)".to_owned())
+        );
+        assert_eq!(
+            check(&ranking(&[0, 1, 0], &["full"], &[5]), 3),
+            Err("returned 1 scores for 2 accepted workers".to_owned())
+        );
     }
 
     #[test]

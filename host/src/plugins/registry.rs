@@ -27,7 +27,7 @@ use super::engine::PluginEngine;
 use super::health::{Health, HealthView};
 use super::policy::{CallError, CompiledPolicy, PolicyInstance};
 use crate::scheduler::policy::{
-    BuiltinPolicy, Candidate, Demand, PlacementPolicy, PolicySource, Verdict,
+    BuiltinPolicy, Candidate, Demand, PlacementPolicy, PolicySource, Ranking,
 };
 
 pub use super::health::{FAILURES_BEFORE_BACKOFF, FIRST_BACKOFF, MAX_BACKOFF};
@@ -353,37 +353,20 @@ impl PlacementPolicy for Snapshot {
         &self.active.name
     }
 
-    fn filter(&self, demand: &Demand<'_>, candidates: &[Candidate]) -> Vec<Verdict> {
+    fn rank(&self, demand: &Demand<'_>, candidates: &[Candidate]) -> Ranking {
         if let Some(plugin) = &self.active.plugin {
-            let refs: Vec<&Candidate> = candidates.iter().collect();
             let engine = &self.engine;
-            if let Some(verdicts) = plugin.with_instance(
+            if let Some(ranking) = plugin.with_instance(
                 engine,
                 self.active.generation,
                 &self.active.config,
-                "filter",
-                |instance| instance.filter(engine, demand, &refs),
+                "decide",
+                |instance| instance.decide(engine, demand, candidates),
             ) {
-                return verdicts;
+                return ranking;
             }
         }
-        BuiltinPolicy.filter(demand, candidates)
-    }
-
-    fn score(&self, demand: &Demand<'_>, feasible: &[&Candidate]) -> Vec<i64> {
-        if let Some(plugin) = &self.active.plugin {
-            let engine = &self.engine;
-            if let Some(scores) = plugin.with_instance(
-                engine,
-                self.active.generation,
-                &self.active.config,
-                "score",
-                |instance| instance.score(engine, demand, feasible),
-            ) {
-                return scores;
-            }
-        }
-        BuiltinPolicy.score(demand, feasible)
+        BuiltinPolicy.rank(demand, candidates)
     }
 }
 

@@ -1,13 +1,14 @@
-//! Placement policy: the filter/score shape every policy has, and the
-//! host's built-in default.
+//! Placement policy: the shape every policy has, and the host's built-in
+//! default.
 //!
-//! The shape mirrors the Wasm scheduling world: `filter` and `score` are
-//! each called once per decision over the whole candidate list (not once per
-//! worker), `filter` gives a reason for every rejection, and the host picks
-//! the highest score. The built-in policy is written against the same trait
-//! so it can stay as the fallback when a plugin fails.
+//! The shape mirrors the Wasm scheduling world: a policy is asked once per
+//! decision over the whole candidate list (not once per worker) which
+//! workers may take the job, why the others may not, and how much it wants
+//! each that may; the host picks the highest score. The built-in policy is
+//! written against the same trait so it can stay as the fallback when a
+//! plugin fails.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::domain::{Resources, WorkerId, WorkerMetrics};
@@ -44,24 +45,28 @@ pub struct Demand<'a> {
     pub queue: &'a str,
 }
 
-/// A filter's answer for one candidate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// The job may run there.
-    Accept,
-    /// It may not, and why (short, stable text: it is aggregated). Shared,
-    /// because many workers are usually rejected for the same reason.
-    Reject(Arc<str>),
+/// A policy's answer for one decision, in the Wasm world's layout (`ranking`
+/// in wit/scheduler.wit): which candidates may take the job, why the others
+/// may not, and a score for each that may.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ranking {
+    /// Per candidate, in order: 0 when it may take the job, `k` when it may
+    /// not because of `reasons[k - 1]`.
+    pub verdicts: Vec<u32>,
+    /// Rejection reasons (short, stable text: they are counted across
+    /// workers). A reason no verdict names is allowed and ignored.
+    pub reasons: Vec<String>,
+    /// One per candidate whose verdict is 0, in order; the highest wins.
+    pub scores: Vec<i64>,
 }
 
-/// A scheduling policy: feasibility, then ranking.
+/// A scheduling policy.
 pub trait PlacementPolicy: Send + Sync + std::fmt::Debug {
     /// Name shown in the API.
     fn name(&self) -> &str;
-    /// One verdict per candidate, in order.
-    fn filter(&self, demand: &Demand<'_>, candidates: &[Candidate]) -> Vec<Verdict>;
-    /// One score per feasible candidate, in order; highest wins.
-    fn score(&self, demand: &Demand<'_>, feasible: &[&Candidate]) -> Vec<i64>;
+    /// Feasibility and ranking of `candidates` for one job: one verdict per
+    /// candidate, one score per accepted candidate.
+    fn rank(&self, demand: &Demand<'_>, candidates: &[Candidate]) -> Ranking;
 }
 
 /// Where the scheduler gets the policy for its next decisions. A snapshot
@@ -87,7 +92,8 @@ pub enum Decision {
     Wait(String),
 }
 
-/// Runs `policy` over `candidates` for one job.
+/// Runs `policy` over `candidates` for one job: the accepted candidate with
+/// the highest score, ties to the lowest worker id.
 pub fn decide(
     policy: &dyn PlacementPolicy,
     demand: &Demand<'_>,
@@ -96,38 +102,44 @@ pub fn decide(
     if candidates.is_empty() {
         return Decision::Wait("no workers connected".to_owned());
     }
-    let verdicts = policy.filter(demand, candidates);
-    let feasible: Vec<&Candidate> = candidates
+    let ranking = policy.rank(demand, candidates);
+    let accepted = candidates
         .iter()
-        .zip(&verdicts)
-        .filter(|(_, verdict)| **verdict == Verdict::Accept)
-        .map(|(candidate, _)| candidate)
-        .collect();
-    if feasible.is_empty() {
-        // Reasons are only worth counting when they are the answer.
-        let mut reasons: HashMap<&str, usize> = HashMap::new();
-        for verdict in &verdicts {
-            if let Verdict::Reject(reason) = verdict {
-                *reasons.entry(reason).or_default() += 1;
-            }
-        }
-        return Decision::Wait(summarize(reasons));
-    }
-    let scores = policy.score(demand, &feasible);
-    let best = feasible
-        .iter()
-        .zip(scores)
+        .zip(&ranking.verdicts)
+        .filter(|(_, verdict)| **verdict == 0)
+        .map(|(candidate, _)| candidate);
+    let best = accepted
+        .zip(&ranking.scores)
         .max_by(|(a, sa), (b, sb)| sa.cmp(sb).then_with(|| b.worker.cmp(&a.worker)));
     match best {
         Some((candidate, _)) => Decision::Place(candidate.worker.clone()),
-        None => Decision::Wait("policy returned no scores".to_owned()),
+        None if ranking.verdicts.contains(&0) => {
+            Decision::Wait("policy returned no scores".to_owned())
+        }
+        // Reasons are only worth counting when they are the answer.
+        None => Decision::Wait(summarize(&ranking)),
     }
 }
 
 /// `2 workers: missing label gpu=true; 1 worker: not enough memory`, most
 /// common reason first.
-fn summarize(reasons: HashMap<&str, usize>) -> String {
-    let mut reasons: Vec<(&str, usize)> = reasons.into_iter().collect();
+fn summarize(ranking: &Ranking) -> String {
+    let mut counts = vec![0usize; ranking.reasons.len()];
+    for &verdict in &ranking.verdicts {
+        if let Some(count) = (verdict as usize)
+            .checked_sub(1)
+            .and_then(|i| counts.get_mut(i))
+        {
+            *count += 1;
+        }
+    }
+    let mut reasons: Vec<(&str, usize)> = ranking
+        .reasons
+        .iter()
+        .map(String::as_str)
+        .zip(counts)
+        .filter(|(_, count)| *count > 0)
+        .collect();
     reasons.sort_by(|(ra, ca), (rb, cb)| cb.cmp(ca).then_with(|| ra.cmp(rb)));
     reasons
         .iter()
@@ -144,59 +156,79 @@ fn summarize(reasons: HashMap<&str, usize>) -> String {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct BuiltinPolicy;
 
-impl PlacementPolicy for BuiltinPolicy {
-    fn name(&self) -> &str {
-        "builtin"
-    }
-
-    fn filter(&self, demand: &Demand<'_>, candidates: &[Candidate]) -> Vec<Verdict> {
-        // One shared reason per distinct cause, made once per call.
-        let missing: Vec<Arc<str>> = demand
+impl BuiltinPolicy {
+    /// The first hard constraint `c` breaks, as an index into the reasons
+    /// [`Self::rank`] lists: the job's labels in order, then slot, cpu,
+    /// memory.
+    fn broken(demand: &Demand<'_>, c: &Candidate) -> Option<usize> {
+        let labels = demand.labels.len();
+        if let Some(i) = demand
             .labels
             .iter()
-            .map(|(k, v)| Arc::from(format!("missing label {k}={v}")))
-            .collect();
-        let (no_slot, no_cpu, no_memory): (Arc<str>, Arc<str>, Arc<str>) = (
-            Arc::from("no free slot"),
-            Arc::from("not enough cpu"),
-            Arc::from("not enough memory"),
-        );
-        candidates
-            .iter()
-            .map(|c| {
-                if let Some(i) = demand
-                    .labels
-                    .iter()
-                    .position(|(k, v)| c.labels.get(k) != Some(v))
-                {
-                    Verdict::Reject(Arc::clone(&missing[i]))
-                } else if c.free_slots == 0 {
-                    Verdict::Reject(Arc::clone(&no_slot))
-                } else if c.free.cpu_millis < demand.resources.cpu_millis {
-                    Verdict::Reject(Arc::clone(&no_cpu))
-                } else if c.free.memory_mb < demand.resources.memory_mb {
-                    Verdict::Reject(Arc::clone(&no_memory))
-                } else {
-                    Verdict::Accept
-                }
-            })
-            .collect()
+            .position(|(k, v)| c.labels.get(k) != Some(v))
+        {
+            Some(i)
+        } else if c.free_slots == 0 {
+            Some(labels)
+        } else if c.free.cpu_millis < demand.resources.cpu_millis {
+            Some(labels + 1)
+        } else if c.free.memory_mb < demand.resources.memory_mb {
+            Some(labels + 2)
+        } else {
+            None
+        }
     }
 
-    fn score(&self, _demand: &Demand<'_>, feasible: &[&Candidate]) -> Vec<i64> {
+    /// Spread: the free shares of slots, cpu and memory, summed.
+    fn score(c: &Candidate) -> i64 {
         fn share(free: u64, total: u64) -> i64 {
             free.saturating_mul(1000)
                 .checked_div(total)
                 .map_or(0, |share| i64::try_from(share).unwrap_or(1000))
         }
-        feasible
-            .iter()
-            .map(|c| {
-                share(u64::from(c.free_slots), u64::from(c.slots))
-                    + share(c.free.cpu_millis, c.capacity.cpu_millis)
-                    + share(c.free.memory_mb, c.capacity.memory_mb)
-            })
-            .collect()
+        share(u64::from(c.free_slots), u64::from(c.slots))
+            + share(c.free.cpu_millis, c.capacity.cpu_millis)
+            + share(c.free.memory_mb, c.capacity.memory_mb)
+    }
+}
+
+impl PlacementPolicy for BuiltinPolicy {
+    fn name(&self) -> &str {
+        "builtin"
+    }
+
+    fn rank(&self, demand: &Demand<'_>, candidates: &[Candidate]) -> Ranking {
+        let mut ranking = Ranking {
+            verdicts: Vec::with_capacity(candidates.len()),
+            reasons: Vec::new(),
+            scores: Vec::with_capacity(candidates.len()),
+        };
+        let mut any_rejected = false;
+        for c in candidates {
+            match Self::broken(demand, c) {
+                None => {
+                    ranking.verdicts.push(0);
+                    ranking.scores.push(Self::score(c));
+                }
+                Some(reason) => {
+                    any_rejected = true;
+                    // Bounded by the job's label count plus three.
+                    ranking
+                        .verdicts
+                        .push(u32::try_from(reason + 1).unwrap_or(u32::MAX));
+                }
+            }
+        }
+        if any_rejected {
+            // Every reason the verdicts can name, made once per decision.
+            ranking.reasons = demand
+                .labels
+                .iter()
+                .map(|(k, v)| format!("missing label {k}={v}"))
+                .chain(["no free slot", "not enough cpu", "not enough memory"].map(String::from))
+                .collect();
+        }
+        ranking
     }
 }
 

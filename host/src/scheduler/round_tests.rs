@@ -9,29 +9,26 @@ use std::time::Duration;
 
 use super::cluster::Cluster;
 use super::fairness::{Fairness, QueueId};
-use super::policy::{BuiltinPolicy, Candidate, Demand, PlacementPolicy, Verdict};
+use super::policy::{BuiltinPolicy, Candidate, Demand, PlacementPolicy, Ranking};
 use super::queue::QueuedJob;
 use super::{Placement, Scheduler};
 use crate::agents::AgentLink;
 use crate::domain::{JobId, Resources, Timestamp, WorkerId, WorkerInfo};
 use hodei_proto::v1::ServerMessage;
 
-/// The built-in policy, counting its `filter` calls.
+/// The built-in policy, counting its decisions.
 #[derive(Debug, Default)]
 struct Counting {
-    filters: AtomicUsize,
+    decisions: AtomicUsize,
 }
 
 impl PlacementPolicy for Counting {
     fn name(&self) -> &str {
         "counting"
     }
-    fn filter(&self, demand: &Demand<'_>, candidates: &[Candidate]) -> Vec<Verdict> {
-        self.filters.fetch_add(1, Ordering::Relaxed);
-        BuiltinPolicy.filter(demand, candidates)
-    }
-    fn score(&self, demand: &Demand<'_>, feasible: &[&Candidate]) -> Vec<i64> {
-        BuiltinPolicy.score(demand, feasible)
+    fn rank(&self, demand: &Demand<'_>, candidates: &[Candidate]) -> Ranking {
+        self.decisions.fetch_add(1, Ordering::Relaxed);
+        BuiltinPolicy.rank(demand, candidates)
     }
 }
 
@@ -141,11 +138,11 @@ fn a_deep_backlog_that_fits_nowhere_costs_one_decision_per_round() {
         [placeable.id]
     );
     // One decision for the backlog's bucket head, one for the job placed.
-    assert_eq!(f.policy.filters.load(Ordering::Relaxed), 2);
+    assert_eq!(f.policy.decisions.load(Ordering::Relaxed), 2);
     for _ in 0..10 {
         assert!(f.scheduler.round().is_empty());
     }
-    assert_eq!(f.policy.filters.load(Ordering::Relaxed), 12);
+    assert_eq!(f.policy.decisions.load(Ordering::Relaxed), 12);
     assert_eq!(f.scheduler.queued(), 100_000);
 }
 

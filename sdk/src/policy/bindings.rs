@@ -17,4 +17,4 @@ wit_bindgen::generate!({
 });
 
 pub use exports::hodei::scheduler::policy::Guest;
-pub use hodei::scheduler::types::{Demand, LabelColumn, Verdicts, Workers};
+pub use hodei::scheduler::types::{Demand, LabelColumn, Ranking, Workers};

@@ -1,20 +1,46 @@
-//! Between the WIT shapes (columns in, verdict table out) and the per-worker
+//! Between the WIT shapes (columns in, a ranking out) and the per-worker
 //! [`Job`] / [`Worker`] / [`Reject`] an author sees. The export glue and
 //! [`super::testing`] both go through here, so native tests exercise the
 //! same conversion the component runs.
 
-use super::bindings::{Demand, Verdicts, Workers};
-use super::{Job, Policy, Reject, Worker};
+use super::bindings::{Demand, Ranking, Workers};
+use super::{Job, Policy, Worker};
 
-/// `policy.filter_all` over the WIT inputs, packed as WIT `verdicts`.
-pub(crate) fn filter<P: Policy>(policy: &P, demand: Demand, candidates: &Workers) -> Verdicts {
+/// One decision: `policy.filter_all` over the WIT inputs, then
+/// `policy.score_all` over the workers it accepted (not called when none
+/// was), packed as WIT `ranking`. Lengths are passed through unchecked: the
+/// host validates them.
+pub(crate) fn decide<P: Policy>(policy: &P, demand: Demand, candidates: &Workers) -> Ranking {
     let job = Job::from(demand);
     let workers = workers(&job, candidates);
-    verdicts(&policy.filter_all(&job, &workers))
+    let results = policy.filter_all(&job, &workers);
+    // One pass: the verdicts, the reasons table and the accepted workers.
+    let mut accepted: Vec<Worker<'_>> = Vec::with_capacity(workers.len());
+    let mut verdicts = Verdicts::with_capacity(results.len());
+    for (worker, result) in workers.iter().zip(&results) {
+        match result {
+            Ok(()) => {
+                verdicts.accept();
+                accepted.push(*worker);
+            }
+            Err(reject) => verdicts.reject(reject.reason()),
+        }
+    }
+    let scores = if accepted.is_empty() {
+        Vec::new()
+    } else {
+        policy.score_all(&job, &accepted)
+    };
+    let (verdicts, reasons) = verdicts.finish();
+    Ranking {
+        verdicts,
+        reasons,
+        scores,
+    }
 }
 
-/// `policy.score_all` over the WIT inputs. The length is passed through
-/// unchecked: the host validates it.
+/// `policy.score_all` over every worker of the WIT inputs (for
+/// [`super::testing::score`]).
 pub(crate) fn score<P: Policy>(policy: &P, demand: Demand, candidates: &Workers) -> Vec<i64> {
     let job = Job::from(demand);
     let workers = workers(&job, candidates);
@@ -61,51 +87,79 @@ pub(crate) fn workers<'a>(job: &'a Job, c: &'a Workers) -> Vec<Worker<'a>> {
         );
     }
     (0..n)
-        .map(|i| Worker {
-            index: i,
+        .map(|index| Worker {
+            index,
             labels: job.labels(),
-            label_columns: &c.labels_by_key,
-            label_mask: c.label_mask[i],
-            cpu_total_millis: c.cpu_total[i],
-            cpu_free_millis: c.cpu_free[i],
-            memory_total_mb: c.memory_total[i],
-            memory_free_mb: c.memory_free[i],
-            slots_total: c.slots_total[i],
-            slots_free: c.slots_free[i],
-            cpu_used_percent: c.cpu_used_percent[i],
-            memory_used_mb: c.memory_used_mb[i],
+            columns: c,
         })
         .collect()
 }
 
-/// Per-worker results as WIT `verdicts`: 0 for accepted, `k` for rejected
-/// because of `reasons[k - 1]`; each distinct reason appears once, in order
-/// of first use.
-pub(crate) fn verdicts(results: &[Result<(), Reject>]) -> Verdicts {
-    // A policy gives few distinct reasons: a linear scan of them beats any
-    // map, and a reason string is copied once, not once per worker.
-    let mut reasons: Vec<String> = Vec::new();
-    let verdicts = results
-        .iter()
-        .map(|result| match result {
-            Ok(()) => 0,
-            Err(reject) => {
-                let reason = reject.reason();
-                let index = reasons.iter().position(|r| r == reason).unwrap_or_else(|| {
-                    reasons.push(reason.to_owned());
-                    reasons.len() - 1
-                });
-                u32::try_from(index + 1).expect("fewer than 2^32 distinct reasons")
-            }
-        })
-        .collect();
-    Verdicts { verdicts, reasons }
+/// Per-worker results as the WIT verdicts and reasons: 0 for accepted, `k`
+/// for rejected because of `reasons[k - 1]`; each distinct reason appears
+/// once, in order of first use. (What [`decide`] packs, on its own for the
+/// tests.)
+#[cfg(test)]
+fn verdicts(results: &[Result<(), super::Reject>]) -> (Vec<u32>, Vec<String>) {
+    let mut verdicts = Verdicts::with_capacity(results.len());
+    for result in results {
+        match result {
+            Ok(()) => verdicts.accept(),
+            Err(reject) => verdicts.reject(reject.reason()),
+        }
+    }
+    verdicts.finish()
+}
+
+/// The verdicts and reasons table under construction.
+struct Verdicts<'r> {
+    verdicts: Vec<u32>,
+    /// Distinct reasons so far, borrowed from the rejections.
+    seen: Vec<&'r str>,
+}
+
+impl<'r> Verdicts<'r> {
+    fn with_capacity(workers: usize) -> Self {
+        Self {
+            verdicts: Vec::with_capacity(workers),
+            seen: Vec::new(),
+        }
+    }
+
+    fn accept(&mut self) {
+        self.verdicts.push(0);
+    }
+
+    fn reject(&mut self, reason: &'r str) {
+        // A policy gives few distinct reasons, usually shared (`&'static`
+        // or one `Arc` per decision): a linear scan of them, pointer first,
+        // beats any map, and a reason string is copied once, not once per
+        // worker.
+        let seen = &mut self.seen;
+        let index = seen
+            .iter()
+            .position(|r| std::ptr::eq(*r, reason) || *r == reason)
+            .unwrap_or_else(|| {
+                seen.push(reason);
+                seen.len() - 1
+            });
+        self.verdicts
+            .push(u32::try_from(index + 1).expect("fewer than 2^32 distinct reasons"));
+    }
+
+    fn finish(self) -> (Vec<u32>, Vec<String>) {
+        (
+            self.verdicts,
+            self.seen.into_iter().map(str::to_owned).collect(),
+        )
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::bindings::LabelColumn;
     use super::*;
+    use crate::policy::Reject;
 
     fn columns(masks: &[u64], slots_free: &[u32], cpu_free: &[u64]) -> Workers {
         let n = masks.len();
@@ -157,7 +211,7 @@ mod tests {
 
     #[test]
     fn verdicts_dedupe_reasons_in_order_of_first_use() {
-        let v = verdicts(&[
+        let (verdicts, reasons) = verdicts(&[
             Err(Reject::new("no free slot")),
             Ok(()),
             Err(Reject::new("missing label gpu=true")),
@@ -165,15 +219,15 @@ mod tests {
             Ok(()),
             Err(Reject::new("missing label gpu=true")),
         ]);
-        assert_eq!(v.verdicts, [1, 0, 2, 1, 0, 2]);
-        assert_eq!(v.reasons, ["no free slot", "missing label gpu=true"]);
+        assert_eq!(verdicts, [1, 0, 2, 1, 0, 2]);
+        assert_eq!(reasons, ["no free slot", "missing label gpu=true"]);
     }
 
     #[test]
     fn all_accepted_means_no_reasons() {
-        let v = verdicts(&[Ok(()), Ok(())]);
-        assert_eq!(v.verdicts, [0, 0]);
-        assert!(v.reasons.is_empty());
+        let (verdicts, reasons) = verdicts(&[Ok(()), Ok(())]);
+        assert_eq!(verdicts, [0, 0]);
+        assert!(reasons.is_empty());
     }
 
     #[test]
@@ -184,12 +238,14 @@ mod tests {
             &[1, 1, 0, 1],
             &[4000, 4000, 4000, 500],
         );
-        let v = filter(&Defaults, demand(&["gpu=true", "zone=a"], 1000), &c);
-        assert_eq!(v.verdicts, [0, 1, 2, 3]);
+        let r = decide(&Defaults, demand(&["gpu=true", "zone=a"], 1000), &c);
+        assert_eq!(r.verdicts, [0, 1, 2, 3]);
         assert_eq!(
-            v.reasons,
+            r.reasons,
             ["missing label zone=a", "no free slot", "not enough cpu"]
         );
+        // Scored: the one accepted worker only.
+        assert_eq!(r.scores, [1]);
     }
 
     #[test]
@@ -245,6 +301,15 @@ mod tests {
     }
 
     #[test]
+    fn decide_scores_the_accepted_workers_only_in_order() {
+        let c = columns(&[0, 0, 0, 0], &[3, 0, 2, 4], &[0, 0, 0, 0]);
+        let r = decide(&Defaults, demand(&[], 0), &c);
+        assert_eq!(r.verdicts, [0, 1, 0, 0]);
+        assert_eq!(r.reasons, ["no free slot"]);
+        assert_eq!(r.scores, [3, 2, 4]);
+    }
+
+    #[test]
     fn score_is_one_per_worker_in_order() {
         let c = columns(&[0, 0, 0], &[3, 1, 2], &[0, 0, 0]);
         assert_eq!(score(&Defaults, demand(&[], 0), &c), [3, 1, 2]);
@@ -253,8 +318,8 @@ mod tests {
     #[test]
     fn empty_candidate_list() {
         let c = columns(&[], &[], &[]);
-        let v = filter(&Defaults, demand(&["gpu=true"], 0), &c);
-        assert!(v.verdicts.is_empty() && v.reasons.is_empty());
+        let r = decide(&Defaults, demand(&["gpu=true"], 0), &c);
+        assert!(r.verdicts.is_empty() && r.reasons.is_empty() && r.scores.is_empty());
         assert!(score(&Defaults, demand(&[], 0), &c).is_empty());
     }
 

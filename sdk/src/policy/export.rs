@@ -5,7 +5,7 @@ use std::any::Any;
 use std::cell::RefCell;
 use std::marker::PhantomData;
 
-use super::bindings::{Demand, Guest, Verdicts, Workers};
+use super::bindings::{Demand, Guest, Ranking, Workers};
 use super::{Policy, columns};
 
 /// Implements the generated `Guest` trait for any [`Policy`]; named only by
@@ -59,11 +59,7 @@ impl<P: Policy> Guest for Exported<P> {
         P::LABEL_KEYS.iter().map(|&key| key.to_owned()).collect()
     }
 
-    fn filter(job: Demand, candidates: Workers) -> Verdicts {
-        Self::with_policy(|p| columns::filter(p, job, &candidates))
-    }
-
-    fn score(job: Demand, candidates: Workers) -> Vec<i64> {
-        Self::with_policy(|p| columns::score(p, job, &candidates))
+    fn decide(job: Demand, candidates: Workers) -> Ranking {
+        Self::with_policy(|p| columns::decide(p, job, &candidates))
     }
 }

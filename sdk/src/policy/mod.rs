@@ -1,12 +1,13 @@
 //! Scheduling policies: the `hodei:scheduler` world.
 //!
-//! For every placement decision the host calls the component's `filter` once
-//! over all candidate workers, then `score` once over those that passed, and
-//! places the job on the highest score (ties go to the earlier worker). The
-//! WIT passes workers as columns of numbers; this module turns them into one
+//! For every placement decision the host calls the component's `decide`
+//! once over all candidate workers; the SDK runs the policy's filter over
+//! them, then its score over those that passed, and the host places the job
+//! on the highest score (ties go to the earlier worker). The WIT passes
+//! workers as columns of numbers; this module turns them into one
 //! [`Worker`] per candidate so a policy is written one worker at a time, and
-//! turns the answers back into the WIT shapes (reasons deduplicated into a
-//! table, one score per worker).
+//! turns the answers back into the WIT shape (reasons deduplicated into a
+//! table, one score per accepted worker).
 //!
 //! Implement [`Policy`], then `hodei_plugin_sdk::export_policy!(MyPolicy);`.
 //! Test with [`testing`] on the host target.
@@ -30,9 +31,9 @@ use std::sync::Arc;
 /// A scheduling policy, written one worker at a time.
 ///
 /// One instance lives in the component, created by [`Policy::configure`]; the
-/// host calls `filter` and `score` many times on it. Wasm is single-threaded,
-/// so `&self` methods need no locking; keep the instance immutable after
-/// `configure` so a decision depends only on its inputs.
+/// host calls `decide` (so `filter` and `score`) many times on it. Wasm is
+/// single-threaded, so `&self` methods need no locking; keep the instance
+/// immutable after `configure` so a decision depends only on its inputs.
 pub trait Policy: Sized + 'static {
     /// A short, stable name, e.g. `binpack`; what the host shows.
     const NAME: &'static str;
@@ -67,8 +68,9 @@ pub trait Policy: Sized + 'static {
 
     /// `score` over the whole list of feasible workers at once; override to
     /// compare workers with each other (e.g. total running jobs per zone).
-    /// The list holds only the workers that passed `filter`. Must return one
-    /// score per worker, in order.
+    /// The list holds only the workers that passed `filter` (never empty;
+    /// each keeps its [`Worker::index`] in the full candidate list). Must
+    /// return one score per worker, in order.
     fn score_all(&self, job: &Job, workers: &[Worker<'_>]) -> Vec<i64> {
         workers.iter().map(|w| self.score(job, w)).collect()
     }
@@ -196,15 +198,32 @@ pub fn weights<const N: usize>(
 
 /// `part / total` in thousandths, capped at 1000 (0 when `total` is 0): the
 /// usual way to turn capacities of different units into comparable terms.
+///
+/// ```
+/// use hodei_plugin_sdk::policy::per_mille;
+/// assert_eq!(per_mille(1, 4), 250);
+/// assert_eq!(per_mille(5, 4), 1000);
+/// assert_eq!(per_mille(3, 0), 0);
+/// assert_eq!(per_mille(u64::MAX / 3, u64::MAX), 333);
+/// assert_eq!(per_mille(u64::MAX, u64::MAX), 1000);
+/// ```
 pub fn per_mille(part: u64, total: u64) -> i64 {
-    part.min(total)
-        .saturating_mul(1000)
-        .checked_div(total)
-        .map_or(0, |share| i64::try_from(share).unwrap_or(1000))
+    let part = part.min(total);
+    // Not `saturating_mul`: an overflow-checked u64 multiply is a 128-bit
+    // one, which Wasm makes a call (`__multi3`) per use.
+    let share = if total == 0 {
+        0
+    } else if part <= u64::MAX / 1000 {
+        part * 1000 / total
+    } else {
+        // Both are above 2^53 here, so `total / 1000` is not 0.
+        (part / (total / 1000)).min(1000)
+    };
+    i64::try_from(share).unwrap_or(1000)
 }
 
 /// Exports `$policy` (a type implementing [`Policy`]) as the component's
-/// `hodei:scheduler/policy@0.2.0` interface. Use once, in the plugin crate's
+/// `hodei:scheduler/policy@0.3.0` interface. Use once, in the plugin crate's
 /// `lib.rs`:
 ///
 /// ```
@@ -219,13 +238,13 @@ pub fn per_mille(part: u64, total: u64) -> i64 {
 /// ```
 ///
 /// `configure` replaces the stored instance on success (and keeps the old
-/// one on error); `filter`/`score` called before any successful `configure`
-/// first run `configure("")`.
+/// one on error); a `decide` called before any successful `configure`
+/// first runs `configure("")`.
 #[macro_export]
 macro_rules! export_policy {
     ($policy:ty) => {
         // Only a Wasm build exports anything: the export names
-        // (`hodei:scheduler/policy@0.2.0#filter`) are not valid native
+        // (`hodei:scheduler/policy@0.3.0#decide`) are not valid native
         // symbols, and a native build is for tests.
         #[cfg(target_arch = "wasm32")]
         const _: () = {

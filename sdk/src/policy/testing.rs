@@ -193,14 +193,15 @@ impl WorkerSpec {
     }
 }
 
-/// What the host would learn from `filter`: per worker, `Ok` or the reason.
+/// What the host would learn from `decide` about feasibility: per worker,
+/// `Ok` or the reason.
 pub fn filter<P: Policy>(
     policy: &P,
     job: &JobSpec,
     workers: &[WorkerSpec],
 ) -> Vec<Result<(), String>> {
     let columns = columns_of(&job.labels, P::LABEL_KEYS, workers);
-    let answer = columns::filter(policy, job.demand(), &columns);
+    let answer = columns::decide(policy, job.demand(), &columns);
     answer
         .verdicts
         .iter()
@@ -211,30 +212,38 @@ pub fn filter<P: Policy>(
         .collect()
 }
 
-/// What the host would get from `score` over exactly these workers.
+/// The policy's scores for exactly these workers, whatever its filter says
+/// of them.
 pub fn score<P: Policy>(policy: &P, job: &JobSpec, workers: &[WorkerSpec]) -> Vec<i64> {
     let columns = columns_of(&job.labels, P::LABEL_KEYS, workers);
     columns::score(policy, job.demand(), &columns)
 }
 
-/// Where the host would place `job`: `filter` over all workers, `score` over
-/// those that passed, the highest score, ties to the earlier worker. `None`
-/// when no worker passed.
+/// Where the host would place `job`: one `decide` over all workers, then
+/// the accepted worker with the highest score, ties to the earlier worker.
+/// `None` when no worker passed.
 ///
 /// # Panics
 /// When the policy answers with the wrong number of verdicts or scores (the
 /// host treats that as a plugin fault).
 pub fn decide<P: Policy>(policy: &P, job: &JobSpec, workers: &[WorkerSpec]) -> Option<usize> {
-    let verdicts = filter(policy, job, workers);
-    assert_eq!(verdicts.len(), workers.len(), "one verdict per worker");
-    let feasible: Vec<usize> = (0..workers.len())
-        .filter(|&i| verdicts[i].is_ok())
+    let columns = columns_of(&job.labels, P::LABEL_KEYS, workers);
+    let answer = columns::decide(policy, job.demand(), &columns);
+    assert_eq!(
+        answer.verdicts.len(),
+        workers.len(),
+        "one verdict per worker"
+    );
+    let accepted: Vec<usize> = (0..workers.len())
+        .filter(|&i| answer.verdicts[i] == 0)
         .collect();
-    let passed: Vec<WorkerSpec> = feasible.iter().map(|&i| workers[i].clone()).collect();
-    let scores = score(policy, job, &passed);
-    assert_eq!(scores.len(), passed.len(), "one score per feasible worker");
+    assert_eq!(
+        answer.scores.len(),
+        accepted.len(),
+        "one score per accepted worker"
+    );
     let mut best: Option<(usize, i64)> = None;
-    for (&worker, &score) in feasible.iter().zip(&scores) {
+    for (&worker, &score) in accepted.iter().zip(&answer.scores) {
         if best.is_none_or(|(_, top)| score > top) {
             best = Some((worker, score));
         }
