@@ -442,6 +442,23 @@ fn the_upload_limit_is_a_setting_and_a_component_past_it_gets_413() {
             "{message}"
         );
     }
+    // Chunked, with no Content-Length: refused once the stream grows past
+    // the limit, with the same answer.
+    let over = padded(binpack, 1_000_001);
+    for route in ["policies", "maskers"] {
+        let (status, body) = common::post_chunked(
+            &host.url(&format!("/api/v1/{route}?name=over")),
+            "application/wasm",
+            &over,
+        );
+        assert_eq!(status, 413, "{route} (chunked): {body}");
+        assert_error_shape(&body, "PAYLOAD_TOO_LARGE");
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains("a plugin component may be at most 1000000 bytes"),
+            "{message}"
+        );
+    }
     assert!(host.policy("over").is_null());
     let (_, listing) = host.get("/api/v1/policies");
     assert_eq!(listing["active"]["name"], json!("small"));

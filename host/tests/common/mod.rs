@@ -664,6 +664,46 @@ pub fn post_announced(url: &str, content_type: &str, len: usize) -> (u16, Value)
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
+/// Posts `body` with `Transfer-Encoding: chunked` (no Content-Length: the
+/// server learns the size only by reading), in 64 KiB chunks, and reads the
+/// answer. A server that refuses part-way may close before it has read
+/// everything, and the reset can swallow its answer on the client's side,
+/// so an attempt that gets no answer at all is repeated (up to five); the
+/// answer is what counts.
+pub fn post_chunked(url: &str, content_type: &str, body: &[u8]) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (authority, path) = rest.split_once('/').unwrap();
+    for _ in 0..5 {
+        let mut stream = std::net::TcpStream::connect(authority).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let head = format!(
+            "POST /{path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        );
+        // Write errors are expected once the server has answered and
+        // closed: what it said is read below.
+        let _ = stream.write_all(head.as_bytes());
+        for chunk in body.chunks(64 * 1024) {
+            let framed = [format!("{:x}\r\n", chunk.len()).as_bytes(), chunk, b"\r\n"].concat();
+            if stream.write_all(&framed).is_err() {
+                break;
+            }
+        }
+        let _ = stream.write_all(b"0\r\n\r\n");
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response);
+        let text = String::from_utf8_lossy(&response);
+        let Some(status) = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        return (status, serde_json::from_str(body).unwrap_or(Value::Null));
+    }
+    panic!("no answer to a chunked POST {url} in five attempts");
+}
+
 /// Asserts the one error shape.
 pub fn assert_error_shape(body: &Value, code: &str) {
     assert_eq!(body["error"], json!(code), "{body}");
