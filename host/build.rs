@@ -45,6 +45,13 @@ fn main() {
         .args([
             "build",
             "--release",
+            // A plugin is small and on the scheduler's hot path: one
+            // codegen unit with fat LTO lets the SDK's per-worker helpers
+            // inline into the policy's loops.
+            "--config",
+            "profile.release.lto=\"fat\"",
+            "--config",
+            "profile.release.codegen-units=1",
             "--locked",
             "--target",
             "wasm32-wasip2",

@@ -427,37 +427,29 @@ fn the_upload_limit_is_a_setting_and_a_component_past_it_gets_413() {
     let (status, body) = host.activate("small", "");
     assert_eq!(status, 200, "{body}");
     // Refused from its Content-Length, before the body is read (a client
-    // still sending would see the connection close: announce only).
-    for route in ["policies", "maskers"] {
-        let (status, body) = common::post_announced(
-            &host.url(&format!("/api/v1/{route}?name=over")),
-            "application/wasm",
-            1_000_001,
-        );
-        assert_eq!(status, 413, "{route}: {body}");
-        assert_error_shape(&body, "PAYLOAD_TOO_LARGE");
-        let message = body["message"].as_str().unwrap();
-        assert!(
-            message.contains("a plugin component may be at most 1000000 bytes"),
-            "{message}"
-        );
-    }
-    // Chunked, with no Content-Length: refused once the stream grows past
-    // the limit, with the same answer.
+    // still sending would see the connection close: announce only); and,
+    // chunked with no Content-Length, once the stream grows past the limit.
     let over = padded(binpack, 1_000_001);
     for route in ["policies", "maskers"] {
-        let (status, body) = common::post_chunked(
-            &host.url(&format!("/api/v1/{route}?name=over")),
-            "application/wasm",
-            &over,
-        );
-        assert_eq!(status, 413, "{route} (chunked): {body}");
-        assert_error_shape(&body, "PAYLOAD_TOO_LARGE");
-        let message = body["message"].as_str().unwrap();
-        assert!(
-            message.contains("a plugin component may be at most 1000000 bytes"),
-            "{message}"
-        );
+        let url = host.url(&format!("/api/v1/{route}?name=over"));
+        for (how, (status, body)) in [
+            (
+                "announced",
+                common::post_announced(&url, "application/wasm", over.len()),
+            ),
+            (
+                "chunked",
+                common::post_chunked(&url, "application/wasm", &over),
+            ),
+        ] {
+            assert_eq!(status, 413, "{route}, {how}: {body}");
+            assert_error_shape(&body, "PAYLOAD_TOO_LARGE");
+            let message = body["message"].as_str().unwrap();
+            assert!(
+                message.contains("a plugin component may be at most 1000000 bytes"),
+                "{how}: {message}"
+            );
+        }
     }
     assert!(host.policy("over").is_null());
     let (_, listing) = host.get("/api/v1/policies");

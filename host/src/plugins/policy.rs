@@ -225,19 +225,6 @@ impl Columns {
         d.queue.push_str(demand.queue);
 
         let w = &mut self.workers;
-        for column in [
-            &mut w.label_mask,
-            &mut w.cpu_total,
-            &mut w.cpu_free,
-            &mut w.memory_total,
-            &mut w.memory_free,
-            &mut w.memory_used_mb,
-        ] {
-            column.clear();
-        }
-        w.slots_total.clear();
-        w.slots_free.clear();
-        w.cpu_used_percent.clear();
         let n = candidates.len();
         for column in [
             &mut w.label_mask,
@@ -247,10 +234,14 @@ impl Columns {
             &mut w.memory_free,
             &mut w.memory_used_mb,
         ] {
+            column.clear();
             column.reserve(n);
         }
+        w.slots_total.clear();
         w.slots_total.reserve(n);
+        w.slots_free.clear();
         w.slots_free.reserve(n);
+        w.cpu_used_percent.clear();
         w.cpu_used_percent.reserve(n);
         // The job's labels once, not a B-tree walk per worker.
         let wanted: Vec<(&str, &str)> = demand

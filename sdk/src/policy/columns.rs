@@ -126,10 +126,12 @@ impl<'r> Verdicts<'r> {
         }
     }
 
+    #[inline]
     fn accept(&mut self) {
         self.verdicts.push(0);
     }
 
+    #[inline]
     fn reject(&mut self, reason: &'r str) {
         // A policy gives few distinct reasons, usually shared (`&'static`
         // or one `Arc` per decision): a linear scan of them, pointer first,
@@ -246,6 +248,26 @@ mod tests {
         );
         // Scored: the one accepted worker only.
         assert_eq!(r.scores, [1]);
+    }
+
+    #[test]
+    fn the_first_missing_label_is_found_from_the_mask() {
+        let labels: Vec<String> = (0..65).map(|i| format!("l{i}=x")).collect();
+        let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
+        let job = Job::from(demand(&refs, 0));
+        let c = columns(&[u64::MAX, u64::MAX - 1, 0b1011], &[1; 3], &[0; 3]);
+        let ws = workers(&job, &c);
+        // All 64 reported, and the 65th can never be.
+        assert_eq!(ws[0].missing_label_index(), Some(64));
+        assert_eq!(ws[1].missing_label_index(), Some(0));
+        assert_eq!(ws[2].missing_label_index(), Some(2));
+        let two = Job::from(demand(&["a=1", "b=2"], 0));
+        let c = columns(&[0b11, 0b10, 0b111], &[1; 3], &[0; 3]);
+        let ws = workers(&two, &c);
+        let found: Vec<Option<usize>> = ws.iter().map(Worker::missing_label_index).collect();
+        assert_eq!(found, [None, Some(0), None]);
+        let none = Job::from(demand(&[], 0));
+        assert_eq!(workers(&none, &c)[1].missing_label_index(), None);
     }
 
     #[test]

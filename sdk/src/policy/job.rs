@@ -30,11 +30,13 @@ impl Job {
     }
 
     /// Thousandths of a CPU core the job reserves.
+    #[inline]
     pub fn cpu_millis(&self) -> u64 {
         self.cpu_millis
     }
 
     /// MiB of memory the job reserves.
+    #[inline]
     pub fn memory_mb(&self) -> u64 {
         self.memory_mb
     }
@@ -52,6 +54,7 @@ impl Job {
     }
 
     /// The shared reason `missing label <labels[index]>`.
+    #[inline]
     pub(crate) fn missing_reason(&self, index: usize) -> Option<Arc<str>> {
         self.missing.get(index).cloned()
     }

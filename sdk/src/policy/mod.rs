@@ -141,6 +141,7 @@ impl From<String> for Reject {
 /// with the same reasons as the host's built-in policy: the first missing
 /// label (`missing label k=v`), then `no free slot`, `not enough cpu`,
 /// `not enough memory`.
+#[inline]
 pub fn hard_constraints(job: &Job, worker: &Worker<'_>) -> Result<(), Reject> {
     if let Some(reason) = worker
         .missing_label_index()
@@ -207,6 +208,7 @@ pub fn weights<const N: usize>(
 /// assert_eq!(per_mille(u64::MAX / 3, u64::MAX), 333);
 /// assert_eq!(per_mille(u64::MAX, u64::MAX), 1000);
 /// ```
+#[inline]
 pub fn per_mille(part: u64, total: u64) -> i64 {
     let part = part.min(total);
     // Not `saturating_mul`: an overflow-checked u64 multiply is a 128-bit

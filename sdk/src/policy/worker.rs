@@ -70,12 +70,14 @@ impl PartialEq for Worker<'_> {
 
 impl<'a> Worker<'a> {
     /// Position of this worker in the list the host passed to this call.
+    #[inline]
     pub fn index(&self) -> usize {
         self.index
     }
 
     /// Whether the worker carries `label` (`key=value`). Always `false` for
     /// a label the job does not ask for: the host only reports those.
+    #[inline]
     pub fn has_label(&self, label: &str) -> bool {
         self.labels
             .iter()
@@ -89,6 +91,7 @@ impl<'a> Worker<'a> {
     /// those).
     ///
     /// [`Policy::LABEL_KEYS`]: super::Policy::LABEL_KEYS
+    #[inline]
     pub fn label(&self, key: &str) -> Option<&'a str> {
         let column = self.columns.labels_by_key.iter().find(|c| c.key == key)?;
         // Ids were checked against `values` when the columns were read.
@@ -97,16 +100,31 @@ impl<'a> Worker<'a> {
     }
 
     /// Whether the worker carries every label the job asks for.
+    #[inline]
     pub fn has_all_labels(&self) -> bool {
         self.missing_label().is_none()
     }
 
     /// Index (in the job's labels) of the first label the worker lacks.
+    #[inline]
     pub(crate) fn missing_label_index(&self) -> Option<usize> {
-        (0..self.labels.len()).find(|bit| !self.has_bit(*bit))
+        // Bit arithmetic, not a loop: this runs for every candidate.
+        let asked = self.labels.len();
+        let wanted = match asked {
+            0 => return None,
+            1..64 => (1u64 << asked) - 1,
+            _ => u64::MAX,
+        };
+        match !self.label_mask() & wanted {
+            0 if asked <= 64 => None,
+            // Labels past the 64th are never reported as carried.
+            0 => Some(64),
+            missing => Some(missing.trailing_zeros() as usize),
+        }
     }
 
     /// The first label the job asks for that the worker lacks.
+    #[inline]
     pub fn missing_label(&self) -> Option<&'a str> {
         self.labels
             .iter()
@@ -117,6 +135,7 @@ impl<'a> Worker<'a> {
 
     /// Whether the worker has a free slot and enough unreserved cpu and
     /// memory for `job` (labels not included).
+    #[inline]
     pub fn fits(&self, job: &Job) -> bool {
         self.slots_free() > 0
             && self.cpu_free_millis() >= job.cpu_millis()
@@ -124,58 +143,69 @@ impl<'a> Worker<'a> {
     }
 
     /// CPU capacity, millicores.
+    #[inline]
     pub fn cpu_total_millis(&self) -> u64 {
         self.columns.cpu_total[self.index]
     }
 
     /// CPU not reserved by jobs, millicores.
+    #[inline]
     pub fn cpu_free_millis(&self) -> u64 {
         self.columns.cpu_free[self.index]
     }
 
     /// Memory capacity, MiB.
+    #[inline]
     pub fn memory_total_mb(&self) -> u64 {
         self.columns.memory_total[self.index]
     }
 
     /// Memory not reserved by jobs, MiB.
+    #[inline]
     pub fn memory_free_mb(&self) -> u64 {
         self.columns.memory_free[self.index]
     }
 
     /// Job slots in total.
+    #[inline]
     pub fn slots_total(&self) -> u32 {
         self.columns.slots_total[self.index]
     }
 
     /// Job slots free.
+    #[inline]
     pub fn slots_free(&self) -> u32 {
         self.columns.slots_free[self.index]
     }
 
     /// Jobs on the worker now (running, or placed earlier in this round):
     /// slots taken.
+    #[inline]
     pub fn running_jobs(&self) -> u32 {
         self.slots_total().saturating_sub(self.slots_free())
     }
 
     /// Real whole-machine CPU use from the latest heartbeat, 0..100.
+    #[inline]
     pub fn cpu_used_percent(&self) -> f32 {
         self.columns.cpu_used_percent[self.index]
     }
 
     /// Real memory in use from the latest heartbeat, MiB.
+    #[inline]
     pub fn memory_used_mb(&self) -> u64 {
         self.columns.memory_used_mb[self.index]
     }
 
     /// The mask has 64 bits: a job asking for more labels than that can
     /// never be satisfied by labels past the 64th.
+    #[inline]
     fn has_bit(&self, bit: usize) -> bool {
         bit < 64 && self.label_mask() & (1 << bit) != 0
     }
 
     /// Bit `i` set when the worker carries the job's `labels[i]`.
+    #[inline]
     fn label_mask(&self) -> u64 {
         self.columns.label_mask[self.index]
     }
