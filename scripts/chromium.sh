@@ -7,13 +7,12 @@
 # with a reason, except under CI=true, where they fail.
 set -uo pipefail
 
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
-}
+# shellcheck source=scripts/apt.sh
+. "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
 
 if ! command -v chromedriver >/dev/null || ! command -v chromium >/dev/null; then
   echo "installing chromium and chromium-driver from Debian's packages" >&2
-  as_root apt-get update -qq >&2 &&
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium chromium-driver >&2 ||
+  apt_get update -qq >&2 &&
+    apt_get install -y -qq chromium chromium-driver >&2 ||
     echo "chromium could not be installed; the dashboard browser tests will skip (fail under CI=true)" >&2
 fi

@@ -13,14 +13,13 @@ ROLE=hodei
 PASSWORD=hodei
 PORT=${HODEI_PG_PORT:-5432}
 
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
-}
+# shellcheck source=scripts/apt.sh
+. "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
 
 if ! command -v pg_ctlcluster >/dev/null || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
   echo "installing PostgreSQL from Debian's packages" >&2
-  as_root apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq postgresql >&2
+  apt_get update -qq >&2
+  apt_get install -y -qq postgresql >&2
 fi
 
 # The first cluster Debian made (e.g. "15 main"); create one if there is none.

@@ -6,14 +6,13 @@
 # with a reason, except under CI=true, where it fails.
 set -uo pipefail
 
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
-}
+# shellcheck source=scripts/apt.sh
+. "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
 
 if ! command -v promtool >/dev/null; then
   echo "installing promtool (Debian's prometheus package)" >&2
-  as_root apt-get update -qq >&2 &&
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends prometheus >&2 ||
+  apt_get update -qq >&2 &&
+    apt_get install -y -qq --no-install-recommends prometheus >&2 ||
     echo "prometheus could not be installed; the promtool check will skip (fail under CI=true)" >&2
   # A package install may start the server; the tests need only the tool.
   as_root systemctl stop prometheus >/dev/null 2>&1 || true

@@ -15,14 +15,13 @@
 # cgroup setup is needed.
 set -euo pipefail
 
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
-}
+# shellcheck source=scripts/apt.sh
+. "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
 
 if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v srun >/dev/null; then
   echo "installing Slurm from Debian's packages" >&2
-  as_root apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq slurm-wlm munge >&2
+  apt_get update -qq >&2
+  apt_get install -y -qq slurm-wlm munge >&2
 fi
 
 NODE=$(hostname -s)

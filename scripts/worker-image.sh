@@ -12,6 +12,8 @@
 # tests use dev, which builds faster), CARGO_TARGET_DIR.
 # Prints the tag on its last line.
 set -euo pipefail
+# shellcheck source=scripts/apt.sh
+. "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
 cd "$(dirname "$0")/.."
 
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
@@ -26,7 +28,7 @@ rustup target add "$target" >&2
 # The agent speaks TLS with rustls on ring, whose C and assembly parts
 # need a C compiler for musl: Debian's musl-tools (musl-gcc).
 if ! command -v musl-gcc >/dev/null; then
-    (apt-get install -y musl-tools >&2 || { apt-get update >&2 && apt-get install -y musl-tools >&2; })
+    (apt_get install -y musl-tools >&2 || { apt_get update >&2 && apt_get install -y musl-tools >&2; })
 fi
 export CC_x86_64_unknown_linux_musl=musl-gcc
 cargo build --profile "$profile" --target "$target" -p hodei-agent >&2
@@ -39,7 +41,7 @@ chmod 1777 "$context/rootfs/tmp"
 (
     cd "$context/debs"
     apt-get download busybox-static bash-static >&2 || {
-        apt-get update >&2
+        apt_get update >&2
         apt-get download busybox-static bash-static >&2
     }
 )
