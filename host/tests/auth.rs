@@ -534,8 +534,13 @@ fn a_token_submitting_past_its_rate_gets_429_and_others_are_not_slowed() {
     let flooder = token(&host, &["jobs:submit"]);
     let other = token(&host, &["jobs:submit"]);
     let reader = token(&host, &["jobs:read"]);
+    // A connection per request: the host answers 429 without reading the
+    // body, and then closes that connection; a pooled one reused right
+    // after could be that closed one (a POST is not retried).
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
+        .max_idle_connections(0)
+        .max_idle_connections_per_host(0)
         .build()
         .into();
     let submit = |token: &str| {
