@@ -10,6 +10,8 @@
 //! work, so each instance keeps its column buffers and refills them in one
 //! pass over the candidates: no allocation per decision once warm.
 
+use std::collections::BTreeMap;
+
 use wasmtime::Store;
 use wasmtime::component::Component;
 
@@ -224,49 +226,23 @@ impl Columns {
         d.queue.clear();
         d.queue.push_str(demand.queue);
 
+        // One tight pass per column (an `extend` of a slice's map knows its
+        // length: no capacity check per element, and it vectorizes where
+        // it can), not one pass pushing to every column.
         let w = &mut self.workers;
-        let n = candidates.len();
-        for column in [
-            &mut w.label_mask,
-            &mut w.cpu_total,
-            &mut w.cpu_free,
-            &mut w.memory_total,
-            &mut w.memory_free,
-            &mut w.memory_used_mb,
-        ] {
-            column.clear();
-            column.reserve(n);
-        }
-        w.slots_total.clear();
-        w.slots_total.reserve(n);
-        w.slots_free.clear();
-        w.slots_free.reserve(n);
-        w.cpu_used_percent.clear();
-        w.cpu_used_percent.reserve(n);
-        // The job's labels once, not a B-tree walk per worker.
-        let wanted: Vec<(&str, &str)> = demand
-            .labels
-            .iter()
-            .take(64)
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        for c in candidates {
-            let mask = wanted
-                .iter()
-                .enumerate()
-                .filter(|(_, (k, v))| c.labels.get(*k).is_some_and(|value| value == v))
-                .fold(0u64, |mask, (i, _)| mask | (1 << i));
-            w.label_mask.push(mask);
-            w.cpu_total.push(c.capacity.cpu_millis);
-            w.cpu_free.push(c.free.cpu_millis);
-            w.memory_total.push(c.capacity.memory_mb);
-            w.memory_free.push(c.free.memory_mb);
-            w.slots_total.push(c.slots);
-            w.slots_free.push(c.free_slots);
-            w.cpu_used_percent.push(c.metrics.cpu_percent);
-            w.memory_used_mb
-                .push(c.metrics.memory_used_bytes / (1024 * 1024));
-        }
+        refill(&mut w.cpu_total, candidates, |c| c.capacity.cpu_millis);
+        refill(&mut w.cpu_free, candidates, |c| c.free.cpu_millis);
+        refill(&mut w.memory_total, candidates, |c| c.capacity.memory_mb);
+        refill(&mut w.memory_free, candidates, |c| c.free.memory_mb);
+        refill(&mut w.slots_total, candidates, |c| c.slots);
+        refill(&mut w.slots_free, candidates, |c| c.free_slots);
+        refill(&mut w.cpu_used_percent, candidates, |c| {
+            c.metrics.cpu_percent
+        });
+        refill(&mut w.memory_used_mb, candidates, |c| {
+            c.metrics.memory_used_bytes / (1024 * 1024)
+        });
+        fill_label_masks(&mut w.label_mask, demand.labels, candidates);
         w.labels_by_key
             .resize_with(label_keys.len(), || LabelColumn {
                 key: String::new(),
@@ -311,6 +287,44 @@ fn fill_label_column(column: &mut LabelColumn, key: &str, candidates: &[Candidat
             u32::try_from(index + 1).unwrap_or(u32::MAX)
         }
     }));
+}
+
+/// Clears `column` and refills it with `value` of each candidate.
+#[inline]
+fn refill<T>(column: &mut Vec<T>, candidates: &[Candidate], value: impl Fn(&Candidate) -> T) {
+    column.clear();
+    column.extend(candidates.iter().map(value));
+}
+
+/// Per candidate, bit `i` set when it carries the job's `i`-th label (the
+/// first 64: a job asking for more can never be placed by a plugin that
+/// keeps the default constraints, which the SDK documents).
+fn fill_label_masks(
+    masks: &mut Vec<u64>,
+    wanted: &BTreeMap<String, String>,
+    candidates: &[Candidate],
+) {
+    masks.clear();
+    match wanted.len() {
+        0 => masks.resize(candidates.len(), 0),
+        // The usual case, one label (`gpu=true`, `pool=x`): no inner loop.
+        1 => {
+            let (key, value) = wanted.iter().next().expect("one label");
+            masks.extend(
+                candidates
+                    .iter()
+                    .map(|c| u64::from(c.labels.get(key) == Some(value))),
+            );
+        }
+        _ => masks.extend(candidates.iter().map(|c| {
+            wanted
+                .iter()
+                .take(64)
+                .enumerate()
+                .filter(|(_, (k, v))| c.labels.get(*k) == Some(*v))
+                .fold(0u64, |mask, (i, _)| mask | (1 << i))
+        })),
+    }
 }
 
 impl PolicyInstance {
@@ -366,12 +380,18 @@ fn check(ranking: &Ranking, workers: usize) -> Result<(), String> {
         ));
     }
     let reasons = ranking.reasons.len();
-    if let Some(k) = ranking.verdicts.iter().find(|&&k| k as usize > reasons) {
+    // One pass: the highest verdict, and how many accepted.
+    let (highest, accepted) = ranking
+        .verdicts
+        .iter()
+        .fold((0u32, 0usize), |(highest, accepted), &k| {
+            (highest.max(k), accepted + usize::from(k == 0))
+        });
+    if highest as usize > reasons {
         return Err(format!(
-            "verdict {k} names no reason ({reasons} reasons given)"
+            "verdict {highest} names no reason ({reasons} reasons given)"
         ));
     }
-    let accepted = ranking.verdicts.iter().filter(|&&k| k == 0).count();
     if ranking.scores.len() != accepted {
         return Err(format!(
             "returned {} scores for {accepted} accepted workers",

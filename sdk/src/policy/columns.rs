@@ -4,7 +4,7 @@
 //! same conversion the component runs.
 
 use super::bindings::{Demand, Ranking, Workers};
-use super::{Job, Policy, Worker};
+use super::{Job, Policy, Verdicts, Worker};
 
 /// One decision: `policy.filter_all` over the WIT inputs, then
 /// `policy.score_all` over the workers it accepted (not called when none
@@ -13,25 +13,14 @@ use super::{Job, Policy, Worker};
 pub(crate) fn decide<P: Policy>(policy: &P, demand: Demand, candidates: &Workers) -> Ranking {
     let job = Job::from(demand);
     let workers = workers(&job, candidates);
-    let results = policy.filter_all(&job, &workers);
-    // One pass: the verdicts, the reasons table and the accepted workers.
-    let mut accepted: Vec<Worker<'_>> = Vec::with_capacity(workers.len());
-    let mut verdicts = Verdicts::with_capacity(results.len());
-    for (worker, result) in workers.iter().zip(&results) {
-        match result {
-            Ok(()) => {
-                verdicts.accept();
-                accepted.push(*worker);
-            }
-            Err(reject) => verdicts.reject(reject.reason()),
-        }
-    }
+    let mut verdicts = Verdicts::new(&workers);
+    policy.filter_all(&job, &workers, &mut verdicts);
+    let (verdicts, reasons, accepted) = verdicts.finish();
     let scores = if accepted.is_empty() {
         Vec::new()
     } else {
         policy.score_all(&job, &accepted)
     };
-    let (verdicts, reasons) = verdicts.finish();
     Ranking {
         verdicts,
         reasons,
@@ -95,68 +84,6 @@ pub(crate) fn workers<'a>(job: &'a Job, c: &'a Workers) -> Vec<Worker<'a>> {
         .collect()
 }
 
-/// Per-worker results as the WIT verdicts and reasons: 0 for accepted, `k`
-/// for rejected because of `reasons[k - 1]`; each distinct reason appears
-/// once, in order of first use. (What [`decide`] packs, on its own for the
-/// tests.)
-#[cfg(test)]
-fn verdicts(results: &[Result<(), super::Reject>]) -> (Vec<u32>, Vec<String>) {
-    let mut verdicts = Verdicts::with_capacity(results.len());
-    for result in results {
-        match result {
-            Ok(()) => verdicts.accept(),
-            Err(reject) => verdicts.reject(reject.reason()),
-        }
-    }
-    verdicts.finish()
-}
-
-/// The verdicts and reasons table under construction.
-struct Verdicts<'r> {
-    verdicts: Vec<u32>,
-    /// Distinct reasons so far, borrowed from the rejections.
-    seen: Vec<&'r str>,
-}
-
-impl<'r> Verdicts<'r> {
-    fn with_capacity(workers: usize) -> Self {
-        Self {
-            verdicts: Vec::with_capacity(workers),
-            seen: Vec::new(),
-        }
-    }
-
-    #[inline]
-    fn accept(&mut self) {
-        self.verdicts.push(0);
-    }
-
-    #[inline]
-    fn reject(&mut self, reason: &'r str) {
-        // A policy gives few distinct reasons, usually shared (`&'static`
-        // or one `Arc` per decision): a linear scan of them, pointer first,
-        // beats any map, and a reason string is copied once, not once per
-        // worker.
-        let seen = &mut self.seen;
-        let index = seen
-            .iter()
-            .position(|r| std::ptr::eq(*r, reason) || *r == reason)
-            .unwrap_or_else(|| {
-                seen.push(reason);
-                seen.len() - 1
-            });
-        self.verdicts
-            .push(u32::try_from(index + 1).expect("fewer than 2^32 distinct reasons"));
-    }
-
-    fn finish(self) -> (Vec<u32>, Vec<String>) {
-        (
-            self.verdicts,
-            self.seen.into_iter().map(str::to_owned).collect(),
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::bindings::LabelColumn;
@@ -209,6 +136,83 @@ mod tests {
         fn score(&self, _: &Job, worker: &Worker<'_>) -> i64 {
             i64::from(worker.slots_free())
         }
+    }
+
+    /// `results` given one by one to [`Verdicts`] over as many workers:
+    /// the verdicts and the reasons table.
+    fn verdicts(results: &[Result<(), Reject>]) -> (Vec<u32>, Vec<String>) {
+        let n = results.len();
+        let c = columns(&vec![0; n], &vec![1; n], &vec![0; n]);
+        let job = Job::from(demand(&[], 0));
+        let ws = workers(&job, &c);
+        let mut verdicts = Verdicts::new(&ws);
+        for result in results {
+            verdicts.push(result.clone());
+        }
+        let (verdicts, reasons, accepted) = verdicts.finish();
+        let indexes: Vec<usize> = accepted.iter().map(Worker::index).collect();
+        let expected: Vec<usize> = (0..n).filter(|&i| results[i].is_ok()).collect();
+        assert_eq!(indexes, expected, "the accepted workers, in order");
+        (verdicts, reasons)
+    }
+
+    /// Admits the first worker only, whatever the default would say.
+    struct FirstOnly;
+
+    impl Policy for FirstOnly {
+        const NAME: &'static str = "first-only";
+
+        fn configure(_: &str) -> Result<Self, String> {
+            Ok(Self)
+        }
+
+        fn filter_all<'a>(&self, _: &Job, workers: &[Worker<'a>], verdicts: &mut Verdicts<'_, 'a>) {
+            for worker in workers {
+                if worker.index() == 0 {
+                    verdicts.accept();
+                } else {
+                    verdicts.reject(Reject::fixed("not first"));
+                }
+            }
+        }
+
+        fn score(&self, _: &Job, worker: &Worker<'_>) -> i64 {
+            i64::from(worker.slots_free())
+        }
+    }
+
+    #[test]
+    fn an_overridden_filter_all_decides_and_only_its_accepted_are_scored() {
+        let c = columns(&[0, 0, 0], &[0, 5, 6], &[0, 0, 0]);
+        let r = decide(&FirstOnly, demand(&[], 0), &c);
+        assert_eq!(r.verdicts, [0, 1, 1]);
+        assert_eq!(r.reasons, ["not first"]);
+        assert_eq!(r.scores, [0]);
+    }
+
+    /// A filter that gives too few or too many verdicts fails the call (a
+    /// trap in the component), rather than shifting every later worker.
+    #[test]
+    #[should_panic(expected = "filter_all gave 2 verdicts for 3 workers")]
+    fn too_few_verdicts_panic() {
+        let c = columns(&[0, 0, 0], &[1, 1, 1], &[0, 0, 0]);
+        let job = Job::from(demand(&[], 0));
+        let ws = workers(&job, &c);
+        let mut verdicts = Verdicts::new(&ws);
+        verdicts.accept();
+        verdicts.reject(Reject::fixed("no"));
+        let _ = verdicts.finish();
+    }
+
+    #[test]
+    #[should_panic(expected = "filter_all gave more verdicts than the 1 workers")]
+    fn too_many_verdicts_panic() {
+        let c = columns(&[0], &[1], &[0]);
+        let job = Job::from(demand(&[], 0));
+        let ws = workers(&job, &c);
+        let mut verdicts = Verdicts::new(&ws);
+        verdicts.accept();
+        verdicts.accept();
     }
 
     #[test]

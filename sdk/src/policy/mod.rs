@@ -18,11 +18,13 @@ mod columns;
 mod export;
 mod job;
 pub mod testing;
+mod verdicts;
 mod worker;
 
 #[doc(hidden)]
 pub use export::Exported;
 pub use job::Job;
+pub use verdicts::Verdicts;
 pub use worker::Worker;
 
 use std::fmt;
@@ -60,10 +62,13 @@ pub trait Policy: Sized + 'static {
     fn score(&self, job: &Job, worker: &Worker<'_>) -> i64;
 
     /// `filter` over the whole candidate list at once; override to see every
-    /// worker together (e.g. to admit at most one worker per zone). Must
-    /// return one verdict per worker, in order.
-    fn filter_all(&self, job: &Job, workers: &[Worker<'_>]) -> Vec<Result<(), Reject>> {
-        workers.iter().map(|w| self.filter(job, w)).collect()
+    /// worker together (e.g. to admit at most one worker per zone). Give
+    /// `verdicts` one verdict per worker, in order (a missing or extra one
+    /// fails the decision, and the host falls back to its own policy).
+    fn filter_all<'a>(&self, job: &Job, workers: &[Worker<'a>], verdicts: &mut Verdicts<'_, 'a>) {
+        for worker in workers {
+            verdicts.push(self.filter(job, worker));
+        }
     }
 
     /// `score` over the whole list of feasible workers at once; override to
@@ -116,6 +121,14 @@ impl Reject {
     /// The reason, owned.
     pub fn into_reason(self) -> String {
         self.reason().to_owned()
+    }
+
+    /// Whether both give the same reason: the same shared text (a pointer
+    /// comparison, the usual case), or equal text.
+    #[inline]
+    pub(crate) fn same_as(&self, other: &Self) -> bool {
+        let (a, b) = (self.reason(), other.reason());
+        std::ptr::eq(a, b) || a == b
     }
 }
 
