@@ -13,6 +13,12 @@
 //!   and once to stderr (a pipe); MB/s of log data from the job's first
 //!   write to the reader's receipt of the last line, and how fast the job
 //!   itself got its output out.
+//! - the PTY's ceiling, side by side: the stdout job again, on a bare PTY
+//!   (output processing off, as the agent sets it) that this process reads
+//!   64 KiB at a time and only counts. Nothing of Hodei's is in the way,
+//!   so this is what the job and the kernel's terminal layer allow on this
+//!   machine; a job writing line by line to a terminal (stdio line
+//!   buffering) pays a system call and a terminal hand-over per line.
 //!
 //! It also prints the size of the static agent binary if it was built
 //! (`cargo build --profile agent-release --target x86_64-unknown-linux-musl
@@ -67,6 +73,8 @@ pub async fn run(args: &LogsArgs) -> anyhow::Result<()> {
         bail!("the latency job printed nothing");
     }
 
+    let (bytes, width) = (job_bytes(args), args.line_width);
+    let ceiling = tokio::task::spawn_blocking(move || pty_ceiling(bytes, width)).await??;
     let mut rows = Vec::new();
     for stream in [Stream::Stdout, Stream::Stderr] {
         rows.push((stream, throughput(&http, &host.base, args, stream).await?));
@@ -113,6 +121,17 @@ pub async fn run(args: &LogsArgs) -> anyhow::Result<()> {
             figures.megabytes / figures.written_secs,
             figures.written_secs
         );
+        if let Stream::Stdout = stream {
+            let (megabytes, secs) = ceiling;
+            println!(
+                "| … the same job on a bare PTY this process only counts (the PTY's ceiling here) | {:.0} MB/s ({secs:.1} s) | |",
+                megabytes / secs
+            );
+            println!(
+                "| … delivered to the reader, as a share of that ceiling | {:.0} % | |",
+                100.0 * (figures.megabytes / figures.delivered_secs) / (megabytes / secs)
+            );
+        }
     }
     match static_agent() {
         Some((path, size)) => println!(
@@ -155,8 +174,7 @@ async fn throughput(
     args: &LogsArgs,
     stream: Stream,
 ) -> anyhow::Result<Throughput> {
-    let bytes = args.megabytes * 1_000_000 * 3 / 4;
-    let width = args.line_width;
+    let (bytes, width) = (job_bytes(args), args.line_width);
     let redirect = match stream {
         Stream::Stdout => "",
         Stream::Stderr => " >&2",
@@ -192,6 +210,58 @@ async fn throughput(
         written_secs: ended.context("no end line")? - first,
         stored_secs: finished - first,
     })
+}
+
+/// Random bytes the throughput job encodes: base64 makes `megabytes` of
+/// them (4 characters per 3 bytes).
+fn job_bytes(args: &LogsArgs) -> u64 {
+    args.megabytes * 1_000_000 * 3 / 4
+}
+
+/// The throughput job's `bytes` as base64 lines of `width`, on the slave of
+/// a fresh PTY with output processing off (as the agent sets it), its
+/// master read here in 64 KiB reads that are only counted, until every
+/// process closed the terminal. Returns (MB read, seconds from spawn).
+fn pty_ceiling(bytes: u64, width: u32) -> anyhow::Result<(f64, f64)> {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+
+    use nix::sys::termios::{self, OutputFlags, SetArg};
+
+    let pty = nix::pty::openpty(None, None).context("openpty")?;
+    let mut mode = termios::tcgetattr(&pty.slave)?;
+    mode.output_flags.remove(OutputFlags::OPOST);
+    termios::tcsetattr(&pty.slave, SetArg::TCSANOW, &mode)?;
+    let slave = std::fs::File::from(pty.slave);
+    let started = std::time::Instant::now();
+    let mut child = Command::new("bash")
+        .arg("-c")
+        .arg(format!("head -c {bytes} /dev/urandom | base64 -w {width}"))
+        .stdin(Stdio::null())
+        .stdout(slave.try_clone()?)
+        .stderr(Stdio::null())
+        .spawn()
+        .context("spawning bash")?;
+    // Only the job holds the terminal now: its end reads as EIO.
+    drop(slave);
+    let mut master = std::fs::File::from(pty.master);
+    let mut buffer = vec![0_u8; 64 * 1024];
+    let mut read = 0_u64;
+    loop {
+        match master.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => read += n as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EIO as i32) => break,
+            Err(e) => return Err(e).context("reading the PTY"),
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let status = child.wait()?;
+    if !status.success() || read == 0 {
+        bail!("the bare-PTY job ended {status} after {read} bytes");
+    }
+    Ok((read as f64 / 1e6, secs))
 }
 
 /// One SSE data record; only the line is read (borrowed when it has no
