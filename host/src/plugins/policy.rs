@@ -7,8 +7,8 @@
 //! the plugin, exactly like a trap.
 //!
 //! The columns are the cost of a decision that is not the policy's own
-//! work, so each instance keeps its column buffers and refills them in one
-//! pass over the candidates: no allocation per decision once warm.
+//! work, so each instance keeps its column buffers and refills them, a
+//! tight pass per column: no allocation per decision once warm.
 
 use std::collections::BTreeMap;
 
