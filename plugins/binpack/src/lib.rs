@@ -1,7 +1,7 @@
 //! `binpack`: fill the fullest worker that still fits, so whole workers stay
 //! free for big jobs and idle ones can be scaled down.
 //!
-//! Filter: the SDK's default hard constraints (labels, slot, cpu, memory).
+//! Filter: the hard constraints the SDK keeps (labels, slot, cpu, memory).
 //! Score: how little would be left free on the worker after placing the job,
 //! summed over slots, cpu and memory (each as a share of the worker's
 //! capacity). Placing always takes a slot, so slots still tell workers apart

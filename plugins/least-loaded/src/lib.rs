@@ -1,7 +1,7 @@
 //! `least-loaded`: place the job on the emptiest worker by what the
 //! machines really report, not by what jobs reserved.
 //!
-//! Filter: the SDK's default hard constraints (labels, slot, cpu, memory).
+//! Filter: the hard constraints the SDK keeps (labels, slot, cpu, memory).
 //! Score: idle cpu (`100 - cpu_used_percent`) and idle memory
 //! (`1 - memory_used_mb / memory_total`), then, as a secondary term, the
 //! share of free slots. Workers on one machine report the same machine

@@ -4,7 +4,7 @@
 //!
 //! This is the policy the SDK tutorial (sdk/README.md) writes step by step.
 //!
-//! Filter: the SDK's default hard constraints (labels, slot, cpu, memory).
+//! Filter: the hard constraints the SDK keeps (labels, slot, cpu, memory).
 //! Score: `score_all` totals running jobs per zone over the workers it is
 //! given, which are the ones that passed the filter: a worker with no free
 //! slot does not count towards its zone's total.

@@ -6,16 +6,48 @@
 use super::bindings::{Demand, Ranking, Workers};
 use super::{Job, Policy, Verdicts, Worker};
 
-/// One decision: `policy.filter_all` over the WIT inputs, then
+/// One decision: the hard constraints over the columns, then
+/// `policy.filter_all` over the workers that keep them, then
 /// `policy.score_all` over the workers it accepted (not called when none
 /// was), packed as WIT `ranking`. Lengths are passed through unchecked: the
 /// host validates them.
+///
+/// Verdicts number the hard constraints' reasons first (the job's labels
+/// in order, then slot, cpu, memory; all of them, listed only when a
+/// worker broke one), then the filter's own.
 pub(crate) fn decide<P: Policy>(policy: &P, demand: Demand, candidates: &Workers) -> Ranking {
     let job = Job::from(demand);
-    let workers = workers(&job, candidates);
-    let mut verdicts = Verdicts::new(&workers);
-    policy.filter_all(&job, &workers, &mut verdicts);
-    let (verdicts, reasons, accepted) = verdicts.finish();
+    check_columns(candidates);
+    let mut verdicts = hard_verdicts(&job, candidates);
+    let feasible: Vec<Worker<'_>> = verdicts
+        .iter()
+        .enumerate()
+        .filter(|(_, verdict)| **verdict == 0)
+        .map(|(index, _)| Worker {
+            index,
+            labels: job.labels(),
+            columns: candidates,
+        })
+        .collect();
+    let mut filtered = Verdicts::new(&feasible);
+    policy.filter_all(&job, &feasible, &mut filtered);
+    let (filter_verdicts, filter_reasons, accepted) = filtered.finish();
+    let mut reasons = if feasible.len() < verdicts.len() {
+        hard_reasons(&job)
+    } else {
+        Vec::new()
+    };
+    if accepted.len() < feasible.len() {
+        let offset = u32::try_from(reasons.len()).expect("fewer than 2^32 reasons");
+        let mut next = filter_verdicts.iter();
+        for verdict in verdicts.iter_mut().filter(|verdict| **verdict == 0) {
+            match next.next() {
+                Some(0) | None => {}
+                Some(k) => *verdict = k + offset,
+            }
+        }
+        reasons.extend(filter_reasons);
+    }
     let scores = if accepted.is_empty() {
         Vec::new()
     } else {
@@ -28,6 +60,68 @@ pub(crate) fn decide<P: Policy>(policy: &P, demand: Demand, candidates: &Workers
     }
 }
 
+/// Per worker, which hard constraint it breaks, in one pass over the
+/// columns (no [`Worker`] view, no rejection made per worker): 0 for none,
+/// else 1 + the index of the first broken one in [`hard_reasons`], in the
+/// order and with the meaning of [`super::hard_constraints`].
+fn hard_verdicts(job: &Job, c: &Workers) -> Vec<u32> {
+    let asked = job.labels().len();
+    let wanted = match asked {
+        0 => 0,
+        1..64 => (1_u64 << asked) - 1,
+        _ => u64::MAX,
+    };
+    // Labels past the 64th are never reported as carried.
+    let beyond_mask = asked > 64;
+    let labels = u32::try_from(asked).expect("fewer than 2^32 labels");
+    let (slot, cpu, memory) = (labels + 1, labels + 2, labels + 3);
+    let (cpu_needed, memory_needed) = (job.cpu_millis(), job.memory_mb());
+    c.label_mask
+        .iter()
+        .zip(&c.slots_free)
+        .zip(&c.cpu_free)
+        .zip(&c.memory_free)
+        .map(|(((&mask, &slots_free), &cpu_free), &memory_free)| {
+            let missing = !mask & wanted;
+            if missing != 0 {
+                missing.trailing_zeros() + 1
+            } else if beyond_mask {
+                65
+            } else if slots_free == 0 {
+                slot
+            } else if cpu_free < cpu_needed {
+                cpu
+            } else if memory_free < memory_needed {
+                memory
+            } else {
+                0
+            }
+        })
+        .collect()
+}
+
+/// The hard constraints' reasons, numbered as [`hard_verdicts`] numbers
+/// them: `missing label k=v` per label of the job, then `no free slot`,
+/// `not enough cpu`, `not enough memory` (the built-in policy's words).
+fn hard_reasons(job: &Job) -> Vec<String> {
+    (0..job.labels().len())
+        .filter_map(|index| job.missing_reason(index))
+        .map(|reason| reason.to_string())
+        .chain(
+            [HARD_SLOT, HARD_CPU, HARD_MEMORY]
+                .into_iter()
+                .map(str::to_owned),
+        )
+        .collect()
+}
+
+/// The resource reasons of the hard constraints.
+pub(crate) const HARD_SLOT: &str = "no free slot";
+/// See [`HARD_SLOT`].
+pub(crate) const HARD_CPU: &str = "not enough cpu";
+/// See [`HARD_SLOT`].
+pub(crate) const HARD_MEMORY: &str = "not enough memory";
+
 /// `policy.score_all` over every worker of the WIT inputs (for
 /// [`super::testing::score`]).
 pub(crate) fn score<P: Policy>(policy: &P, demand: Demand, candidates: &Workers) -> Vec<i64> {
@@ -39,10 +133,25 @@ pub(crate) fn score<P: Policy>(policy: &P, demand: Demand, candidates: &Workers)
 /// One [`Worker`] per index of the columns.
 ///
 /// # Panics
-/// When the columns differ in length or a label value id is out of range (a
-/// host bug): the call traps and the host falls back, which beats scoring
-/// misaligned data.
+/// When the columns are malformed (see [`check_columns`]).
 pub(crate) fn workers<'a>(job: &'a Job, c: &'a Workers) -> Vec<Worker<'a>> {
+    check_columns(c);
+    (0..c.label_mask.len())
+        .map(|index| Worker {
+            index,
+            labels: job.labels(),
+            columns: c,
+        })
+        .collect()
+}
+
+/// That the columns are of one length and every label value id names a
+/// value.
+///
+/// # Panics
+/// When they are not (a host bug): the call traps and the host falls back,
+/// which beats scoring misaligned data.
+fn check_columns(c: &Workers) {
     let n = c.label_mask.len();
     let lengths = [
         c.cpu_total.len(),
@@ -75,13 +184,6 @@ pub(crate) fn workers<'a>(job: &'a Job, c: &'a Workers) -> Vec<Worker<'a>> {
             column.values.len()
         );
     }
-    (0..n)
-        .map(|index| Worker {
-            index,
-            labels: job.labels(),
-            columns: c,
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -156,7 +258,7 @@ mod tests {
         (verdicts, reasons)
     }
 
-    /// Admits the first worker only, whatever the default would say.
+    /// Admits the first worker it is asked about only.
     struct FirstOnly;
 
     impl Policy for FirstOnly {
@@ -167,8 +269,10 @@ mod tests {
         }
 
         fn filter_all<'a>(&self, _: &Job, workers: &[Worker<'a>], verdicts: &mut Verdicts<'_, 'a>) {
-            for worker in workers {
-                if worker.index() == 0 {
+            for (i, worker) in workers.iter().enumerate() {
+                // Only workers that keep the hard constraints are asked.
+                assert!(worker.slots_free() > 0, "asked about a full worker");
+                if i == 0 {
                     verdicts.accept();
                 } else {
                     verdicts.reject(Reject::fixed("not first"));
@@ -183,11 +287,86 @@ mod tests {
 
     #[test]
     fn an_overridden_filter_all_decides_and_only_its_accepted_are_scored() {
-        let c = columns(&[0, 0, 0], &[0, 5, 6], &[0, 0, 0]);
+        let c = columns(&[0, 0, 0], &[4, 5, 6], &[0, 0, 0]);
         let r = decide(&FirstOnly, demand(&[], 0), &c);
         assert_eq!(r.verdicts, [0, 1, 1]);
         assert_eq!(r.reasons, ["not first"]);
-        assert_eq!(r.scores, [0]);
+        assert_eq!(r.scores, [4]);
+    }
+
+    /// The filter sees only the workers that keep the hard constraints, and
+    /// its reasons are numbered after theirs.
+    #[test]
+    fn hard_constraints_come_first_and_the_filters_reasons_after_them() {
+        // Worker 0 is full, worker 2 lacks the label: the filter is asked
+        // about 1 and 3 and accepts the first of them only.
+        let c = columns(&[1, 1, 0, 1], &[0, 5, 6, 7], &[0, 0, 0, 0]);
+        let r = decide(&FirstOnly, demand(&["gpu=true"], 0), &c);
+        assert_eq!(
+            r.reasons,
+            [
+                "missing label gpu=true",
+                "no free slot",
+                "not enough cpu",
+                "not enough memory",
+                "not first"
+            ]
+        );
+        assert_eq!(r.verdicts, [2, 0, 1, 5]);
+        assert_eq!(r.scores, [5]);
+    }
+
+    /// Every verdict the columnar pass gives is the one [`hard_constraints`]
+    /// gives for that worker, over masks, slots, cpu and memory around
+    /// their limits, with 0, 1, 2 and 65 labels asked.
+    ///
+    /// [`hard_constraints`]: super::super::hard_constraints
+    #[test]
+    fn the_columnar_hard_constraints_agree_with_hard_constraints() {
+        let many: Vec<String> = (0..65).map(|i| format!("l{i}=x")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        for labels in [&[][..], &["a=1"][..], &["a=1", "b=2"][..], &many[..]] {
+            let mut job = demand(labels, 1000);
+            job.memory_mb = 512;
+            let masks = [0, 1, 2, 3, u64::MAX, u64::MAX - 1];
+            let mut c = columns(&[], &[], &[]);
+            for &mask in &masks {
+                for slots in [0, 1] {
+                    for cpu in [999, 1000] {
+                        for memory in [511, 512] {
+                            c.label_mask.push(mask);
+                            c.slots_free.push(slots);
+                            c.cpu_free.push(cpu);
+                            c.memory_free.push(memory);
+                            c.cpu_total.push(4000);
+                            c.memory_total.push(8192);
+                            c.slots_total.push(4);
+                            c.cpu_used_percent.push(0.0);
+                            c.memory_used_mb.push(0);
+                        }
+                    }
+                }
+            }
+            let r = decide(&Defaults, job.clone(), &c);
+            let expected_job = Job::from(job);
+            let expected: Vec<Option<String>> = workers(&expected_job, &c)
+                .iter()
+                .map(|w| {
+                    crate::policy::hard_constraints(&expected_job, w)
+                        .err()
+                        .map(Reject::into_reason)
+                })
+                .collect();
+            let got: Vec<Option<String>> = r
+                .verdicts
+                .iter()
+                .map(|&k| (k > 0).then(|| r.reasons[k as usize - 1].clone()))
+                .collect();
+            assert_eq!(got, expected, "{} labels", labels.len());
+            // Both outcomes occur (a job asking for 65 labels fits nowhere).
+            assert!(got.iter().any(Option::is_some));
+            assert_eq!(got.iter().any(Option::is_none), labels.len() <= 64);
+        }
     }
 
     /// A filter that gives too few or too many verdicts fails the call (a
@@ -245,10 +424,16 @@ mod tests {
             &[4000, 4000, 4000, 500],
         );
         let r = decide(&Defaults, demand(&["gpu=true", "zone=a"], 1000), &c);
-        assert_eq!(r.verdicts, [0, 1, 2, 3]);
+        assert_eq!(r.verdicts, [0, 2, 3, 4]);
         assert_eq!(
             r.reasons,
-            ["missing label zone=a", "no free slot", "not enough cpu"]
+            [
+                "missing label gpu=true",
+                "missing label zone=a",
+                "no free slot",
+                "not enough cpu",
+                "not enough memory"
+            ]
         );
         // Scored: the one accepted worker only.
         assert_eq!(r.scores, [1]);
@@ -331,7 +516,10 @@ mod tests {
         let c = columns(&[0, 0, 0, 0], &[3, 0, 2, 4], &[0, 0, 0, 0]);
         let r = decide(&Defaults, demand(&[], 0), &c);
         assert_eq!(r.verdicts, [0, 1, 0, 0]);
-        assert_eq!(r.reasons, ["no free slot"]);
+        assert_eq!(
+            r.reasons,
+            ["no free slot", "not enough cpu", "not enough memory"]
+        );
         assert_eq!(r.scores, [3, 2, 4]);
     }
 

@@ -1,13 +1,14 @@
 //! Scheduling policies: the `hodei:scheduler` world.
 //!
 //! For every placement decision the host calls the component's `decide`
-//! once over all candidate workers; the SDK runs the policy's filter over
-//! them, then its score over those that passed, and the host places the job
-//! on the highest score (ties go to the earlier worker). The WIT passes
-//! workers as columns of numbers; this module turns them into one
-//! [`Worker`] per candidate so a policy is written one worker at a time, and
-//! turns the answers back into the WIT shape (reasons deduplicated into a
-//! table, one score per accepted worker).
+//! once over all candidate workers; the SDK checks the hard constraints
+//! ([`hard_constraints`]) over them in one pass, runs the policy's filter
+//! over the workers that keep them, then its score over those that passed,
+//! and the host places the job on the highest score (ties go to the earlier
+//! worker). The WIT passes workers as columns of numbers; this module turns
+//! them into one [`Worker`] per candidate so a policy is written one worker
+//! at a time, and turns the answers back into the WIT shape (reasons
+//! deduplicated into a table, one score per accepted worker).
 //!
 //! Implement [`Policy`], then `hodei_plugin_sdk::export_policy!(MyPolicy);`.
 //! Test with [`testing`] on the host target.
@@ -51,20 +52,31 @@ pub trait Policy: Sized + 'static {
     /// (the host keeps its previous policy), so say what is accepted.
     fn configure(config: &str) -> Result<Self, String>;
 
-    /// Whether `worker` may take `job`; the default is [`hard_constraints`].
-    /// Keep reasons short and stable: the host counts them across workers.
+    /// Whether `worker` may take `job`, beyond the hard constraints: the
+    /// SDK checks those first (the job's labels, a free slot, enough
+    /// unreserved cpu and memory; see [`hard_constraints`]), over the
+    /// columns in one pass, and asks `filter` only about the workers that
+    /// keep them. The default accepts them all. Keep reasons short and
+    /// stable: the host counts them across workers.
+    ///
+    /// The hard constraints are not the policy's to relax: the host itself
+    /// refuses a placement on a worker without the slot, cpu or memory, and
+    /// a job's labels are requirements, not preferences (prefer with
+    /// `score`).
     fn filter(&self, job: &Job, worker: &Worker<'_>) -> Result<(), Reject> {
-        hard_constraints(job, worker)
+        let _ = (job, worker);
+        Ok(())
     }
 
     /// How much this policy wants `job` on `worker`; the highest wins. Only
     /// called for workers that passed [`Policy::filter`].
     fn score(&self, job: &Job, worker: &Worker<'_>) -> i64;
 
-    /// `filter` over the whole candidate list at once; override to see every
-    /// worker together (e.g. to admit at most one worker per zone). Give
-    /// `verdicts` one verdict per worker, in order (a missing or extra one
-    /// fails the decision, and the host falls back to its own policy).
+    /// `filter` over all the workers that keep the hard constraints at
+    /// once; override to see them together (e.g. to admit at most one
+    /// worker per zone). Give `verdicts` one verdict per worker, in order
+    /// (a missing or extra one fails the decision, and the host falls back
+    /// to its own policy).
     fn filter_all<'a>(&self, job: &Job, workers: &[Worker<'a>], verdicts: &mut Verdicts<'_, 'a>) {
         for worker in workers {
             verdicts.push(self.filter(job, worker));
@@ -150,10 +162,13 @@ impl From<String> for Reject {
     }
 }
 
-/// The constraints every policy should keep, checked in the same order and
-/// with the same reasons as the host's built-in policy: the first missing
-/// label (`missing label k=v`), then `no free slot`, `not enough cpu`,
-/// `not enough memory`.
+/// The constraints every policy keeps, checked in the same order and with
+/// the same reasons as the host's built-in policy: the first missing label
+/// (`missing label k=v`), then `no free slot`, `not enough cpu`, `not
+/// enough memory`. The SDK applies them to every worker before
+/// [`Policy::filter`] (over the columns, not through this function), so a
+/// filter need not call it; it is here for tests and for a policy that
+/// reasons about them.
 #[inline]
 pub fn hard_constraints(job: &Job, worker: &Worker<'_>) -> Result<(), Reject> {
     if let Some(reason) = worker
@@ -162,11 +177,11 @@ pub fn hard_constraints(job: &Job, worker: &Worker<'_>) -> Result<(), Reject> {
     {
         Err(Reject::shared(reason))
     } else if worker.slots_free() == 0 {
-        Err(Reject::fixed("no free slot"))
+        Err(Reject::fixed(columns::HARD_SLOT))
     } else if worker.cpu_free_millis() < job.cpu_millis() {
-        Err(Reject::fixed("not enough cpu"))
+        Err(Reject::fixed(columns::HARD_CPU))
     } else if worker.memory_free_mb() < job.memory_mb() {
-        Err(Reject::fixed("not enough memory"))
+        Err(Reject::fixed(columns::HARD_MEMORY))
     } else {
         Ok(())
     }
