@@ -41,9 +41,10 @@ pub(crate) fn decide<P: Policy>(policy: &P, demand: Demand, candidates: &Workers
         let offset = u32::try_from(reasons.len()).expect("fewer than 2^32 reasons");
         let mut next = filter_verdicts.iter();
         for verdict in verdicts.iter_mut().filter(|verdict| **verdict == 0) {
-            match next.next() {
-                Some(0) | None => {}
-                Some(k) => *verdict = k + offset,
+            // `Verdicts::finish` checked there is one per feasible worker.
+            match next.next().expect("a filter verdict per feasible worker") {
+                0 => {}
+                k => *verdict = k + offset,
             }
         }
         reasons.extend(filter_reasons);
@@ -66,13 +67,7 @@ pub(crate) fn decide<P: Policy>(policy: &P, demand: Demand, candidates: &Workers
 /// order and with the meaning of [`super::hard_constraints`].
 fn hard_verdicts(job: &Job, c: &Workers) -> Vec<u32> {
     let asked = job.labels().len();
-    let wanted = match asked {
-        0 => 0,
-        1..64 => (1_u64 << asked) - 1,
-        _ => u64::MAX,
-    };
-    // Labels past the 64th are never reported as carried.
-    let beyond_mask = asked > 64;
+    let wanted = WantedLabels::new(asked);
     let labels = u32::try_from(asked).expect("fewer than 2^32 labels");
     let (slot, cpu, memory) = (labels + 1, labels + 2, labels + 3);
     let (cpu_needed, memory_needed) = (job.cpu_millis(), job.memory_mb());
@@ -82,11 +77,9 @@ fn hard_verdicts(job: &Job, c: &Workers) -> Vec<u32> {
         .zip(&c.cpu_free)
         .zip(&c.memory_free)
         .map(|(((&mask, &slots_free), &cpu_free), &memory_free)| {
-            let missing = !mask & wanted;
-            if missing != 0 {
-                missing.trailing_zeros() + 1
-            } else if beyond_mask {
-                65
+            if let Some(index) = wanted.missing(mask) {
+                // At most 64: fits.
+                index as u32 + 1
             } else if slots_free == 0 {
                 slot
             } else if cpu_free < cpu_needed {
@@ -98,6 +91,42 @@ fn hard_verdicts(job: &Job, c: &Workers) -> Vec<u32> {
             }
         })
         .collect()
+}
+
+/// The labels a job asks for, as the bits a worker's label mask must
+/// carry: the one rule for which label is missing, shared by
+/// [`Worker::missing_label`](super::Worker) and [`hard_verdicts`].
+#[derive(Clone, Copy)]
+pub(crate) struct WantedLabels {
+    bits: u64,
+    /// Labels past the 64th are never reported as carried.
+    beyond_mask: bool,
+}
+
+impl WantedLabels {
+    #[inline]
+    pub(crate) fn new(asked: usize) -> Self {
+        let bits = match asked {
+            0 => 0,
+            1..64 => (1_u64 << asked) - 1,
+            _ => u64::MAX,
+        };
+        Self {
+            bits,
+            beyond_mask: asked > 64,
+        }
+    }
+
+    /// Index (in the job's labels) of the first label a worker with
+    /// `mask` lacks; 64 when it carries the first 64 and more are asked.
+    #[inline]
+    pub(crate) fn missing(self, mask: u64) -> Option<usize> {
+        match !mask & self.bits {
+            0 if self.beyond_mask => Some(64),
+            0 => None,
+            missing => Some(missing.trailing_zeros() as usize),
+        }
+    }
 }
 
 /// The hard constraints' reasons, numbered as [`hard_verdicts`] numbers

@@ -4,6 +4,7 @@ use std::fmt;
 
 use super::Job;
 use super::bindings::Workers;
+use super::columns::WantedLabels;
 
 /// One candidate worker, as the host reported it for this decision.
 ///
@@ -109,18 +110,7 @@ impl<'a> Worker<'a> {
     #[inline]
     pub(crate) fn missing_label_index(&self) -> Option<usize> {
         // Bit arithmetic, not a loop: this runs for every candidate.
-        let asked = self.labels.len();
-        let wanted = match asked {
-            0 => return None,
-            1..64 => (1u64 << asked) - 1,
-            _ => u64::MAX,
-        };
-        match !self.label_mask() & wanted {
-            0 if asked <= 64 => None,
-            // Labels past the 64th are never reported as carried.
-            0 => Some(64),
-            missing => Some(missing.trailing_zeros() as usize),
-        }
+        WantedLabels::new(self.labels.len()).missing(self.label_mask())
     }
 
     /// The first label the job asks for that the worker lacks.
