@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::domain::{Resources, WorkerId, WorkerMetrics};
 use crate::plugins::{Limits, PluginEngine, PolicyRegistry, Source, in_tree};
 use crate::scheduler::policy::{
-    BuiltinPolicy, Candidate, Decision, Demand, PlacementPolicy, PolicySource, decide,
+    BuiltinPolicy, Candidate, Decision, Demand, PlacementPolicy, PolicySource, WorkerLabels, decide,
 };
 
 /// Arguments of `hodei bench policies`.
@@ -43,7 +43,7 @@ fn cluster(n: usize) -> Vec<Candidate> {
             }
             Candidate {
                 worker: WorkerId(format!("worker-{i:05}")),
-                labels,
+                labels: Arc::new(WorkerLabels::new(labels)),
                 capacity: Resources {
                     cpu_millis: 8000,
                     memory_mb: 16384,

@@ -17,13 +17,13 @@
 //! placeholders waiting for their agent.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use super::fairness::QueueId;
-use super::policy::Candidate;
+use super::policy::{Candidate, WorkerLabels};
 use crate::agents::AgentLink;
 use crate::domain::{JobId, Resources, Timestamp, WorkerId, WorkerInfo, WorkerMetrics};
 
@@ -58,6 +58,8 @@ struct Session {
 #[derive(Debug)]
 struct WorkerEntry {
     info: WorkerInfo,
+    /// `info.labels`, as every candidate of this registration shares them.
+    labels: Arc<WorkerLabels>,
     metrics: WorkerMetrics,
     session: Option<Session>,
     assignments: HashMap<JobId, Assignment>,
@@ -82,6 +84,7 @@ const RELEASED_KEPT: usize = 1024;
 impl WorkerEntry {
     fn new(info: WorkerInfo, session: Option<Session>) -> Self {
         Self {
+            labels: Arc::new(WorkerLabels::new(info.labels.clone())),
             info,
             metrics: WorkerMetrics::default(),
             session,
@@ -422,7 +425,7 @@ impl Cluster {
             .filter(|w| w.session.is_some() && !w.metrics.draining && !w.retiring)
             .map(|w| Candidate {
                 worker: w.info.id.clone(),
-                labels: w.info.labels.clone(),
+                labels: Arc::clone(&w.labels),
                 capacity: w.info.capacity,
                 free: w.info.capacity.minus(w.reserved()),
                 slots: w.info.slots,

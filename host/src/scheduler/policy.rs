@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::domain::{Resources, WorkerId, WorkerMetrics};
 
@@ -18,8 +19,9 @@ use crate::domain::{Resources, WorkerId, WorkerMetrics};
 pub struct Candidate {
     /// Identity.
     pub worker: WorkerId,
-    /// Its labels.
-    pub labels: BTreeMap<String, String>,
+    /// Its labels, shared with the cluster's entry (a round's candidates
+    /// copy a pointer, not the map).
+    pub labels: Arc<WorkerLabels>,
     /// Total capacity.
     pub capacity: Resources,
     /// Capacity not reserved by jobs it holds.
@@ -30,6 +32,40 @@ pub struct Candidate {
     pub free_slots: u32,
     /// Latest heartbeat figures (real use, not reservations).
     pub metrics: WorkerMetrics,
+}
+
+/// A worker's labels as one registration gave them, with an id no other
+/// label set of this process has: what a cache of per-worker answers (the
+/// Wasm policies' label masks) is keyed by, since a worker's labels change
+/// only when it registers again.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct WorkerLabels {
+    id: u64,
+    labels: BTreeMap<String, String>,
+}
+
+impl WorkerLabels {
+    /// `labels` under a new id.
+    pub fn new(labels: BTreeMap<String, String>) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Self {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            labels,
+        }
+    }
+
+    /// Unique in this process: equal ids mean the same labels.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl std::ops::Deref for WorkerLabels {
+    type Target = BTreeMap<String, String>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.labels
+    }
 }
 
 /// What a job asks of a worker.
@@ -239,10 +275,12 @@ mod tests {
     fn candidate(id: &str, labels: &[(&str, &str)], free_slots: u32, free_mem: u64) -> Candidate {
         Candidate {
             worker: WorkerId(id.into()),
-            labels: labels
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
+            labels: Arc::new(WorkerLabels::new(
+                labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            )),
             capacity: Resources {
                 cpu_millis: 4000,
                 memory_mb: 8192,

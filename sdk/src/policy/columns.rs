@@ -4,6 +4,7 @@
 //! same conversion the component runs.
 
 use super::bindings::{Demand, Ranking, Workers};
+use super::verdicts::Filtered;
 use super::{Job, Policy, Verdicts, Worker};
 
 /// One decision: the hard constraints over the columns, then
@@ -18,37 +19,35 @@ use super::{Job, Policy, Verdicts, Worker};
 pub(crate) fn decide<P: Policy>(policy: &P, demand: Demand, candidates: &Workers) -> Ranking {
     let job = Job::from(demand);
     check_columns(candidates);
-    let mut verdicts = hard_verdicts(&job, candidates);
-    let feasible: Vec<Worker<'_>> = verdicts
-        .iter()
-        .enumerate()
-        .filter(|(_, verdict)| **verdict == 0)
-        .map(|(index, _)| Worker {
-            index,
-            labels: job.labels(),
-            columns: candidates,
-        })
-        .collect();
+    let mut feasible = Vec::new();
+    let mut verdicts = hard_verdicts(&job, candidates, &mut feasible);
     let mut filtered = Verdicts::new(&feasible);
     policy.filter_all(&job, &feasible, &mut filtered);
-    let (filter_verdicts, filter_reasons, accepted) = filtered.finish();
     let mut reasons = if feasible.len() < verdicts.len() {
         hard_reasons(&job)
     } else {
         Vec::new()
     };
-    if accepted.len() < feasible.len() {
-        let offset = u32::try_from(reasons.len()).expect("fewer than 2^32 reasons");
-        let mut next = filter_verdicts.iter();
-        for verdict in verdicts.iter_mut().filter(|verdict| **verdict == 0) {
-            // `Verdicts::finish` checked there is one per feasible worker.
-            match next.next().expect("a filter verdict per feasible worker") {
-                0 => {}
-                k => *verdict = k + offset,
+    let accepted = match filtered.finish() {
+        Filtered::All => feasible,
+        Filtered::Some {
+            verdicts: filter_verdicts,
+            reasons: filter_reasons,
+            accepted,
+        } => {
+            let offset = u32::try_from(reasons.len()).expect("fewer than 2^32 reasons");
+            let mut next = filter_verdicts.iter();
+            for verdict in verdicts.iter_mut().filter(|verdict| **verdict == 0) {
+                // `finish` checked there is one per feasible worker.
+                match next.next().expect("a filter verdict per feasible worker") {
+                    0 => {}
+                    k => *verdict = k + offset,
+                }
             }
+            reasons.extend(filter_reasons);
+            accepted
         }
-        reasons.extend(filter_reasons);
-    }
+    };
     let scores = if accepted.is_empty() {
         Vec::new()
     } else {
@@ -64,32 +63,42 @@ pub(crate) fn decide<P: Policy>(policy: &P, demand: Demand, candidates: &Workers
 /// Per worker, which hard constraint it breaks, in one pass over the
 /// columns (no [`Worker`] view, no rejection made per worker): 0 for none,
 /// else 1 + the index of the first broken one in [`hard_reasons`], in the
-/// order and with the meaning of [`super::hard_constraints`].
-fn hard_verdicts(job: &Job, c: &Workers) -> Vec<u32> {
+/// order and with the meaning of [`super::hard_constraints`]. The workers
+/// that break none are pushed to `feasible` in the same pass.
+fn hard_verdicts<'a>(job: &'a Job, c: &'a Workers, feasible: &mut Vec<Worker<'a>>) -> Vec<u32> {
     let asked = job.labels().len();
     let wanted = WantedLabels::new(asked);
     let labels = u32::try_from(asked).expect("fewer than 2^32 labels");
     let (slot, cpu, memory) = (labels + 1, labels + 2, labels + 3);
     let (cpu_needed, memory_needed) = (job.cpu_millis(), job.memory_mb());
+    feasible.reserve_exact(c.label_mask.len());
     c.label_mask
         .iter()
         .zip(&c.slots_free)
         .zip(&c.cpu_free)
         .zip(&c.memory_free)
-        .map(|(((&mask, &slots_free), &cpu_free), &memory_free)| {
-            if let Some(index) = wanted.missing(mask) {
-                // At most 64: fits.
-                index as u32 + 1
-            } else if slots_free == 0 {
-                slot
-            } else if cpu_free < cpu_needed {
-                cpu
-            } else if memory_free < memory_needed {
-                memory
-            } else {
-                0
-            }
-        })
+        .enumerate()
+        .map(
+            |(index, (((&mask, &slots_free), &cpu_free), &memory_free))| {
+                if let Some(label) = wanted.missing(mask) {
+                    // At most 64: fits.
+                    label as u32 + 1
+                } else if slots_free == 0 {
+                    slot
+                } else if cpu_free < cpu_needed {
+                    cpu
+                } else if memory_free < memory_needed {
+                    memory
+                } else {
+                    feasible.push(Worker {
+                        index,
+                        labels: job.labels(),
+                        columns: c,
+                    });
+                    0
+                }
+            },
+        )
         .collect()
 }
 
@@ -280,7 +289,14 @@ mod tests {
         for result in results {
             verdicts.push(result.clone());
         }
-        let (verdicts, reasons, accepted) = verdicts.finish();
+        let (verdicts, reasons, accepted) = match verdicts.finish() {
+            Filtered::All => (vec![0; n], Vec::new(), ws.clone()),
+            Filtered::Some {
+                verdicts,
+                reasons,
+                accepted,
+            } => (verdicts, reasons, accepted),
+        };
         let indexes: Vec<usize> = accepted.iter().map(Worker::index).collect();
         let expected: Vec<usize> = (0..n).filter(|&i| results[i].is_ok()).collect();
         assert_eq!(indexes, expected, "the accepted workers, in order");

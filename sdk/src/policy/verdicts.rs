@@ -8,21 +8,41 @@ use super::{Reject, Worker};
 /// one per candidate worker, in the candidates' order, with
 /// [`Verdicts::accept`] or [`Verdicts::reject`].
 ///
-/// Nothing is kept per worker but a number (0 for accepted, `k` for
-/// rejected because of the `k`-th distinct reason) and, for an accepted
-/// worker, its three-word [`Worker`] view for scoring: a decision over
-/// thousands of workers allocates three lists, whatever the reasons.
+/// Nothing is kept per worker until the first rejection: while every
+/// worker is accepted, the candidates themselves are what gets scored.
+/// From then on a number per worker (0 for accepted, `k` for rejected
+/// because of the `k`-th distinct reason) and, for an accepted worker, its
+/// [`Worker`] view for scoring: a decision over thousands of workers
+/// allocates at most three lists, whatever the reasons.
 ///
 /// [`Policy::filter_all`]: super::Policy::filter_all
 #[derive(Debug)]
 pub struct Verdicts<'w, 'a> {
     /// The candidates, in order: the next verdict is for
-    /// `workers[verdicts.len()]`.
+    /// `workers[given]`.
     workers: &'w [Worker<'a>],
-    verdicts: Vec<u32>,
-    /// Distinct reasons, in order of first use.
+    given: usize,
+    /// Distinct reasons, in order of first use: empty while no worker was
+    /// rejected.
     reasons: Vec<Reject>,
+    /// Once a worker was rejected, one per verdict given; empty before.
+    verdicts: Vec<u32>,
+    /// Once a worker was rejected, the accepted ones; empty before.
     accepted: Vec<Worker<'a>>,
+}
+
+/// What [`Verdicts`] made of a decision.
+#[derive(Debug)]
+pub(crate) enum Filtered<'a> {
+    /// Every worker was accepted.
+    All,
+    /// Some were not: a verdict per worker, the reasons they name, and the
+    /// accepted workers in order.
+    Some {
+        verdicts: Vec<u32>,
+        reasons: Vec<String>,
+        accepted: Vec<Worker<'a>>,
+    },
 }
 
 impl<'w, 'a> Verdicts<'w, 'a> {
@@ -30,9 +50,10 @@ impl<'w, 'a> Verdicts<'w, 'a> {
     pub(crate) fn new(workers: &'w [Worker<'a>]) -> Self {
         Self {
             workers,
-            verdicts: Vec::with_capacity(workers.len()),
+            given: 0,
             reasons: Vec::new(),
-            accepted: Vec::with_capacity(workers.len()),
+            verdicts: Vec::new(),
+            accepted: Vec::new(),
         }
     }
 
@@ -43,8 +64,11 @@ impl<'w, 'a> Verdicts<'w, 'a> {
     #[inline]
     pub fn accept(&mut self) {
         let worker = self.next();
-        self.verdicts.push(0);
-        self.accepted.push(worker);
+        self.given += 1;
+        if !self.reasons.is_empty() {
+            self.verdicts.push(0);
+            self.accepted.push(worker);
+        }
     }
 
     /// The next worker may not take the job, because of `reject`.
@@ -54,6 +78,15 @@ impl<'w, 'a> Verdicts<'w, 'a> {
     #[inline]
     pub fn reject(&mut self, reject: Reject) {
         let _ = self.next();
+        if self.reasons.is_empty() {
+            // The first rejection: every verdict before it accepted.
+            let (all, given) = (self.workers.len(), self.given);
+            self.verdicts.reserve_exact(all);
+            self.verdicts.resize(given, 0);
+            self.accepted.reserve_exact(all - given);
+            self.accepted.extend_from_slice(&self.workers[..given]);
+        }
+        self.given += 1;
         // A policy gives few distinct reasons, usually shared (`&'static`
         // or one `Arc` per decision): a linear scan of them, pointer first,
         // beats any map, and a reason is kept once, not once per worker.
@@ -80,18 +113,18 @@ impl<'w, 'a> Verdicts<'w, 'a> {
 
     /// How many workers have their verdict.
     pub fn len(&self) -> usize {
-        self.verdicts.len()
+        self.given
     }
 
     /// Whether no worker has its verdict yet.
     pub fn is_empty(&self) -> bool {
-        self.verdicts.is_empty()
+        self.given == 0
     }
 
     /// The worker the next verdict is for.
     #[inline]
     fn next(&self) -> Worker<'a> {
-        match self.workers.get(self.verdicts.len()) {
+        match self.workers.get(self.given) {
             Some(worker) => *worker,
             None => panic!(
                 "filter_all gave more verdicts than the {} workers",
@@ -105,17 +138,20 @@ impl<'w, 'a> Verdicts<'w, 'a> {
     /// # Panics
     /// When a worker has no verdict (the call traps and the host falls
     /// back, which beats placing on a guess).
-    pub(crate) fn finish(self) -> (Vec<u32>, Vec<String>, Vec<Worker<'a>>) {
+    pub(crate) fn finish(self) -> Filtered<'a> {
         assert!(
-            self.verdicts.len() == self.workers.len(),
+            self.given == self.workers.len(),
             "filter_all gave {} verdicts for {} workers",
-            self.verdicts.len(),
+            self.given,
             self.workers.len()
         );
-        (
-            self.verdicts,
-            self.reasons.into_iter().map(Reject::into_reason).collect(),
-            self.accepted,
-        )
+        if self.reasons.is_empty() {
+            return Filtered::All;
+        }
+        Filtered::Some {
+            verdicts: self.verdicts,
+            reasons: self.reasons.into_iter().map(Reject::into_reason).collect(),
+            accepted: self.accepted,
+        }
     }
 }

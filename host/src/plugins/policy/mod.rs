@@ -6,11 +6,8 @@
 //! list of the wrong length or a reason index out of range is an error of
 //! the plugin, exactly like a trap.
 //!
-//! The columns are the cost of a decision that is not the policy's own
-//! work, so each instance keeps its column buffers and refills them, a
-//! tight pass per column: no allocation per decision once warm.
-
-use std::collections::BTreeMap;
+//! The columns a decision sends are filled by [`columns`], into buffers
+//! each instance keeps.
 
 use wasmtime::Store;
 use wasmtime::component::Component;
@@ -28,7 +25,9 @@ mod bindings {
 }
 
 use bindings::SchedulingPolicyPre;
-use bindings::hodei::scheduler::types::{Demand as WitDemand, LabelColumn, Workers as WitWorkers};
+
+mod columns;
+pub use columns::Columns;
 
 /// The version of `hodei:scheduler` this host speaks (wit/scheduler.wit).
 pub const WORLD_VERSION: &str = "0.3.0";
@@ -171,162 +170,6 @@ pub(super) fn failure(
     CallError { function, message }
 }
 
-/// One decision's inputs as WIT values, kept between decisions so that
-/// their buffers are reused.
-pub struct Columns {
-    demand: WitDemand,
-    workers: WitWorkers,
-}
-
-impl std::fmt::Debug for Columns {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Columns")
-            .field("workers", &self.workers.slots_free.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Default for Columns {
-    fn default() -> Self {
-        Self {
-            demand: WitDemand {
-                labels: Vec::new(),
-                cpu_millis: 0,
-                memory_mb: 0,
-                priority: 0,
-                queue: String::new(),
-            },
-            workers: WitWorkers {
-                label_mask: Vec::new(),
-                cpu_total: Vec::new(),
-                cpu_free: Vec::new(),
-                memory_total: Vec::new(),
-                memory_free: Vec::new(),
-                slots_total: Vec::new(),
-                slots_free: Vec::new(),
-                cpu_used_percent: Vec::new(),
-                memory_used_mb: Vec::new(),
-                labels_by_key: Vec::new(),
-            },
-        }
-    }
-}
-
-impl Columns {
-    /// Refills the columns for `demand` over `candidates`: numbers per
-    /// worker, plus one id column per label key the policy asked for.
-    pub fn fill(&mut self, demand: &Demand<'_>, candidates: &[Candidate], label_keys: &[String]) {
-        let d = &mut self.demand;
-        d.labels.clear();
-        d.labels
-            .extend(demand.labels.iter().map(|(k, v)| format!("{k}={v}")));
-        d.cpu_millis = demand.resources.cpu_millis;
-        d.memory_mb = demand.resources.memory_mb;
-        d.priority = demand.priority;
-        d.queue.clear();
-        d.queue.push_str(demand.queue);
-
-        // One tight pass per column (an `extend` of a slice's map knows its
-        // length: no capacity check per element, and it vectorizes where
-        // it can), not one pass pushing to every column.
-        let w = &mut self.workers;
-        refill(&mut w.cpu_total, candidates, |c| c.capacity.cpu_millis);
-        refill(&mut w.cpu_free, candidates, |c| c.free.cpu_millis);
-        refill(&mut w.memory_total, candidates, |c| c.capacity.memory_mb);
-        refill(&mut w.memory_free, candidates, |c| c.free.memory_mb);
-        refill(&mut w.slots_total, candidates, |c| c.slots);
-        refill(&mut w.slots_free, candidates, |c| c.free_slots);
-        refill(&mut w.cpu_used_percent, candidates, |c| {
-            c.metrics.cpu_percent
-        });
-        refill(&mut w.memory_used_mb, candidates, |c| {
-            c.metrics.memory_used_bytes / (1024 * 1024)
-        });
-        fill_label_masks(&mut w.label_mask, demand.labels, candidates);
-        w.labels_by_key
-            .resize_with(label_keys.len(), || LabelColumn {
-                key: String::new(),
-                values: Vec::new(),
-                value_ids: Vec::new(),
-            });
-        for (column, key) in w.labels_by_key.iter_mut().zip(label_keys) {
-            fill_label_column(column, key, candidates);
-        }
-    }
-
-    /// The demand as last filled.
-    pub fn demand(&self) -> &WitDemand {
-        &self.demand
-    }
-
-    /// The worker columns as last filled.
-    pub fn workers(&self) -> &WitWorkers {
-        &self.workers
-    }
-}
-
-/// Interns the values of `key` across `candidates`: a few strings per
-/// decision, a u32 per worker.
-fn fill_label_column(column: &mut LabelColumn, key: &str, candidates: &[Candidate]) {
-    if column.key != key {
-        column.key.clear();
-        column.key.push_str(key);
-    }
-    column.values.clear();
-    column.value_ids.clear();
-    let LabelColumn {
-        values, value_ids, ..
-    } = column;
-    value_ids.extend(candidates.iter().map(|c| match c.labels.get(key) {
-        None => 0,
-        Some(value) => {
-            let index = values.iter().position(|v| v == value).unwrap_or_else(|| {
-                values.push(value.clone());
-                values.len() - 1
-            });
-            u32::try_from(index + 1).unwrap_or(u32::MAX)
-        }
-    }));
-}
-
-/// Clears `column` and refills it with `value` of each candidate.
-#[inline]
-fn refill<T>(column: &mut Vec<T>, candidates: &[Candidate], value: impl Fn(&Candidate) -> T) {
-    column.clear();
-    column.extend(candidates.iter().map(value));
-}
-
-/// Per candidate, bit `i` set when it carries the job's `i`-th label (the
-/// first 64: a job asking for more can never be placed by a plugin that
-/// keeps the default constraints, which the SDK documents).
-fn fill_label_masks(
-    masks: &mut Vec<u64>,
-    wanted: &BTreeMap<String, String>,
-    candidates: &[Candidate],
-) {
-    masks.clear();
-    match wanted.len() {
-        0 => masks.resize(candidates.len(), 0),
-        // The usual case, one label (`gpu=true`, `pool=x`): no inner loop.
-        1 => {
-            let (key, value) = wanted.iter().next().expect("one label");
-            masks.extend(
-                candidates
-                    .iter()
-                    .map(|c| u64::from(c.labels.get(key) == Some(value))),
-            );
-        }
-        _ => masks.extend(candidates.iter().map(|c| {
-            wanted
-                .iter()
-                .take(64)
-                .enumerate()
-                .filter(|(_, (k, v))| c.labels.get(*k) == Some(*v))
-                .fold(0u64, |mask, (i, _)| mask | (1 << i))
-        })),
-    }
-}
-
 impl PolicyInstance {
     /// `decide` over `candidates`: a verdict per worker and a score per
     /// accepted one, checked for shape, or an error.
@@ -404,12 +247,13 @@ fn check(ranking: &Ranking, workers: usize) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use std::sync::Arc;
     use std::time::Duration;
 
     use super::*;
     use crate::domain::{Resources, WorkerId, WorkerMetrics};
     use crate::plugins::{Limits, PolicyRegistry, Source, in_tree};
-    use crate::scheduler::policy::{Decision, PolicySource, decide};
+    use crate::scheduler::policy::{Decision, PolicySource, WorkerLabels, decide};
 
     fn engine() -> PluginEngine {
         // Generous: a debug build on a busy machine.
@@ -424,14 +268,16 @@ mod tests {
         std::fs::read(std::path::Path::new(in_tree::PLUGIN_DIR).join(file)).unwrap()
     }
 
-    fn worker(id: &str, tier: &str) -> Candidate {
+    pub(super) fn worker(id: &str, tier: &str) -> Candidate {
         let capacity = Resources {
             cpu_millis: 4000,
             memory_mb: 8192,
         };
         Candidate {
             worker: WorkerId(id.into()),
-            labels: [("tier".to_owned(), tier.to_owned())].into(),
+            labels: Arc::new(WorkerLabels::new(
+                [("tier".to_owned(), tier.to_owned())].into(),
+            )),
             capacity,
             free: capacity,
             slots: 4,
@@ -440,7 +286,7 @@ mod tests {
         }
     }
 
-    fn demand<'a>(
+    pub(super) fn demand<'a>(
         labels: &'a BTreeMap<String, String>,
         priority: i32,
         queue: &'a str,
@@ -451,46 +297,6 @@ mod tests {
             priority,
             queue,
         }
-    }
-
-    #[test]
-    fn the_demand_carries_the_jobs_priority_and_queue() {
-        let labels = BTreeMap::new();
-        let mut columns = Columns::default();
-        columns.fill(&demand(&labels, 42, "batch"), &[], &[]);
-        let wit = columns.demand();
-        assert_eq!((wit.priority, wit.queue.as_str()), (42, "batch"));
-        columns.fill(&demand(&labels, -3, "default"), &[], &[]);
-        let wit = columns.demand();
-        assert_eq!((wit.priority, wit.queue.as_str()), (-3, "default"));
-    }
-
-    /// Refilled buffers hold this decision's workers only, label columns
-    /// included, whatever the previous decision held.
-    #[test]
-    fn refilled_columns_hold_only_this_decisions_workers() {
-        let labels: BTreeMap<String, String> = [("tier".to_owned(), "fast".to_owned())].into();
-        let keys = ["tier".to_owned()];
-        let mut columns = Columns::default();
-        let three = [
-            worker("a", "fast"),
-            worker("b", "slow"),
-            worker("c", "fast"),
-        ];
-        columns.fill(&demand(&labels, 0, "default"), &three, &keys);
-        assert_eq!(columns.workers().label_mask, [1, 0, 1]);
-        assert_eq!(columns.workers().labels_by_key[0].value_ids, [1, 2, 1]);
-        let one = [worker("b", "slow")];
-        columns.fill(&demand(&BTreeMap::new(), 0, "default"), &one, &keys);
-        let w = columns.workers();
-        assert_eq!(columns.demand().labels, Vec::<String>::new());
-        assert_eq!(
-            (w.label_mask.as_slice(), w.slots_free.as_slice()),
-            (&[0][..], &[4][..])
-        );
-        assert_eq!(w.labels_by_key[0].key, "tier");
-        assert_eq!(w.labels_by_key[0].values, ["slow"]);
-        assert_eq!(w.labels_by_key[0].value_ids, [1]);
     }
 
     #[test]
@@ -517,7 +323,7 @@ mod tests {
 
     #[test]
     fn the_world_version_is_the_wit_packages() {
-        let wit = include_str!("../../../wit/scheduler.wit");
+        let wit = include_str!("../../../../wit/scheduler.wit");
         assert!(
             wit.contains(&format!("package hodei:scheduler@{WORLD_VERSION};")),
             "WORLD_VERSION ({WORLD_VERSION}) is not wit/scheduler.wit's package version"
