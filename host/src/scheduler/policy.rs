@@ -38,7 +38,7 @@ pub struct Candidate {
 /// label set of this process has: what a cache of per-worker answers (the
 /// Wasm policies' label masks) is keyed by, since a worker's labels change
 /// only when it registers again.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct WorkerLabels {
     id: u64,
     labels: BTreeMap<String, String>,

@@ -61,7 +61,7 @@ pub(crate) fn decide<P: Policy>(policy: &P, demand: Demand, candidates: &Workers
 }
 
 /// Per worker, which hard constraint it breaks, in one pass over the
-/// columns (no [`Worker`] view, no rejection made per worker): 0 for none,
+/// columns (no rejection made per worker): 0 for none,
 /// else 1 + the index of the first broken one in [`hard_reasons`], in the
 /// order and with the meaning of [`super::hard_constraints`]. The workers
 /// that break none are pushed to `feasible` in the same pass.
@@ -104,7 +104,7 @@ fn hard_verdicts<'a>(job: &'a Job, c: &'a Workers, feasible: &mut Vec<Worker<'a>
 
 /// The labels a job asks for, as the bits a worker's label mask must
 /// carry: the one rule for which label is missing, shared by
-/// [`Worker::missing_label`](super::Worker) and [`hard_verdicts`].
+/// [`Worker`]'s `missing_label_index` and [`hard_verdicts`].
 #[derive(Clone, Copy)]
 pub(crate) struct WantedLabels {
     bits: u64,
@@ -458,6 +458,21 @@ mod tests {
         let (verdicts, reasons) = verdicts(&[Ok(()), Ok(())]);
         assert_eq!(verdicts, [0, 0]);
         assert!(reasons.is_empty());
+    }
+
+    /// Verdicts keeps nothing until the first rejection: the workers
+    /// accepted before it are still counted, in order, and those after it.
+    #[test]
+    fn accepted_before_the_first_rejection_are_kept() {
+        let (verdicts, reasons) = verdicts(&[
+            Ok(()),
+            Ok(()),
+            Err(Reject::new("busy")),
+            Ok(()),
+            Err(Reject::new("busy")),
+        ]);
+        assert_eq!(verdicts, [0, 0, 1, 0, 1]);
+        assert_eq!(reasons, ["busy"]);
     }
 
     #[test]
