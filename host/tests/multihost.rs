@@ -400,3 +400,119 @@ fn policy_changes_on_one_host_take_effect_on_the_other_within_a_second() {
         b.cancel(&id);
     }
 }
+
+/// Hosts on one store follow each other's masker changes, so no host keeps
+/// storing output with less masking than the operator asked for: both
+/// hosts start with the literal masker alone, `a` sets a chain with the
+/// `patterns` masker, and within a second `b` stores a token that an
+/// unmasking agent sent it in clear as `[MASKED:github-token]`. An upload
+/// and a removal made on `a` show on `b` the same way.
+#[test]
+fn masker_changes_on_one_host_take_effect_on_the_other_within_a_second() {
+    use common::raw_agent;
+    let Some(db) = Database::create("hodei_masker_follow") else {
+        return;
+    };
+    let (a, b) = (
+        db.host(&["--maskers", "literal"]),
+        db.host(&["--maskers", "literal"]),
+    );
+    let chain_of = |host: &Host| host.get("/api/v1/maskers").1["chain"].clone();
+    assert_eq!(chain_of(&b), json!([{ "name": "literal", "config": "" }]));
+    // The raw agent speaks gRPC; the hosts' helpers block.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut agent = runtime
+        .block_on(raw_agent::connect(
+            &b,
+            raw_agent::register("plain", &[("role", "plain")], 1),
+        ))
+        .expect("registers")
+        .0;
+
+    let chain = json!([
+        { "name": "literal", "config": "" },
+        { "name": "patterns", "config": "" }
+    ]);
+    let (status, body) = a.set_maskers(chain.clone());
+    assert_eq!(status, 200, "{body}");
+    let mut took = vec![within_a_second("b shows a's chain", || {
+        chain_of(&b) == chain
+    })];
+    let token = format!("ghp_{}", "aB3".repeat(12));
+    let id = b.submit_ok(&common::script_for(
+        "plain",
+        &format!("echo 'token: {token}'"),
+    ));
+    let sent = runtime.block_on(async {
+        let assign = agent.next_assignment().await;
+        agent.run_unmasked(&assign, 1).await
+    });
+    let sent = String::from_utf8_lossy(&sent.concat()).into_owned();
+    assert!(sent.contains(&token), "the agent sent it in clear: {sent}");
+    b.wait_state(&id, &["SUCCEEDED"], Duration::from_secs(30));
+    assert_eq!(
+        common::lines(&b.sse(&id, "")),
+        ["token: [MASKED:github-token]"],
+        "b masked with a's chain"
+    );
+
+    let bytes = common::plugin_wasm("hodei_masker_patterns.wasm");
+    let (status, body) = a.upload_masker("mine", &bytes);
+    assert_eq!(status, 201, "{body}");
+    let sha = a.masker("mine")["sha256"].clone();
+    assert!(sha.is_string(), "{sha}");
+    took.push(within_a_second("b lists the upload", || {
+        b.masker("mine")["sha256"] == sha
+    }));
+    let (status, body) = a.delete("/api/v1/maskers/mine");
+    assert_eq!(status, 204, "{body}");
+    took.push(within_a_second("b forgets the upload", || {
+        b.masker("mine").is_null()
+    }));
+    eprintln!("a's change seen on b after: {took:?}");
+
+    // What a host of another build would meet: an upload that does not
+    // load, put in the chain, written straight into the store. `b` logs it
+    // and keeps masking with the chain it had.
+    runtime.block_on(async {
+        use hodei::masking::catalog::{CHAIN_KEY, CHANGED_KEY, STORE_PREFIX};
+        use hodei::store::{JobStore, PgOptions, PgStore};
+        let store = PgStore::connect(&PgOptions {
+            url: Some(db.url.clone()),
+            ..PgOptions::default()
+        })
+        .await
+        .unwrap();
+        store
+            .put_plugin(
+                &format!("{STORE_PREFIX}broken"),
+                b"\0asm\x0d\0\x01\0 cut short".to_vec(),
+            )
+            .await
+            .unwrap();
+        store
+            .put_setting(
+                CHAIN_KEY,
+                json!([{ "name": "broken", "config": "" }]).to_string(),
+            )
+            .await
+            .unwrap();
+        store
+            .put_setting(CHANGED_KEY, "written by the test".to_owned())
+            .await
+            .unwrap();
+    });
+    b.wait_log(
+        "a masker uploaded on another host does not load on this one",
+        Duration::from_secs(10),
+    );
+    b.wait_log(
+        "a masker chain set on another host does not start on this one",
+        Duration::from_secs(10),
+    );
+    assert_eq!(chain_of(&b), chain, "b kept its chain");
+    assert!(b.masker("broken").is_null());
+}

@@ -5,17 +5,35 @@
 //! Uploads share the store's plugin table with policies, under the key
 //! `masker/NAME` ([`STORE_PREFIX`]); policy names cannot contain `/`, so
 //! the two never collide and the policy catalog skips these keys.
+//!
+//! Hosts sharing one store (PostgreSQL) follow each other's changes the
+//! way they follow policies (see [`crate::plugins::catalog`]): every
+//! upload, chain change and removal ends by writing a fresh value to
+//! [`CHANGED_KEY`]; a host on a shared store reads it every
+//! [`FOLLOW_EVERY`] and, when it moved, loads the uploads it lacks or holds
+//! with other bytes, activates the stored chain, and drops the uploads gone
+//! from the store. This matters more here than for policies: a host left on
+//! an older chain stores the lines its agents send with less masking than
+//! the operator asked for. A change this host cannot load is logged and it
+//! keeps what it had.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use sha2::{Digest, Sha256};
+
 use super::registry::{ChainEntry, MaskerRegistry};
+use crate::plugins::catalog::FOLLOW_EVERY;
 use crate::plugins::{CatalogError, PluginError, Source, in_tree};
 use crate::store::{JobStore, StoreError};
 
 /// Prefix of masker uploads in the store's plugin table.
 pub const STORE_PREFIX: &str = "masker/";
 /// Settings key of the active chain.
-const CHAIN_KEY: &str = "active_maskers";
+pub const CHAIN_KEY: &str = "active_maskers";
+/// Settings key rewritten with a fresh random value after every change of
+/// the maskers (see the module docs).
+pub const CHANGED_KEY: &str = "maskers_changed";
 /// The chain of a fresh installation: declared secrets, then well-known
 /// token formats.
 pub const DEFAULT_CHAIN: &[&str] = &["literal", "patterns"];
@@ -25,12 +43,19 @@ pub const DEFAULT_CHAIN: &[&str] = &["literal", "patterns"];
 pub struct MaskerCatalog {
     registry: Arc<MaskerRegistry>,
     store: Arc<dyn JobStore>,
+    /// This host's changes and reloads take turns, so a reload never sees
+    /// a change of this host half done.
+    turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl MaskerCatalog {
     /// Wraps a registry with its persistence.
     pub fn new(registry: Arc<MaskerRegistry>, store: Arc<dyn JobStore>) -> Self {
-        Self { registry, store }
+        Self {
+            registry,
+            store,
+            turn: Arc::default(),
+        }
     }
 
     /// The registry.
@@ -41,8 +66,12 @@ impl MaskerCatalog {
     /// Loads the in-tree maskers and every stored upload, then activates
     /// `wanted` (from the host's configuration), else the stored chain,
     /// else [`DEFAULT_CHAIN`]. A configured chain that cannot start is an
-    /// error: the host does not run with less masking than it was told.
+    /// error: the host does not run with less masking than it was told. On
+    /// a shared store, this host then follows the changes other hosts make
+    /// (see the module docs).
     pub async fn restore(&self, wanted: Option<Vec<ChainEntry>>) -> anyhow::Result<()> {
+        // Read first: a change made while this host loads is then seen.
+        let seen = self.store.setting(CHANGED_KEY).await?;
         let mut sources: Vec<(String, Vec<u8>, Source)> = in_tree::MASKERS
             .iter()
             .map(|(name, bytes)| ((*name).to_owned(), bytes.to_vec(), Source::InTree))
@@ -98,7 +127,76 @@ impl MaskerCatalog {
         } else {
             tracing::info!(chain = %names.join(" → "), "active masker chain");
         }
+        if self.store.is_shared() {
+            self.spawn_follow(seen);
+        }
         Ok(())
+    }
+
+    /// Reloads whenever [`CHANGED_KEY`] moves, every [`FOLLOW_EVERY`],
+    /// while the registry lives. A reload the store fails is tried again
+    /// on the next tick; one that fails on the plugin side is logged and
+    /// not retried until the next change.
+    fn spawn_follow(&self, mut seen: Option<String>) {
+        let registry = Arc::downgrade(&self.registry);
+        let (store, turn) = (Arc::clone(&self.store), Arc::clone(&self.turn));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(FOLLOW_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(registry) = registry.upgrade() else {
+                    return;
+                };
+                let marker = match store.setting(CHANGED_KEY).await {
+                    Ok(marker) if marker != seen => marker,
+                    Ok(_) => continue,
+                    Err(err) => {
+                        tracing::warn!(%err, "cannot read the maskers' change marker; trying again");
+                        continue;
+                    }
+                };
+                let catalog = Self {
+                    registry,
+                    store: Arc::clone(&store),
+                    turn: Arc::clone(&turn),
+                };
+                match catalog.reload().await {
+                    Ok(()) => seen = marker,
+                    Err(err) => {
+                        tracing::warn!(%err, "cannot reload the maskers changed on another host; trying again");
+                    }
+                }
+            }
+        });
+    }
+
+    /// Brings this host's registry to what the store holds (see the module
+    /// docs). Only a store failure is an error.
+    async fn reload(&self) -> Result<(), StoreError> {
+        let _turn = self.turn.lock().await;
+        let stored: BTreeMap<String, Vec<u8>> = self
+            .store
+            .plugins()
+            .await?
+            .into_iter()
+            .filter_map(|(key, bytes)| Some((key.strip_prefix(STORE_PREFIX)?.to_owned(), bytes)))
+            .collect();
+        let chain = match self.store.setting(CHAIN_KEY).await? {
+            Some(json) => serde_json::from_str::<Vec<ChainEntry>>(&json).ok(),
+            None => None,
+        };
+        let registry = Arc::clone(&self.registry);
+        tokio::task::spawn_blocking(move || apply(&registry, &stored, chain.as_deref()))
+            .await
+            .map_err(StoreError::backend)
+    }
+
+    /// Tells the hosts sharing the store that the maskers changed.
+    async fn mark_changed(&self) -> Result<(), StoreError> {
+        self.store
+            .put_setting(CHANGED_KEY, uuid::Uuid::new_v4().to_string())
+            .await
     }
 
     async fn activate_now(&self, chain: Vec<ChainEntry>) -> Result<(), PluginError> {
@@ -111,6 +209,7 @@ impl MaskerCatalog {
     /// Compiles, validates and stores an upload; replaces a previous upload
     /// of the same name. Durable before it returns.
     pub async fn upload(&self, name: &str, bytes: Vec<u8>) -> Result<(), CatalogError> {
+        let _turn = self.turn.lock().await;
         let registry = Arc::clone(&self.registry);
         let owned = name.to_owned();
         let for_compile = bytes.clone();
@@ -120,6 +219,7 @@ impl MaskerCatalog {
         self.store
             .put_plugin(&format!("{STORE_PREFIX}{name}"), bytes)
             .await?;
+        self.mark_changed().await?;
         tracing::info!(target: "hodei::audit", event = "masker_uploaded", plugin = %name, "masker uploaded");
         Ok(())
     }
@@ -135,9 +235,11 @@ impl MaskerCatalog {
             )
             .into());
         }
+        let _turn = self.turn.lock().await;
         self.activate_now(chain.clone()).await?;
         let json = serde_json::to_string(&chain).map_err(StoreError::backend)?;
         self.store.put_setting(CHAIN_KEY, json).await?;
+        self.mark_changed().await?;
         let names: Vec<&str> = chain.iter().map(|e| e.name.as_str()).collect();
         tracing::info!(target: "hodei::audit", event = "masker_chain_set", chain = %names.join(" → "), "masker chain activated");
         Ok(())
@@ -145,11 +247,64 @@ impl MaskerCatalog {
 
     /// Removes an uploaded masker that is not in the chain.
     pub async fn remove(&self, name: &str) -> Result<(), CatalogError> {
+        let _turn = self.turn.lock().await;
         self.registry.remove(name)?;
         self.store
             .delete_plugin(&format!("{STORE_PREFIX}{name}"))
             .await?;
+        self.mark_changed().await?;
         tracing::info!(target: "hodei::audit", event = "masker_removed", plugin = %name, "masker removed");
         Ok(())
+    }
+}
+
+/// Applies the store's uploads and chain to `registry`: new or changed
+/// uploads first (so the chain may name one), then the chain, then
+/// removals (so the chain has moved off a removed upload). Failures are
+/// logged and leave what this host had.
+fn apply(
+    registry: &MaskerRegistry,
+    stored: &BTreeMap<String, Vec<u8>>,
+    chain: Option<&[ChainEntry]>,
+) {
+    let here: BTreeMap<String, String> = registry
+        .views()
+        .into_iter()
+        .filter(|view| view.source == Source::Uploaded)
+        .map(|view| (view.name, view.sha256))
+        .collect();
+    for (name, bytes) in stored {
+        if here.get(name) == Some(&format!("{:x}", Sha256::digest(bytes))) {
+            continue;
+        }
+        match registry.load(name, bytes, Source::Uploaded) {
+            Ok(()) => tracing::info!(plugin = %name, "masker uploaded on another host loaded"),
+            Err(err) => tracing::error!(
+                plugin = %name, %err,
+                "a masker uploaded on another host does not load on this one; keeping what this host had"
+            ),
+        }
+    }
+    if let Some(chain) = chain
+        && registry.chain().entries() != chain
+    {
+        let names: Vec<&str> = chain.iter().map(|e| e.name.as_str()).collect();
+        match registry.activate(chain) {
+            Ok(()) => {
+                tracing::info!(chain = %names.join(" → "), "masker chain set on another host activated")
+            }
+            Err(err) => tracing::error!(
+                chain = %names.join(" → "), %err,
+                "a masker chain set on another host does not start on this one; keeping the previous chain"
+            ),
+        }
+    }
+    for name in here.keys().filter(|name| !stored.contains_key(*name)) {
+        match registry.remove(name) {
+            Ok(()) => tracing::info!(plugin = %name, "masker removed on another host"),
+            Err(err) => {
+                tracing::error!(plugin = %name, %err, "cannot drop a masker removed on another host")
+            }
+        }
     }
 }
