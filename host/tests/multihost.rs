@@ -302,6 +302,9 @@ fn active_policy(host: &Host) -> (String, String) {
     (text("name"), text("config"))
 }
 
+/// A component cut short: what no build of the host loads.
+const BROKEN_WASM: &[u8] = b"\0asm\x0d\0\x01\0 cut short";
+
 /// least-loaded by free slots alone: real machine figures differ between
 /// agents' heartbeats on a busy machine, free slots do not.
 const BY_SLOTS: &str = "weights=0,0,1";
@@ -359,32 +362,14 @@ fn policy_changes_on_one_host_take_effect_on_the_other_within_a_second() {
 
     // What a host of another build would meet: an upload that does not
     // load, made the active choice, written straight into the store.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    {
         use hodei::plugins::catalog::{ACTIVE_KEY, CHANGED_KEY};
-        use hodei::store::{JobStore, PgOptions, PgStore};
-        let store = PgStore::connect(&PgOptions {
-            url: Some(db.url.clone()),
-            ..PgOptions::default()
-        })
-        .await
-        .unwrap();
-        store
-            .put_plugin("broken", b"\0asm\x0d\0\x01\0 cut short".to_vec())
-            .await
-            .unwrap();
-        store
-            .put_setting(ACTIVE_KEY, json!({ "name": "broken" }).to_string())
-            .await
-            .unwrap();
-        store
-            .put_setting(CHANGED_KEY, "written by the test".to_owned())
-            .await
-            .unwrap();
-    });
+        let active = json!({ "name": "broken" }).to_string();
+        db.write_raw(
+            &[("broken", BROKEN_WASM)],
+            &[(ACTIVE_KEY, &active), (CHANGED_KEY, "written by the test")],
+        );
+    }
     b.wait_log(
         "a policy uploaded on another host does not load on this one",
         Duration::from_secs(10),
@@ -477,34 +462,14 @@ fn masker_changes_on_one_host_take_effect_on_the_other_within_a_second() {
     // What a host of another build would meet: an upload that does not
     // load, put in the chain, written straight into the store. `b` logs it
     // and keeps masking with the chain it had.
-    runtime.block_on(async {
+    {
         use hodei::masking::catalog::{CHAIN_KEY, CHANGED_KEY, STORE_PREFIX};
-        use hodei::store::{JobStore, PgOptions, PgStore};
-        let store = PgStore::connect(&PgOptions {
-            url: Some(db.url.clone()),
-            ..PgOptions::default()
-        })
-        .await
-        .unwrap();
-        store
-            .put_plugin(
-                &format!("{STORE_PREFIX}broken"),
-                b"\0asm\x0d\0\x01\0 cut short".to_vec(),
-            )
-            .await
-            .unwrap();
-        store
-            .put_setting(
-                CHAIN_KEY,
-                json!([{ "name": "broken", "config": "" }]).to_string(),
-            )
-            .await
-            .unwrap();
-        store
-            .put_setting(CHANGED_KEY, "written by the test".to_owned())
-            .await
-            .unwrap();
-    });
+        let chain = json!([{ "name": "broken", "config": "" }]).to_string();
+        db.write_raw(
+            &[(&format!("{STORE_PREFIX}broken"), BROKEN_WASM)],
+            &[(CHAIN_KEY, &chain), (CHANGED_KEY, "written by the test")],
+        );
+    }
     b.wait_log(
         "a masker uploaded on another host does not load on this one",
         Duration::from_secs(10),

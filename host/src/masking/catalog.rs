@@ -7,12 +7,13 @@
 //! the two never collide and the policy catalog skips these keys.
 //!
 //! Hosts sharing one store (PostgreSQL) follow each other's changes the
-//! way they follow policies (see [`crate::plugins::catalog`]): every
-//! upload, chain change and removal ends by writing a fresh value to
-//! [`CHANGED_KEY`]; a host on a shared store reads it every
-//! [`FOLLOW_EVERY`] and, when it moved, loads the uploads it lacks or holds
-//! with other bytes, activates the stored chain, and drops the uploads gone
-//! from the store. This matters more here than for policies: a host left on
+//! way they follow policies, through the same loop
+//! ([`crate::plugins::catalog`]'s `spawn_follow`): every upload, chain
+//! change and removal ends by writing a fresh value to [`CHANGED_KEY`]; a
+//! host on a shared store reads it every
+//! [`FOLLOW_EVERY`](crate::plugins::catalog::FOLLOW_EVERY) and, when it
+//! moved, loads the uploads it lacks or holds with other bytes, activates
+//! the stored chain, and drops the uploads gone from the store. This matters more here than for policies: a host left on
 //! an older chain stores the lines its agents send with less masking than
 //! the operator asked for. A change this host cannot load is logged and it
 //! keeps what it had.
@@ -20,10 +21,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
-
 use super::registry::{ChainEntry, MaskerRegistry};
-use crate::plugins::catalog::FOLLOW_EVERY;
+use crate::plugins::catalog::{apply_uploads, mark_changed, spawn_follow};
 use crate::plugins::{CatalogError, PluginError, Source, in_tree};
 use crate::store::{JobStore, StoreError};
 
@@ -128,47 +127,23 @@ impl MaskerCatalog {
             tracing::info!(chain = %names.join(" → "), "active masker chain");
         }
         if self.store.is_shared() {
-            self.spawn_follow(seen);
+            let (store, turn) = (Arc::clone(&self.store), Arc::clone(&self.turn));
+            spawn_follow(
+                &self.registry,
+                &self.store,
+                CHANGED_KEY,
+                seen,
+                move |registry| {
+                    let catalog = Self {
+                        registry,
+                        store: Arc::clone(&store),
+                        turn: Arc::clone(&turn),
+                    };
+                    async move { catalog.reload().await }
+                },
+            );
         }
         Ok(())
-    }
-
-    /// Reloads whenever [`CHANGED_KEY`] moves, every [`FOLLOW_EVERY`],
-    /// while the registry lives. A reload the store fails is tried again
-    /// on the next tick; one that fails on the plugin side is logged and
-    /// not retried until the next change.
-    fn spawn_follow(&self, mut seen: Option<String>) {
-        let registry = Arc::downgrade(&self.registry);
-        let (store, turn) = (Arc::clone(&self.store), Arc::clone(&self.turn));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(FOLLOW_EVERY);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(registry) = registry.upgrade() else {
-                    return;
-                };
-                let marker = match store.setting(CHANGED_KEY).await {
-                    Ok(marker) if marker != seen => marker,
-                    Ok(_) => continue,
-                    Err(err) => {
-                        tracing::warn!(%err, "cannot read the maskers' change marker; trying again");
-                        continue;
-                    }
-                };
-                let catalog = Self {
-                    registry,
-                    store: Arc::clone(&store),
-                    turn: Arc::clone(&turn),
-                };
-                match catalog.reload().await {
-                    Ok(()) => seen = marker,
-                    Err(err) => {
-                        tracing::warn!(%err, "cannot reload the maskers changed on another host; trying again");
-                    }
-                }
-            }
-        });
     }
 
     /// Brings this host's registry to what the store holds (see the module
@@ -194,9 +169,7 @@ impl MaskerCatalog {
 
     /// Tells the hosts sharing the store that the maskers changed.
     async fn mark_changed(&self) -> Result<(), StoreError> {
-        self.store
-            .put_setting(CHANGED_KEY, uuid::Uuid::new_v4().to_string())
-            .await
+        mark_changed(self.store.as_ref(), CHANGED_KEY).await
     }
 
     async fn activate_now(&self, chain: Vec<ChainEntry>) -> Result<(), PluginError> {
@@ -273,38 +246,26 @@ fn apply(
         .filter(|view| view.source == Source::Uploaded)
         .map(|view| (view.name, view.sha256))
         .collect();
-    for (name, bytes) in stored {
-        if here.get(name) == Some(&format!("{:x}", Sha256::digest(bytes))) {
-            continue;
-        }
-        match registry.load(name, bytes, Source::Uploaded) {
-            Ok(()) => tracing::info!(plugin = %name, "masker uploaded on another host loaded"),
-            Err(err) => tracing::error!(
-                plugin = %name, %err,
-                "a masker uploaded on another host does not load on this one; keeping what this host had"
-            ),
-        }
-    }
-    if let Some(chain) = chain
-        && registry.chain().entries() != chain
-    {
-        let names: Vec<&str> = chain.iter().map(|e| e.name.as_str()).collect();
-        match registry.activate(chain) {
-            Ok(()) => {
-                tracing::info!(chain = %names.join(" → "), "masker chain set on another host activated")
+    apply_uploads(
+        "masker",
+        &here,
+        stored,
+        |name, bytes| registry.load(name, bytes, Source::Uploaded),
+        || {
+            let Some(chain) = chain.filter(|chain| registry.chain().entries() != *chain) else {
+                return;
+            };
+            let names: Vec<&str> = chain.iter().map(|e| e.name.as_str()).collect();
+            match registry.activate(chain) {
+                Ok(()) => {
+                    tracing::info!(chain = %names.join(" → "), "masker chain set on another host activated")
+                }
+                Err(err) => tracing::error!(
+                    chain = %names.join(" → "), %err,
+                    "a masker chain set on another host does not start on this one; keeping the previous chain"
+                ),
             }
-            Err(err) => tracing::error!(
-                chain = %names.join(" → "), %err,
-                "a masker chain set on another host does not start on this one; keeping the previous chain"
-            ),
-        }
-    }
-    for name in here.keys().filter(|name| !stored.contains_key(*name)) {
-        match registry.remove(name) {
-            Ok(()) => tracing::info!(plugin = %name, "masker removed on another host"),
-            Err(err) => {
-                tracing::error!(plugin = %name, %err, "cannot drop a masker removed on another host")
-            }
-        }
-    }
+        },
+        |name| registry.remove(name),
+    );
 }

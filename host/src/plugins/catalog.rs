@@ -31,6 +31,7 @@
 //! on one lock, so a reload never sees this host's own half-done change.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -141,47 +142,23 @@ impl PolicyCatalog {
         let (name, _) = self.registry.active();
         tracing::info!(policy = %name, "active scheduling policy");
         if self.store.is_shared() {
-            self.spawn_follow(seen);
+            let (store, turn) = (Arc::clone(&self.store), Arc::clone(&self.turn));
+            spawn_follow(
+                &self.registry,
+                &self.store,
+                CHANGED_KEY,
+                seen,
+                move |registry| {
+                    let catalog = Self {
+                        registry,
+                        store: Arc::clone(&store),
+                        turn: Arc::clone(&turn),
+                    };
+                    async move { catalog.reload().await }
+                },
+            );
         }
         Ok(())
-    }
-
-    /// Reloads whenever [`CHANGED_KEY`] moves, every [`FOLLOW_EVERY`],
-    /// while the registry lives. A reload the store fails is tried again
-    /// on the next tick; one that fails on the plugin side is logged and
-    /// not retried until the next change.
-    fn spawn_follow(&self, mut seen: Option<String>) {
-        let registry = Arc::downgrade(&self.registry);
-        let (store, turn) = (Arc::clone(&self.store), Arc::clone(&self.turn));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(FOLLOW_EVERY);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(registry) = registry.upgrade() else {
-                    return;
-                };
-                let marker = match store.setting(CHANGED_KEY).await {
-                    Ok(marker) if marker != seen => marker,
-                    Ok(_) => continue,
-                    Err(err) => {
-                        tracing::warn!(%err, "cannot read the policies' change marker; trying again");
-                        continue;
-                    }
-                };
-                let catalog = Self {
-                    registry,
-                    store: Arc::clone(&store),
-                    turn: Arc::clone(&turn),
-                };
-                match catalog.reload().await {
-                    Ok(()) => seen = marker,
-                    Err(err) => {
-                        tracing::warn!(%err, "cannot reload the policies changed on another host; trying again");
-                    }
-                }
-            }
-        });
     }
 
     /// Brings this host's registry to what the store holds (see the module
@@ -207,9 +184,7 @@ impl PolicyCatalog {
 
     /// Tells the hosts sharing the store that the catalog changed.
     async fn mark_changed(&self) -> Result<(), StoreError> {
-        self.store
-            .put_setting(CHANGED_KEY, uuid::Uuid::new_v4().to_string())
-            .await
+        mark_changed(self.store.as_ref(), CHANGED_KEY).await
     }
 
     async fn activate_now(&self, choice: &ActiveChoice) -> Result<(), PluginError> {
@@ -258,6 +233,63 @@ impl PolicyCatalog {
     }
 }
 
+/// Follows the changes other hosts on a shared store make to one catalog
+/// (see the module docs): every [`FOLLOW_EVERY`], while `registry` lives,
+/// reads the setting `changed_key`, and when it differs from the value last
+/// acted on (`seen`) calls `reload` with the registry. A reload the store
+/// fails is tried again on the next tick; one that fails on the plugin
+/// side is logged by `reload` and not retried until the next change. The
+/// policy and the masker catalogs both follow this way.
+pub(crate) fn spawn_follow<R, F, Fut>(
+    registry: &Arc<R>,
+    store: &Arc<dyn JobStore>,
+    changed_key: &'static str,
+    mut seen: Option<String>,
+    reload: F,
+) where
+    R: Send + Sync + 'static,
+    F: Fn(Arc<R>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), StoreError>> + Send,
+{
+    let registry = Arc::downgrade(registry);
+    let store = Arc::clone(store);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(FOLLOW_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(registry) = registry.upgrade() else {
+                return;
+            };
+            let marker = match store.setting(changed_key).await {
+                Ok(marker) if marker != seen => marker,
+                Ok(_) => continue,
+                Err(err) => {
+                    tracing::warn!(%err, key = changed_key, "cannot read a catalog's change marker; trying again");
+                    continue;
+                }
+            };
+            match reload(registry).await {
+                Ok(()) => seen = marker,
+                Err(err) => {
+                    tracing::warn!(%err, key = changed_key, "cannot reload a catalog changed on another host; trying again");
+                }
+            }
+        }
+    });
+}
+
+/// Tells the hosts sharing `store` that the catalog whose marker is
+/// `changed_key` changed: a fresh random value, never written twice.
+pub(crate) async fn mark_changed(
+    store: &dyn JobStore,
+    changed_key: &str,
+) -> Result<(), StoreError> {
+    store
+        .put_setting(changed_key, uuid::Uuid::new_v4().to_string())
+        .await
+}
+
 /// Applies the store's uploads and active choice to `registry`: new or
 /// changed uploads first (so the choice may name one), then the choice,
 /// then removals (so the active one has moved off a removed upload).
@@ -273,34 +305,63 @@ fn apply(
         .filter(|view| view.source == Source::Uploaded)
         .map(|view| (view.name, view.sha256))
         .collect();
+    apply_uploads(
+        "policy",
+        &here,
+        stored,
+        |name, bytes| registry.load(name, bytes, Source::Uploaded),
+        || {
+            if let Some(choice) = choice
+                && registry.active() != (choice.name.clone(), choice.config.clone())
+            {
+                match registry.activate(&choice.name, &choice.config) {
+                    Ok(()) => {
+                        tracing::info!(policy = %choice.name, "policy activated on another host")
+                    }
+                    Err(err) => tracing::error!(
+                        policy = %choice.name, %err,
+                        "a policy activated on another host does not start on this one; keeping the previous policy"
+                    ),
+                }
+            }
+        },
+        |name| registry.remove(name),
+    );
+}
+
+/// What a reload of either catalog (policies, maskers) does with the
+/// store's uploads: `load` each one this host lacks or holds with other
+/// bytes (`here`: name → SHA-256 of this host's uploads), then `settle`
+/// (the active choice or chain, which may name a new upload), then
+/// `remove` each upload gone from the store (nothing active uses it by
+/// then). `kind` names them in the logs. A failure is logged and leaves
+/// what this host had.
+pub(crate) fn apply_uploads(
+    kind: &str,
+    here: &BTreeMap<String, String>,
+    stored: &BTreeMap<String, Vec<u8>>,
+    load: impl Fn(&str, &[u8]) -> Result<(), PluginError>,
+    settle: impl FnOnce(),
+    remove: impl Fn(&str) -> Result<(), PluginError>,
+) {
     for (name, bytes) in stored {
         if here.get(name) == Some(&format!("{:x}", Sha256::digest(bytes))) {
             continue;
         }
-        match registry.load(name, bytes, Source::Uploaded) {
-            Ok(()) => tracing::info!(plugin = %name, "policy uploaded on another host loaded"),
+        match load(name, bytes) {
+            Ok(()) => tracing::info!(plugin = %name, "{kind} uploaded on another host loaded"),
             Err(err) => tracing::error!(
                 plugin = %name, %err,
-                "a policy uploaded on another host does not load on this one; keeping what this host had"
+                "a {kind} uploaded on another host does not load on this one; keeping what this host had"
             ),
         }
     }
-    if let Some(choice) = choice
-        && registry.active() != (choice.name.clone(), choice.config.clone())
-    {
-        match registry.activate(&choice.name, &choice.config) {
-            Ok(()) => tracing::info!(policy = %choice.name, "policy activated on another host"),
-            Err(err) => tracing::error!(
-                policy = %choice.name, %err,
-                "a policy activated on another host does not start on this one; keeping the previous policy"
-            ),
-        }
-    }
+    settle();
     for name in here.keys().filter(|name| !stored.contains_key(*name)) {
-        match registry.remove(name) {
-            Ok(()) => tracing::info!(plugin = %name, "policy removed on another host"),
+        match remove(name) {
+            Ok(()) => tracing::info!(plugin = %name, "{kind} removed on another host"),
             Err(err) => {
-                tracing::error!(plugin = %name, %err, "cannot drop a policy removed on another host")
+                tracing::error!(plugin = %name, %err, "cannot drop a {kind} removed on another host")
             }
         }
     }

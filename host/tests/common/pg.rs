@@ -1,7 +1,7 @@
 //! A scratch PostgreSQL database per test, on the server
 //! `scripts/postgres.sh` starts (`HODEI_TEST_DATABASE_URL`).
 
-use hodei::store::PgStore;
+use hodei::store::{JobStore, PgOptions, PgStore};
 
 use super::Host;
 
@@ -53,6 +53,25 @@ impl Database {
         ];
         args.extend_from_slice(extra);
         Host::start_with(&args)
+    }
+
+    /// Writes `plugins` (key, bytes) and `settings` (key, value) straight
+    /// into this database, as a host of another build might leave them.
+    pub fn write_raw(&self, plugins: &[(&str, &[u8])], settings: &[(&str, &str)]) {
+        self.runtime.block_on(async {
+            let store = PgStore::connect(&PgOptions {
+                url: Some(self.url.clone()),
+                ..PgOptions::default()
+            })
+            .await
+            .unwrap();
+            for (key, bytes) in plugins {
+                store.put_plugin(key, bytes.to_vec()).await.unwrap();
+            }
+            for (key, value) in settings {
+                store.put_setting(key, (*value).to_owned()).await.unwrap();
+            }
+        });
     }
 }
 
