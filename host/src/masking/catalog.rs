@@ -13,10 +13,11 @@
 //! host on a shared store reads it every
 //! [`FOLLOW_EVERY`](crate::plugins::catalog::FOLLOW_EVERY) and, when it
 //! moved, loads the uploads it lacks or holds with other bytes, activates
-//! the stored chain, and drops the uploads gone from the store. This matters more here than for policies: a host left on
-//! an older chain stores the lines its agents send with less masking than
-//! the operator asked for. A change this host cannot load is logged and it
-//! keeps what it had.
+//! the stored chain, and drops the uploads gone from the store. This
+//! matters more here than for policies: a host left on an older chain
+//! stores the lines its agents send with less masking than the operator
+//! asked for. A change this host cannot load is logged and it keeps what
+//! it had.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -148,11 +148,12 @@ fn refill<T>(column: &mut Vec<T>, candidates: &[Candidate], value: impl Fn(&Cand
 /// A worker's mask (bit `i` set when it carries the job's `i`-th label)
 /// depends only on its labels, and those change only when it registers
 /// again, under a new
-/// [`WorkerLabels::id`](crate::scheduler::policy::WorkerLabels::id). So a decision reads each
-/// worker's mask from the row of its position, and looks the labels up
-/// only for a worker that is new there: a few hundred string compares are
-/// what made the masks the dearest column. The built-in policy looks the
-/// labels up per decision, as any policy of its own would.
+/// [`WorkerLabels::id`](crate::scheduler::policy::WorkerLabels::id). So a
+/// decision reads each worker's mask from the row of its position, and
+/// looks the labels up only for a worker that is new there: a `BTreeMap`
+/// lookup (string compares) per worker and label is what made the masks
+/// the dearest column. The built-in policy still looks the labels up per
+/// decision.
 #[derive(Default)]
 struct MaskCache {
     /// Least recently used first; at most [`MASK_SETS`].
@@ -163,7 +164,9 @@ struct MaskCache {
 /// once, and jobs usually ask for a handful of label sets.
 const MASK_SETS: usize = 16;
 
+/// The masks kept for one label set.
 struct MaskSet {
+    /// The labels a job asked for.
     wanted: BTreeMap<String, String>,
     /// Per candidate position: the labels' id and their mask.
     rows: Vec<(u64, u64)>,
