@@ -20,10 +20,11 @@ eval "$(./scripts/postgres.sh)"
 # The in-tree policy plugins are built for wasm32-wasip2 by host/build.rs.
 rustup target add wasm32-wasip2 >/dev/null
 
-# The black-box tests in host/tests start real hodei and hodei-agent
-# processes from the target dir; cargo builds `hodei` for them by itself,
-# `hodei-agent` lives in another package, so build both up front.
-cargo build --locked -p hodei -p hodei-agent
+# The black-box tests in host/tests start real hodei (the front binary,
+# which runs hodei-host) and hodei-agent processes from the target dir;
+# cargo builds `hodei-host` for them by itself, the other two live in
+# other packages, so build all three up front.
+cargo build --locked -p hodei -p hodei-cli -p hodei-agent
 cargo test --locked --workspace "$@"
 
 # The API's contract: schemathesis against a real host (see the script).

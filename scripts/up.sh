@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds hodei and hodei-agent (release), puts both on PATH in
+# Builds hodei (the front binary and hodei-host, which it runs for every
+# command but `run --detach`) and hodei-agent (release), puts them on PATH in
 # ~/.cargo/bin, and starts a host with local agents on the embedded store
 # (./hodei-data). Extra arguments go to `hodei serve`.
 set -euo pipefail
@@ -10,9 +11,9 @@ rustup target add wasm32-wasip2 >/dev/null
 
 bin="${CARGO_HOME:-$HOME/.cargo}/bin"
 built="${CARGO_TARGET_DIR:-target}/release"
-cargo build --locked --release -p hodei -p hodei-agent
+cargo build --locked --release -p hodei -p hodei-cli -p hodei-agent
 install -d "$bin"
-install -m 0755 "$built/hodei" "$built/hodei-agent" "$bin/"
+install -m 0755 "$built/hodei" "$built/hodei-host" "$built/hodei-agent" "$bin/"
 case ":$PATH:" in
   *":$bin:"*) ;;
   *) echo "note: add $bin to PATH to use \`hodei\` from other shells" >&2 ;;

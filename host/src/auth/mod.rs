@@ -118,19 +118,7 @@ pub enum Access {
     Scope(Scope),
 }
 
-/// Where a host on loopback leaves an admin token for the CLI of the same
-/// user on the same machine, keyed by its REST port:
-/// `${XDG_CONFIG_HOME:-~/.config}/hodei/tokens/PORT` (0600). `None` when
-/// neither variable is set.
-pub fn local_token_path(port: u16) -> Option<std::path::PathBuf> {
-    let config = std::env::var_os("XDG_CONFIG_HOME")
-        .filter(|v| !v.is_empty())
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|home| std::path::Path::new(&home).join(".config"))
-        })?;
-    Some(config.join("hodei").join("tokens").join(port.to_string()))
-}
+pub use hodei_cli::token::local_token_path;
 
 /// Calls `refresh` on the value behind `target` every `period` while that
 /// value lives (a weak reference: the task does not keep it alive), so

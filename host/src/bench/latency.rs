@@ -11,11 +11,13 @@
 //!   the SSE reader, `finished_at` (the host took the result), and
 //!   `event: done` at the reader. All clocks are this machine's.
 //! - the command line: `hodei run -- true` and `hodei run --detach -- true`
-//!   as child processes, timed from spawn to exit, and `hodei --version`
-//!   for what starting the binary alone costs.
+//!   as child processes of the `hodei` front binary (beside this one),
+//!   timed from spawn to exit, and `--version` of both binaries for what
+//!   starting them alone costs.
 //! - Slurm, when `srun` is on the PATH (`scripts/slurm.sh` sets up a
-//!   single-node cluster): `srun true` and `sbatch --wrap true`, timed the
-//!   same way; otherwise the rows say "skipped: no slurm".
+//!   single-node cluster): `srun true`, and `sbatch --wrap true` in turns
+//!   with `hodei run --detach` (one of each, again and again), then the
+//!   ratio of their rates; otherwise the rows say "skipped: no slurm".
 //!
 //! Build with `--release` for figures worth comparing.
 
@@ -72,15 +74,44 @@ pub async fn run(args: &LatencyArgs) -> anyhow::Result<()> {
             hops.push(trip);
         }
     }
-    let exe = std::env::current_exe()?;
+    // What users type: the `hodei` front, which submits `run --detach`
+    // itself and runs `hodei-host` (this executable) for the rest.
+    let this = std::env::current_exe()?;
+    let front = this.with_file_name("hodei");
+    if !front.is_file() {
+        bail!(
+            "{} is missing: `bench latency` times the `hodei` command users type (build it: `cargo build --release -p hodei-cli`)",
+            front.display()
+        );
+    }
     let hodei = |extra: &[&str]| {
-        let mut command = std::process::Command::new(&exe);
+        let mut command = std::process::Command::new(&front);
         command.env("HODEI_SERVER", &host.base).args(extra);
         command
     };
     let run = time_command(args.runs, || hodei(&["run", "--", "true"]))?;
-    let detach = time_command(args.runs, || hodei(&["run", "--detach", "--", "true"]))?;
     let version = time_command(args.runs, || hodei(&["--version"]))?;
+    let host_version = time_command(args.runs, || {
+        let mut command = std::process::Command::new(&this);
+        command.arg("--version");
+        command
+    })?;
+    // `run --detach` and `sbatch` take turns, run by run, so both see the
+    // same machine (it is noisy) and the ratio compares like with like.
+    let slurm = which("srun");
+    let mut submitters: Vec<Box<dyn Fn() -> std::process::Command + '_>> =
+        vec![Box::new(|| hodei(&["run", "--detach", "--", "true"]))];
+    if slurm {
+        submitters.push(Box::new(|| {
+            let mut command = std::process::Command::new("sbatch");
+            command.args(["--wrap", "true", "--output", "/dev/null"]);
+            command
+        }));
+    }
+    let mut submits = time_in_turns(args.runs, &submitters)?.into_iter();
+    let detach = submits.next().context("no detach figures")?;
+    let sbatch = submits.next();
+    drop(submitters);
     host.stop().await;
 
     println!(
@@ -114,25 +145,37 @@ pub async fn run(args: &LatencyArgs) -> anyhow::Result<()> {
         args.runs
     );
     println!("|---|---:|---:|---:|");
-    print_command("`hodei run -- true`", run);
-    print_command("`hodei run --detach -- true`", detach);
-    print_command("`hodei --version` (process start alone)", version);
-    if which("srun") {
-        let srun = time_command(args.runs, || {
-            let mut command = std::process::Command::new("srun");
-            command.arg("true");
-            command
-        })?;
-        let sbatch = time_command(args.runs, || {
-            let mut command = std::process::Command::new("sbatch");
-            command.args(["--wrap", "true", "--output", "/dev/null"]);
-            command
-        })?;
-        print_command("`srun true`", srun);
-        print_command("`sbatch --wrap true`", sbatch);
-    } else {
-        println!("| `srun true` | skipped: no slurm | | |");
-        println!("| `sbatch --wrap true` | skipped: no slurm | | |");
+    print_command("`hodei run -- true`", run.clone());
+    print_command("`hodei run --detach -- true`", detach.clone());
+    print_command("`hodei --version` (the front, then `hodei-host`)", version);
+    print_command(
+        "`hodei-host --version` (the host binary starting)",
+        host_version,
+    );
+    match sbatch {
+        Some(sbatch) => {
+            let srun = time_command(args.runs, || {
+                let mut command = std::process::Command::new("srun");
+                command.arg("true");
+                command
+            })?;
+            print_command("`srun true`", srun.clone());
+            print_command(
+                "`sbatch --wrap true` (in turns with `--detach`)",
+                sbatch.clone(),
+            );
+            let rate = |times: &[f64]| times.len() as f64 / times.iter().sum::<f64>();
+            println!();
+            println!(
+                "sequential submits: `hodei run --detach` {:.2} × `sbatch` (aim ≥ 1.5 ×); `hodei run` p50 {:.2} × `srun`'s",
+                rate(&detach) / rate(&sbatch),
+                quantile(&mut run.clone(), 0.5) / quantile(&mut srun.clone(), 0.5),
+            );
+        }
+        None => {
+            println!("| `srun true` | skipped: no slurm | | |");
+            println!("| `sbatch --wrap true` | skipped: no slurm | | |");
+        }
     }
     Ok(())
 }
@@ -214,19 +257,33 @@ fn time_command(
     runs: usize,
     command: impl Fn() -> std::process::Command,
 ) -> anyhow::Result<Vec<f64>> {
-    let mut times = Vec::with_capacity(runs);
+    let command: Box<dyn Fn() -> std::process::Command + '_> = Box::new(command);
+    let mut times = time_in_turns(runs, std::slice::from_ref(&command))?;
+    Ok(times.pop().unwrap_or_default())
+}
+
+/// Runs each command `runs` times (after a warm-up), taking turns: the
+/// first, the second, ..., the first again; returns each one's seconds
+/// per run. A failed run fails the benchmark.
+fn time_in_turns(
+    runs: usize,
+    commands: &[Box<dyn Fn() -> std::process::Command + '_>],
+) -> anyhow::Result<Vec<Vec<f64>>> {
+    let mut times = vec![Vec::with_capacity(runs); commands.len()];
     for i in 0..runs + WARM_UP {
-        let started = Instant::now();
-        let status = command()
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()?;
-        let took = started.elapsed().as_secs_f64();
-        if !status.success() {
-            bail!("{:?} failed: {status}", command());
-        }
-        if i >= WARM_UP {
-            times.push(took);
+        for (command, times) in commands.iter().zip(&mut times) {
+            let started = Instant::now();
+            let status = command()
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()?;
+            let took = started.elapsed().as_secs_f64();
+            if !status.success() {
+                bail!("{:?} failed: {status}", command());
+            }
+            if i >= WARM_UP {
+                times.push(took);
+            }
         }
     }
     Ok(times)

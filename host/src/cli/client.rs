@@ -3,78 +3,16 @@
 use anyhow::{Context, bail};
 use eventsource_stream::Eventsource;
 use futures::{Stream, StreamExt};
-use serde::Deserialize;
 use serde_json::Value;
 
-/// A log line as the SSE stream carries it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct LogLine {
-    /// RFC 3339.
-    pub timestamp: String,
-    /// `stdout` or `stderr`.
-    pub stream: String,
-    /// The text.
-    pub line: String,
-    /// Per-job sequence.
-    pub sequence: u64,
-}
-
-/// The final SSE event.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Done {
-    /// Job state (`SUCCEEDED`...).
-    pub state: String,
-    /// Exit code when it exited.
-    pub exit_code: Option<i32>,
-    /// Why it ended so, when not obvious.
-    pub reason: Option<String>,
-}
-
-/// One item of a log stream.
-#[derive(Debug, Clone)]
-pub enum LogEvent {
-    /// A line.
-    Line(LogLine),
-    /// The end.
-    Done(Done),
-}
+pub use hodei_cli::api::LogEvent;
+pub use hodei_cli::outcome::{Done, LogLine};
 
 /// The REST API at one base URL.
 #[derive(Debug, Clone)]
 pub struct ApiClient {
     base: String,
     http: reqwest::Client,
-}
-
-/// The API token the CLI sends: `explicit` (`--token`,
-/// `HODEI_API_TOKEN`), else the one a host on this machine left for its
-/// port (see `auth::local_token_path`) when `base` is on loopback, else
-/// `./hodei-data/admin.token` (a host started here with the default data
-/// dir). None: requests go without one.
-pub fn discover_token(base: &str, explicit: Option<String>) -> Option<String> {
-    if let Some(token) = explicit.filter(|t| !t.trim().is_empty()) {
-        return Some(token.trim().to_owned());
-    }
-    let read = |path: &std::path::Path| {
-        std::fs::read_to_string(path)
-            .ok()
-            .map(|t| t.trim().to_owned())
-            .filter(|t| !t.is_empty())
-    };
-    let url = reqwest::Url::parse(base).ok()?;
-    let host = url.host_str().unwrap_or_default();
-    let loopback = host == "localhost"
-        || host
-            .trim_matches(['[', ']'])
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if loopback
-        && let Some(port) = url.port_or_known_default()
-        && let Some(token) = crate::auth::local_token_path(port).and_then(|p| read(&p))
-    {
-        return Some(token);
-    }
-    read(std::path::Path::new("hodei-data/admin.token"))
 }
 
 impl ApiClient {
@@ -87,10 +25,8 @@ impl ApiClient {
     ) -> anyhow::Result<Self> {
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(token) = token {
-            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|_| {
-                    anyhow::anyhow!("the API token has characters a header cannot carry")
-                })?;
+            let mut value =
+                reqwest::header::HeaderValue::from_str(&hodei_cli::api::bearer(token)?)?;
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
@@ -124,30 +60,40 @@ impl ApiClient {
         if status.is_success() {
             return Ok(body);
         }
-        let code = body["error"].as_str().unwrap_or("ERROR");
-        let message = body["message"].as_str().unwrap_or("request failed");
-        bail!("{message} ({code}, HTTP {})", status.as_u16())
+        Err(hodei_cli::api::refused(status.as_u16(), &body))
     }
 
     fn unreachable(&self) -> impl FnOnce(reqwest::Error) -> anyhow::Error + '_ {
-        move |err| {
-            anyhow::Error::new(err).context(format!(
-                "cannot reach the hodei server at {} (set --server or HODEI_SERVER)",
-                self.base
-            ))
-        }
+        move |err| anyhow::Error::new(err).context(hodei_cli::api::unreachable(&self.base))
     }
 
-    /// `POST /api/v1/jobs`.
+    /// `POST /api/v1/jobs`; a 429 is tried again after its `Retry-After`
+    /// (see `hodei_cli::api::retry_after`).
     pub async fn submit(&self, body: &Value) -> anyhow::Result<Value> {
-        let response = self
-            .http
-            .post(self.url("/api/v1/jobs"))
-            .json(body)
-            .send()
-            .await
-            .map_err(self.unreachable())?;
-        Self::decode(response).await
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let response = self
+                .http
+                .post(self.url("/api/v1/jobs"))
+                .json(body)
+                .send()
+                .await
+                .map_err(self.unreachable())?;
+            let wait = hodei_cli::api::retry_after(
+                response.status().as_u16(),
+                response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok()),
+            );
+            match wait {
+                Some(wait) if tries < hodei_cli::api::RATE_LIMITED_TRIES => {
+                    tokio::time::sleep(wait).await;
+                }
+                _ => return Self::decode(response).await,
+            }
+        }
     }
 
     /// `POST /api/v1/policies?name=N` with a component.

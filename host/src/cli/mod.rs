@@ -1,5 +1,8 @@
-//! The `hodei` command line: `serve` runs the host; every other command is
-//! a client of its REST API (one file per command).
+//! The full `hodei` command line, the `hodei-host` binary's: `serve` runs
+//! the host; every other command is a client of its REST API (one file per
+//! command). The `hodei` binary users type (the hodei-cli crate) does
+//! `run --detach` itself and hands everything else here by `exec`; the
+//! options both parse are defined there once (`hodei_cli::args`).
 
 mod agent_token;
 pub mod client;
@@ -17,46 +20,21 @@ mod workers;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use hodei_cli::args::{Globals, LogFormat};
 
 use crate::bench::BenchCommand;
 use crate::config::ServeArgs;
 
 /// Hodei Jobs: a job scheduler with Wasm policies and gRPC agents.
 #[derive(Debug, Parser)]
-#[command(name = "hodei", version, about)]
+// `bin_name`: usage lines say `hodei`, the command users type, whether
+// they reached this binary through the front or ran it by its own name.
+#[command(name = "hodei", bin_name = "hodei", version, about)]
 pub struct Cli {
-    /// REST address of the host the client commands talk to.
-    #[arg(
-        long,
-        env = "HODEI_SERVER",
-        default_value = "http://127.0.0.1:8080",
-        global = true
-    )]
-    server: String,
-    /// API token for the client commands [default: the one a host on this
-    /// machine left for its port, else ./hodei-data/admin.token].
-    #[arg(long, env = "HODEI_API_TOKEN", global = true, hide_env_values = true)]
-    token: Option<String>,
-    /// CA certificate to trust for an `https://` server [default:
-    /// ./hodei-data/tls/ca.pem when present].
-    #[arg(long, env = "HODEI_CA_CERT", global = true)]
-    ca_cert: Option<std::path::PathBuf>,
-    /// How log lines on stderr are written: `text` for people, `json` (one
-    /// object per line, with the spans it happened in) for collectors.
-    #[arg(long, env = "HODEI_LOG_FORMAT", global = true, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    #[command(flatten)]
+    globals: Globals,
     #[command(subcommand)]
     command: Command,
-}
-
-/// The format of log lines (`--log-format`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line: timestamp, level, target, fields, and
-    /// the current span with its parents (`span`, `spans`).
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,7 +97,7 @@ pub fn main() -> ExitCode {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let logs = match cli.log_format {
+    let logs = match cli.globals.log_format {
         LogFormat::Text => logs
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .boxed(),
@@ -176,13 +154,13 @@ pub fn main() -> ExitCode {
 async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     let token = match &cli.command {
         Command::Serve(_) | Command::Plugin(_) | Command::Bench(_) | Command::Certs(_) => None,
-        _ => client::discover_token(&cli.server, cli.token.clone()),
+        _ => hodei_cli::token::discover_token(&cli.globals.server, cli.globals.token.as_deref()),
     };
-    let ca = cli.ca_cert.clone().or_else(|| {
+    let ca = cli.globals.ca_cert.clone().or_else(|| {
         let local = std::path::PathBuf::from("hodei-data/tls/ca.pem");
         local.is_file().then_some(local)
     });
-    let client = client::ApiClient::new(&cli.server, token.as_deref(), ca.as_deref())?;
+    let client = client::ApiClient::new(&cli.globals.server, token.as_deref(), ca.as_deref())?;
     match cli.command {
         Command::Serve(args) => crate::serve::serve(args.resolve()?).await.map(|()| 0),
         Command::Run(args) => run::run(&client, args).await,

@@ -22,9 +22,23 @@ pub mod rss;
 
 pub const TOKEN: &str = "test-agent-token-0123456789";
 
-/// The `hodei` binary cargo built for these tests.
+/// `hodei`, the command users type: the front binary (hodei-cli), built
+/// next to the `hodei-host` binary cargo built for these tests (the test
+/// script builds it first). Every command line the tests give it that is
+/// not `run --detach` reaches `hodei-host` through it, by `exec`.
 pub fn hodei_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_hodei"))
+    let path = host_bin().with_file_name("hodei");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build -p hodei-cli` (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// `hodei-host`, the binary cargo built for these tests.
+pub fn host_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_hodei-host"))
 }
 
 /// `hodei-agent`, built next to `hodei` (the test script builds it first).
