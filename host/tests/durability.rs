@@ -82,6 +82,37 @@ fn a_job_running_across_a_host_restart_is_reattached_not_rerun() {
 }
 
 #[test]
+fn a_job_killed_with_its_host_right_after_it_started_is_reattached_and_started() {
+    // The agent must find the restarted host: pin the gRPC port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let grpc = format!("127.0.0.1:{port}");
+    let mut host = Host::start_with(&["--grpc-addr", &grpc]);
+    let _agent = Agent::start(&host, "a1", "", 2);
+    host.wait_workers(1);
+    // It prints nothing: its start is the last write before the kill, and
+    // a start is written without a flush of its own (the next durable
+    // write carries it), so the restarted host may find it `SCHEDULED`
+    // (unless a lease renewal came between).
+    let id = host.submit_ok(&json!({ "args": ["sleep", "3"] }));
+    host.wait_state(&id, &["RUNNING"], Duration::from_secs(20));
+    host.restart(Signal::SIGKILL);
+    let job = host.wait_state(&id, &["RUNNING"], Duration::from_secs(30));
+    assert_eq!(job["attempt"], json!(1), "{job}");
+    assert!(job["started_at"].is_string(), "{job}");
+    let job = host.wait_state(&id, &["SUCCEEDED", "FAILED"], Duration::from_secs(30));
+    assert_eq!(job["state"], json!("SUCCEEDED"), "{job}");
+    assert_eq!(job["attempt"], json!(1), "reattached, not rerun");
+    eprintln!(
+        "start recorded at reattach: {}",
+        host.logs().contains("recorded its start at reattach")
+    );
+}
+
+#[test]
 fn follow_delivers_every_line_once_in_order_and_ends_with_done() {
     let host = Host::start();
     let _agent = Agent::start(&host, "a1", "", 1);

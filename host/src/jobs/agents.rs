@@ -19,7 +19,7 @@ impl JobService {
         let now = Timestamp::now();
         match self
             .store
-            .update(id, Box::new(move |job| job.start(attempt, now)))
+            .update_deferred(id, Box::new(move |job| job.start(attempt, now)))
             .await
         {
             Ok(job) => {
@@ -229,13 +229,14 @@ impl JobService {
     /// Which of the jobs a registering agent reports the store says it
     /// holds (with what they reserve), and which it must abandon. The store
     /// decides, so an agent that moved from another host keeps its jobs and
-    /// one whose attempt was lost meanwhile drops it.
+    /// one whose attempt was lost meanwhile drops it. A kept job the store
+    /// still has `Scheduled` is recorded as started now.
     pub async fn reconcile(
         &self,
         worker: &WorkerId,
         running: &[(JobId, u32)],
     ) -> (Vec<(JobId, Assignment)>, Vec<(JobId, u32)>) {
-        let (mut keep, mut abandon) = (Vec::new(), Vec::new());
+        let (mut keep, mut abandon, mut unstarted) = (Vec::new(), Vec::new(), Vec::new());
         for &(id, attempt) in running {
             match self.store.get(id).await {
                 Ok(Some(job))
@@ -243,6 +244,14 @@ impl JobService {
                         && job.worker_id.as_ref() == Some(worker)
                         && matches!(job.state, JobState::Scheduled | JobState::Running) =>
                 {
+                    if job.state == JobState::Scheduled {
+                        // The agent runs it: its start was not heard, or
+                        // not yet stored (it is taken in the background)
+                        // or durable (see `JobStore::update_deferred`) when
+                        // this host stopped; the agent does not resend it
+                        // once a log line of the job was acknowledged.
+                        unstarted.push((id, attempt));
+                    }
                     keep.push((
                         id,
                         Assignment {
@@ -273,6 +282,10 @@ impl JobService {
                     ));
                 }
             }
+        }
+        for (id, attempt) in unstarted {
+            tracing::info!(job = %id, attempt, worker = %worker, "the agent runs a job the store has scheduled: recorded its start at reattach");
+            self.started(id, attempt).await;
         }
         (keep, abandon)
     }

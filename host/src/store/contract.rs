@@ -64,6 +64,7 @@ pub async fn run_all(store: Arc<dyn JobStore>) {
     events_follow_every_transition_once(store.as_ref()).await;
     a_batch_lands_whole_and_is_listed_by_state(store.as_ref()).await;
     update_applies_transitions_atomically_and_refuses_illegal_ones(store.as_ref()).await;
+    a_deferred_update_is_seen_at_once_and_kept_by_the_next_write(store.as_ref()).await;
     terminal_jobs_leave_the_active_set_and_lose_their_secrets(store.as_ref()).await;
     logs_are_stored_once_per_sequence_in_order(store.as_ref()).await;
     a_log_past_its_quota_ends_with_a_marker(store.as_ref()).await;
@@ -448,6 +449,36 @@ async fn update_applies_transitions_atomically_and_refuses_illegal_ones(store: &
         store.update(missing, Box::new(|_| Ok(()))).await,
         Err(StoreError::NotFound(id)) if id == missing
     ));
+}
+
+/// A deferred update (a job's start) is a transition like any other to
+/// every reader at once, refuses what `update` refuses, and a durable
+/// write after it (the result) lands on top of it.
+async fn a_deferred_update_is_seen_at_once_and_kept_by_the_next_write(store: &dyn JobStore) {
+    let job = scheduled(store).await;
+    let err = store
+        .update_deferred(job.id, Box::new(|j| j.start(7, Timestamp::now())))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        StoreError::Domain(DomainError::StaleAttempt { current: 1, got: 7 })
+    ));
+    let started = store
+        .update_deferred(job.id, Box::new(|j| j.start(1, Timestamp::now())))
+        .await
+        .unwrap();
+    assert_eq!(started.state, JobState::Running);
+    assert_eq!(store.get(job.id).await.unwrap().unwrap(), started);
+    let done = store
+        .update(
+            job.id,
+            Box::new(|j| j.finish(1, Outcome::Exited(0), None, Timestamp::now())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(done.started_at, started.started_at);
 }
 
 async fn terminal_jobs_leave_the_active_set_and_lose_their_secrets(store: &dyn JobStore) {

@@ -177,6 +177,21 @@ pub trait JobStore: Send + Sync + 'static {
     /// as stored. When `change` fails nothing is written.
     async fn update(&self, id: JobId, change: Transition) -> Result<Job, StoreError>;
 
+    /// [`update`](Self::update) for a change a crash may lose: it is
+    /// atomic and visible at once, and durable with the store's next
+    /// durable write rather than with a flush of its own. Only for a job's
+    /// start (`JobService::started`). A host that comes back without it
+    /// still has the job `Scheduled` on that worker with that attempt, and
+    /// learns the start again: the agent resends `JobStarted` on reconnect
+    /// until the host acknowledged something of the job (every
+    /// acknowledgement follows a durable write), and `JobService::reconcile`
+    /// records the start of a job the agent reports running. While the job
+    /// runs, the next durable write is at most a lease renewal away (one
+    /// per agent heartbeat). Default: as `update`.
+    async fn update_deferred(&self, id: JobId, change: Transition) -> Result<Job, StoreError> {
+        self.update(id, change).await
+    }
+
     /// Appends log lines of `attempt`, by the rules of
     /// [`crate::domain::admit`]: sequences already taken are skipped
     /// (resends are idempotent), a gap refuses the batch with

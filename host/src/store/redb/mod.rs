@@ -319,6 +319,11 @@ impl JobStore for RedbStore {
             .await
     }
 
+    async fn update_deferred(&self, id: JobId, change: Transition) -> Result<Job, StoreError> {
+        self.submit(|reply| WriteOp::UpdateDeferred(id, change, reply))
+            .await
+    }
+
     async fn renew_leases(
         &self,
         attempts: Vec<AttemptRef>,

@@ -27,6 +27,9 @@ pub(super) enum WriteOp {
         oneshot::Sender<Result<(), StoreError>>,
     ),
     Update(JobId, Transition, oneshot::Sender<Result<Job, StoreError>>),
+    /// An update a crash may lose (see `JobStore::update_deferred`): a
+    /// group of nothing else commits without a flush.
+    UpdateDeferred(JobId, Transition, oneshot::Sender<Result<Job, StoreError>>),
     AppendLogs {
         id: JobId,
         attempt: u32,
@@ -87,10 +90,19 @@ enum Reply {
 
 fn commit_group(db: &Database, batch: &mut Vec<WriteOp>) {
     let mut replies = Vec::with_capacity(batch.len());
-    let mut ops = batch.drain(..);
     let started = std::time::Instant::now();
+    // A group of deferred updates alone is not flushed: the next durable
+    // commit carries it to disk (redb persists every commit before it).
+    let deferred = batch
+        .iter()
+        .all(|op| matches!(op, WriteOp::UpdateDeferred(..)));
+    let mut ops = batch.drain(..);
     let committed = (|| -> Result<(), StoreError> {
-        let txn = db.begin_write().map_err(StoreError::backend)?;
+        let mut txn = db.begin_write().map_err(StoreError::backend)?;
+        if deferred {
+            txn.set_durability(redb::Durability::None)
+                .map_err(StoreError::backend)?;
+        }
         {
             let mut tables = Tables {
                 jobs: txn.open_table(JOBS).map_err(StoreError::backend)?,
@@ -126,7 +138,8 @@ fn commit_group(db: &Database, batch: &mut Vec<WriteOp>) {
                         }
                         Reply::Insert(reply, Ok(()))
                     }
-                    WriteOp::Update(id, change, reply) => {
+                    WriteOp::Update(id, change, reply)
+                    | WriteOp::UpdateDeferred(id, change, reply) => {
                         Reply::Update(reply, tables.update(id, change))
                     }
                     WriteOp::AppendLogs {
@@ -209,7 +222,9 @@ impl WriteOp {
             | Self::DeletePlugin(_, reply)
             | Self::PutSetting(_, _, reply)
             | Self::AppendEvent(_, reply) => drop(reply.send(Err(err()))),
-            Self::Update(_, _, reply) => drop(reply.send(Err(err()))),
+            Self::Update(_, _, reply) | Self::UpdateDeferred(_, _, reply) => {
+                drop(reply.send(Err(err())));
+            }
             Self::AppendLogs { reply, .. } => drop(reply.send(Err(err()))),
             Self::RenewLeases(_, _, reply) => drop(reply.send(Err(err()))),
             Self::InsertAbsent(_, reply) => drop(reply.send(Err(err()))),
