@@ -63,12 +63,7 @@ fn sigkill_restart_keeps_every_acknowledged_job_with_its_logs() {
 #[test]
 fn a_job_running_across_a_host_restart_is_reattached_not_rerun() {
     // The agent must find the restarted host: pin the gRPC port.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let grpc = format!("127.0.0.1:{port}");
+    let grpc = common::free_local_addr();
     let mut host = Host::start_with(&["--grpc-addr", &grpc]);
     let _agent = Agent::start(&host, "a1", "", 2);
     host.wait_workers(1);
@@ -84,12 +79,7 @@ fn a_job_running_across_a_host_restart_is_reattached_not_rerun() {
 #[test]
 fn a_job_killed_with_its_host_right_after_it_started_is_reattached_and_started() {
     // The agent must find the restarted host: pin the gRPC port.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let grpc = format!("127.0.0.1:{port}");
+    let grpc = common::free_local_addr();
     let mut host = Host::start_with(&["--grpc-addr", &grpc]);
     let _agent = Agent::start(&host, "a1", "", 2);
     host.wait_workers(1);

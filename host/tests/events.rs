@@ -61,14 +61,6 @@ fn read_events(reader: impl std::io::Read, mut each: impl FnMut(SseEvent) -> boo
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn event_id(event: &SseEvent) -> (u64, u64) {
     let raw = event.id.as_deref().expect("every event has an id");
     assert_eq!(event.data["id"], json!(raw));
@@ -81,7 +73,7 @@ fn event_id(event: &SseEvent) -> (u64, u64) {
 #[test]
 fn a_subscriber_resuming_after_a_host_restart_gets_every_transition_once() {
     // Fixed ports, so the agent finds the host again after the restart.
-    let grpc = format!("127.0.0.1:{}", free_port());
+    let grpc = common::free_local_addr();
     let mut host = Host::start_with(&["--grpc-addr", &grpc]);
     let _agent = Agent::start(&host, "a1", "", 4);
     host.wait_workers(1);

@@ -47,12 +47,7 @@ impl Lcg {
 fn a_host_sigkilled_10_times_during_a_30_step_pipeline_runs_each_step_once() {
     let mut rng = Lcg(seed());
     // The agent must find the restarted host: pin the gRPC port.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let grpc = format!("127.0.0.1:{port}");
+    let grpc = common::free_local_addr();
     let mut host = Host::start_with(&["--grpc-addr", &grpc]);
     let _agent = Agent::start(&host, "a1", "", 4);
     host.wait_workers(1);

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::time::Duration;
 
 use common::docker::{self, IMAGE, RemoveOnDrop};
@@ -154,12 +153,7 @@ fn a_host_killed_while_workers_start_and_run_leaves_no_orphan_and_converges() {
     let _cleanup = RemoveOnDrop(name.clone());
     // Agents dial the gRPC port they were created with: the restarted host
     // must listen on the same one.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let grpc = format!("127.0.0.1:{port}");
+    let grpc = common::free_local_addr();
     let (mut host, _dir) = host_with(
         &docker_pool(&name, 3, "idle_timeout_secs = 2"),
         &["--grpc-addr", &grpc, "--lease-secs", "10"],

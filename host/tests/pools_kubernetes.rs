@@ -129,12 +129,7 @@ fn a_host_killed_while_pods_start_and_run_leaves_no_orphan_pod_and_converges() {
     let kube = FakeKube::start("default");
     // Agents dial the gRPC port they were created with: the restarted host
     // must listen on the same one.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let grpc = format!("127.0.0.1:{port}");
+    let grpc = common::free_local_addr();
     let (mut host, _dir) = host_on(
         &kube,
         &kube_pool("k8s-crash", None),

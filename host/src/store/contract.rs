@@ -43,6 +43,17 @@ fn line(sequence: u64, text: &str) -> LogRecord {
     }
 }
 
+/// Job `id`'s first attempt exits 0.
+async fn succeed(store: &dyn JobStore, id: crate::domain::JobId) -> Job {
+    store
+        .update(
+            id,
+            Box::new(|j| j.finish(1, Outcome::Exited(0), None, Timestamp::now())),
+        )
+        .await
+        .unwrap()
+}
+
 async fn scheduled(store: &dyn JobStore) -> Job {
     let job = Job::new(spec(0), Timestamp::now());
     store.insert(job.clone()).await.unwrap();
@@ -470,13 +481,7 @@ async fn a_deferred_update_is_seen_at_once_and_kept_by_the_next_write(store: &dy
         .unwrap();
     assert_eq!(started.state, JobState::Running);
     assert_eq!(store.get(job.id).await.unwrap().unwrap(), started);
-    let done = store
-        .update(
-            job.id,
-            Box::new(|j| j.finish(1, Outcome::Exited(0), None, Timestamp::now())),
-        )
-        .await
-        .unwrap();
+    let done = succeed(store, job.id).await;
     assert_eq!(done.state, JobState::Succeeded);
     assert_eq!(done.started_at, started.started_at);
 }
@@ -491,13 +496,7 @@ async fn terminal_jobs_leave_the_active_set_and_lose_their_secrets(store: &dyn J
             .iter()
             .any(|j| j.id == job.id)
     );
-    let done = store
-        .update(
-            job.id,
-            Box::new(|j| j.finish(1, Outcome::Exited(0), None, Timestamp::now())),
-        )
-        .await
-        .unwrap();
+    let done = succeed(store, job.id).await;
     assert_eq!(done.state, JobState::Succeeded);
     assert!(done.secrets_wiped());
     assert!(
@@ -700,13 +699,7 @@ async fn listing_by_state_follows_every_transition(store: &dyn JobStore) {
             .await
             .contains(&ran.id)
     );
-    store
-        .update(
-            ran.id,
-            Box::new(|j| j.finish(1, Outcome::Exited(0), None, Timestamp::now())),
-        )
-        .await
-        .unwrap();
+    succeed(store, ran.id).await;
     store
         .update(
             cancelled.id,
@@ -804,11 +797,5 @@ async fn insert_absent_stores_a_job_once(store: Arc<dyn JobStore>) {
     // A late insert of the same job changes nothing.
     assert!(!store.insert_absent(job.clone()).await.unwrap());
     assert_eq!(store.get(job.id).await.unwrap(), Some(placed));
-    store
-        .update(
-            job.id,
-            Box::new(|j| j.finish(1, Outcome::Exited(0), None, Timestamp::now())),
-        )
-        .await
-        .unwrap();
+    succeed(store.as_ref(), job.id).await;
 }

@@ -36,6 +36,21 @@ pub fn hodei_bin() -> PathBuf {
     path
 }
 
+/// A port on 127.0.0.1 nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `127.0.0.1:PORT` on a [`free_port`]: for a host that must come back on
+/// the same address (its agents dial the one they were given).
+pub fn free_local_addr() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
 /// `hodei-host`, the binary cargo built for these tests.
 pub fn host_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_hodei-host"))
