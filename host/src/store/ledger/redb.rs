@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{RowChange, WorkerLedger, decode, encode};
 use crate::domain::{ProvisionedWorker, Timestamp, TokenRefusal};
@@ -35,6 +35,30 @@ impl RedbLedger {
             let out = f(&txn)?;
             txn.commit().map_err(StoreError::backend)?;
             Ok(out)
+        })
+        .await
+        .map_err(StoreError::backend)?
+    }
+
+    /// Runs `f` on the workers table in a read transaction (no write lock,
+    /// no flush: a pool's loop reads the ledger five times a second), off
+    /// the async threads; `f` gets None before the first row was written.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(
+            Option<&redb::ReadOnlyTable<&'static str, &'static [u8]>>,
+        ) -> Result<T, StoreError>
+        + Send
+        + 'static,
+    ) -> Result<T, StoreError> {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(StoreError::backend)?;
+            match txn.open_table(WORKERS) {
+                Ok(table) => f(Some(&table)),
+                Err(redb::TableError::TableDoesNotExist(_)) => f(None),
+                Err(err) => Err(StoreError::backend(err)),
+            }
         })
         .await
         .map_err(StoreError::backend)?
@@ -94,8 +118,10 @@ impl WorkerLedger for RedbLedger {
 
     async fn get(&self, id: &str) -> Result<Option<ProvisionedWorker>, StoreError> {
         let id = id.to_owned();
-        self.write(move |txn| {
-            let table = txn.open_table(WORKERS).map_err(StoreError::backend)?;
+        self.read(move |table| {
+            let Some(table) = table else {
+                return Ok(None);
+            };
             let row = table.get(id.as_str()).map_err(StoreError::backend)?;
             row.map(|v| decode(v.value())).transpose()
         })
@@ -104,9 +130,11 @@ impl WorkerLedger for RedbLedger {
 
     async fn list(&self, pool: Option<&str>) -> Result<Vec<ProvisionedWorker>, StoreError> {
         let pool = pool.map(str::to_owned);
-        self.write(move |txn| {
-            let table = txn.open_table(WORKERS).map_err(StoreError::backend)?;
-            let mut all = rows(&table)?;
+        self.read(move |table| {
+            let Some(table) = table else {
+                return Ok(Vec::new());
+            };
+            let mut all = rows(table)?;
             all.retain(|w| pool.as_ref().is_none_or(|p| &w.pool == p));
             Ok(all)
         })
