@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds hodei (the front binary and hodei-host, which it runs for every
-# command but `run --detach`) and hodei-agent (release), puts them on PATH in
+# command but `run`) and hodei-agent (release), puts them on PATH in
 # ~/.cargo/bin, and starts a host with local agents on the embedded store
 # (./hodei-data). Extra arguments go to `hodei serve`.
 set -euo pipefail

@@ -74,8 +74,8 @@ pub async fn run(args: &LatencyArgs) -> anyhow::Result<()> {
             hops.push(trip);
         }
     }
-    // What users type: the `hodei` front, which submits `run --detach`
-    // itself and runs `hodei-host` (this executable) for the rest.
+    // What users type: the `hodei` front, which does `run` itself and
+    // runs `hodei-host` (this executable) for the rest.
     let this = std::env::current_exe()?;
     let front = this.with_file_name("hodei");
     if !front.is_file() {

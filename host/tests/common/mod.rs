@@ -25,7 +25,7 @@ pub const TOKEN: &str = "test-agent-token-0123456789";
 /// `hodei`, the command users type: the front binary (hodei-cli), built
 /// next to the `hodei-host` binary cargo built for these tests (the test
 /// script builds it first). Every command line the tests give it that is
-/// not `run --detach` reaches `hodei-host` through it, by `exec`.
+/// not `run` reaches `hodei-host` through it, by `exec`.
 pub fn hodei_bin() -> PathBuf {
     let path = host_bin().with_file_name("hodei");
     assert!(
