@@ -28,7 +28,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::jobs::{JobPath, parse_id};
 use super::{ApiQuery, AppState};
 use crate::api::error::{ApiError, ErrorBody};
-use crate::domain::{JobId, LogRecord, LogStream};
+use crate::domain::{JobId, LogRecord, LogStream, Timestamp};
 use crate::logs::{self, LogItem, Start};
 use crate::store::StoreError;
 
@@ -74,8 +74,8 @@ pub struct LogParams {
 #[schema(as = LogLine)]
 pub struct LineData<'a> {
     /// When the agent read it (RFC 3339).
-    #[schema(format = DateTime)]
-    timestamp: String,
+    #[schema(value_type = String, format = DateTime)]
+    timestamp: Cow<'a, str>,
     stream: LogStream,
     /// The line without its terminator (invalid UTF-8 replaced).
     #[schema(value_type = String)]
@@ -126,7 +126,7 @@ async fn existing(state: &AppState, id: &str) -> Result<JobId, ApiError> {
 /// The data of a line as the API shows it.
 fn line_data(line: &LogRecord) -> LineData<'_> {
     LineData {
-        timestamp: line.timestamp.to_rfc3339(),
+        timestamp: Cow::Owned(line.timestamp.to_rfc3339()),
         stream: line.stream,
         line: String::from_utf8_lossy(&line.data),
         sequence: line.sequence,
@@ -374,12 +374,13 @@ pub async fn stream(
     // one per line: far fewer frames for the server and for every client,
     // and a lone new line still leaves at once (nothing waits to fill a
     // chunk).
+    let mut stamp = LastStamp::default();
     let events = logs::read(state.jobs.clone(), job_id, start, params.follow)
         .ready_chunks(CHUNK_EVENTS)
-        .map(|items| {
+        .map(move |items| {
             let mut chunk = Vec::with_capacity(items.len() * 160);
             for item in items {
-                write_event(&mut chunk, item);
+                write_event(&mut chunk, &mut stamp, item);
             }
             Some(Bytes::from(chunk))
         })
@@ -403,14 +404,36 @@ pub async fn stream(
     ))
 }
 
+/// The RFC 3339 text of the last timestamp a stream wrote. The lines of
+/// one batch share the agent's read time, so most lines reuse it rather
+/// than format it again.
+#[derive(Default)]
+struct LastStamp(Option<(Timestamp, String)>);
+
+impl LastStamp {
+    fn text(&mut self, at: Timestamp) -> &str {
+        match &mut self.0 {
+            Some((last, _)) if *last == at => {}
+            slot => *slot = Some((at, at.to_rfc3339())),
+        }
+        self.0.as_ref().map_or("", |(_, text)| text)
+    }
+}
+
 /// Appends one item as SSE text: `id:` + `data:` for a line, `event: done`
 /// or `event: error` at the end. JSON escapes newlines, so each `data:` is
 /// one line.
-fn write_event(out: &mut Vec<u8>, item: Result<LogItem, StoreError>) {
+fn write_event(out: &mut Vec<u8>, stamp: &mut LastStamp, item: Result<LogItem, StoreError>) {
     let written = match item {
         Ok(LogItem::Line(line)) => {
             let _ = write!(out, "id: {}\ndata: ", line.sequence);
-            serde_json::to_writer(&mut *out, &line_data(&line))
+            let data = LineData {
+                timestamp: Cow::Borrowed(stamp.text(line.timestamp)),
+                stream: line.stream,
+                line: String::from_utf8_lossy(&line.data),
+                sequence: line.sequence,
+            };
+            serde_json::to_writer(&mut *out, &data)
         }
         Ok(LogItem::Done(job)) => {
             out.extend_from_slice(b"event: done\ndata: ");
@@ -435,4 +458,22 @@ fn write_event(out: &mut Vec<u8>, item: Result<LogItem, StoreError>) {
         out.extend_from_slice(b"{}");
     }
     out.extend_from_slice(b"\n\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reused_stamp_is_the_one_formatted_for_that_time() {
+        let mut stamp = LastStamp::default();
+        let (a, b) = (
+            Timestamp(1_764_000_000_123_456),
+            Timestamp(1_764_000_001_000_001),
+        );
+        for at in [a, a, b, a, b, b] {
+            assert_eq!(stamp.text(at), at.to_rfc3339());
+        }
+        assert_eq!(stamp.text(a), "2025-11-24T16:00:00.123456Z");
+    }
 }

@@ -9,16 +9,21 @@
 //!   the first lines are skipped (the reader connects while the job
 //!   starts).
 //! - throughput: a job prints base64 text (76-character lines, what a
-//!   chatty build looks like) as fast as it can, once to stdout (the PTY)
-//!   and once to stderr (a pipe); MB/s of log data from the job's first
-//!   write to the reader's receipt of the last line, and how fast the job
-//!   itself got its output out.
-//! - the PTY's ceiling, side by side: the stdout job again, on a bare PTY
+//!   chatty build looks like) as fast as it can, three ways: to stdout
+//!   (the PTY) a line per write, as stdio's line buffering on a terminal
+//!   does; to stdout in blocks (through `cat`), as a tool writing through a
+//!   pipe or fully buffered does; and to stderr (a pipe). MB/s of log data
+//!   from the job's first write to the reader's receipt of the last line,
+//!   how fast the job itself got its output out, and the CPU the host, the
+//!   agent and this reader spent per MB (`/proc`, see [`super::cpu`]).
+//! - the PTY's ceiling, side by side: each PTY job again, on a bare PTY
 //!   (output processing off, as the agent sets it) that this process reads
 //!   64 KiB at a time and only counts. Nothing of Hodei's is in the way,
 //!   so this is what the job and the kernel's terminal layer allow on this
-//!   machine; a job writing line by line to a terminal (stdio line
-//!   buffering) pays a system call and a terminal hand-over per line.
+//!   machine; a job writing line by line to a terminal pays a system call
+//!   and a hand-over to the kernel's terminal worker per line. Then once
+//!   more with one core kept busy by a spinning thread: how much of that
+//!   ceiling survives other work on the machine.
 //!
 //! It also prints the size of the static agent binary if it was built
 //! (`cargo build --profile agent-release --target x86_64-unknown-linux-musl
@@ -32,6 +37,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 
+use super::cpu;
 use super::spine::Host;
 
 /// Arguments of `hodei bench logs`.
@@ -74,10 +80,24 @@ pub async fn run(args: &LogsArgs) -> anyhow::Result<()> {
     }
 
     let (bytes, width) = (job_bytes(args), args.line_width);
-    let ceiling = tokio::task::spawn_blocking(move || pty_ceiling(bytes, width)).await??;
     let mut rows = Vec::new();
-    for stream in [Stream::Stdout, Stream::Stderr] {
-        rows.push((stream, throughput(&http, &host.base, args, stream).await?));
+    for writer in [Writer::PtyLines, Writer::PtyBlocks, Writer::Pipe] {
+        let ceilings = if writer.pty() {
+            let quiet =
+                tokio::task::spawn_blocking(move || pty_ceiling(bytes, width, writer, false))
+                    .await??;
+            let contended =
+                tokio::task::spawn_blocking(move || pty_ceiling(bytes, width, writer, true))
+                    .await??;
+            Some((quiet, contended))
+        } else {
+            None
+        };
+        rows.push((
+            writer,
+            throughput(&http, &host, args, writer).await?,
+            ceilings,
+        ));
     }
     host.stop().await;
 
@@ -99,17 +119,15 @@ pub async fn run(args: &LogsArgs) -> anyhow::Result<()> {
         ms(0.99)
     );
     println!("| write → SSE receipt, max | {:.2} ms | |", ms(1.0));
-    for (stream, figures) in rows {
-        let (what, aim) = match stream {
-            Stream::Stdout => ("stdout (the PTY)", "≥ 100 MB/s"),
-            Stream::Stderr => ("stderr (a pipe)", "≥ 100 MB/s"),
-        };
+    for (writer, figures, ceilings) in rows {
         println!(
-            "| throughput, {:.0} MB of {}-char lines on {what}, job's first write → last line at the reader | {:.0} MB/s ({:.1} s) | {aim} |",
+            "| throughput, {:.0} MB of {}-char lines {}, job's first write → last line at the reader | {:.0} MB/s ({:.1} s) | {} |",
             figures.megabytes,
             args.line_width,
+            writer.what(),
             figures.megabytes / figures.delivered_secs,
-            figures.delivered_secs
+            figures.delivered_secs,
+            writer.aim()
         );
         println!(
             "| … job's first write → all stored on the host | {:.0} MB/s ({:.1} s) | |",
@@ -121,15 +139,34 @@ pub async fn run(args: &LogsArgs) -> anyhow::Result<()> {
             figures.megabytes / figures.written_secs,
             figures.written_secs
         );
-        if let Stream::Stdout = stream {
-            let (megabytes, secs) = ceiling;
+        println!(
+            "| … CPU per MB delivered: host, agent, this reader | {:.1}, {:.1}, {:.1} ms | |",
+            figures.host_cpu * 1e3 / figures.megabytes,
+            figures.agent_cpu * 1e3 / figures.megabytes,
+            figures.reader_cpu * 1e3 / figures.megabytes,
+        );
+        println!(
+            "| … the machine's busy CPU meanwhile (job and kernel included), of {} cores | {:.1} s of {:.1} s | |",
+            cpu::cores(),
+            figures.machine_busy,
+            figures.delivered_secs * cpu::cores() as f64
+        );
+        if let Some((quiet, contended)) = ceilings {
             println!(
-                "| … the same job on a bare PTY this process only counts (the PTY's ceiling here) | {:.0} MB/s ({secs:.1} s) | |",
-                megabytes / secs
+                "| … the same job on a bare PTY this process only counts (the PTY's ceiling here) | {:.0} MB/s ({:.1} s), machine busy {:.1} s of {:.1} s | |",
+                quiet.rate(),
+                quiet.secs,
+                quiet.machine_busy,
+                quiet.secs * cpu::cores() as f64
             );
             println!(
                 "| … delivered to the reader, as a share of that ceiling | {:.0} % | |",
-                100.0 * (figures.megabytes / figures.delivered_secs) / (megabytes / secs)
+                100.0 * (figures.megabytes / figures.delivered_secs) / quiet.rate()
+            );
+            println!(
+                "| … the bare PTY again with one core kept busy by a spinning thread (what any other work on the machine does to it) | {:.0} MB/s ({:.1} s) | |",
+                contended.rate(),
+                contended.secs
             );
         }
     }
@@ -146,11 +183,49 @@ pub async fn run(args: &LogsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Which stream the throughput job writes to.
+/// How the throughput job writes its lines.
 #[derive(Debug, Clone, Copy)]
-enum Stream {
-    Stdout,
-    Stderr,
+enum Writer {
+    /// To stdout (the PTY), a write per line: stdio buffers by line on a
+    /// terminal, as a tool printing as it goes does.
+    PtyLines,
+    /// The same lines to stdout in blocks (through `cat`): as a tool
+    /// writing through a pipe or with full buffering does.
+    PtyBlocks,
+    /// To stderr (a pipe).
+    Pipe,
+}
+
+impl Writer {
+    fn pty(self) -> bool {
+        !matches!(self, Self::Pipe)
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Self::PtyLines => "on stdout (the PTY), a write per line",
+            Self::PtyBlocks => "on stdout (the PTY), written in blocks (`| cat`)",
+            Self::Pipe => "on stderr (a pipe)",
+        }
+    }
+
+    fn aim(self) -> &'static str {
+        match self {
+            Self::Pipe => "≥ 100 MB/s",
+            Self::PtyLines | Self::PtyBlocks => "≥ 60 MB/s",
+        }
+    }
+
+    /// The job: `bytes` of random data as base64 lines of `width`, written
+    /// this way.
+    fn command(self, bytes: u64, width: u32) -> String {
+        let tail = match self {
+            Self::PtyLines => "",
+            Self::PtyBlocks => " | cat",
+            Self::Pipe => " >&2",
+        };
+        format!("head -c {bytes} /dev/urandom | base64 -w {width}{tail}")
+    }
 }
 
 /// What one throughput run measured.
@@ -164,23 +239,43 @@ struct Throughput {
     /// From the job's first write until the host had stored everything
     /// (its `finished_at`: the result is stored after the last line).
     stored_secs: f64,
+    /// CPU seconds, submit to the reader's last line: the host's, its
+    /// local agent's, this process's (the reader, mostly).
+    host_cpu: f64,
+    agent_cpu: f64,
+    reader_cpu: f64,
+    /// Busy CPU seconds of the whole machine over the same span.
+    machine_busy: f64,
 }
 
 /// Runs a job printing `megabytes` of base64 to `stream` as fast as it
 /// can, following its log.
 async fn throughput(
     http: &reqwest::Client,
-    base: &str,
+    host: &Host,
     args: &LogsArgs,
-    stream: Stream,
+    writer: Writer,
 ) -> anyhow::Result<Throughput> {
-    let (bytes, width) = (job_bytes(args), args.line_width);
-    let redirect = match stream {
-        Stream::Stdout => "",
-        Stream::Stderr => " >&2",
+    let base = host.base.as_str();
+    let host_pid = host.pid().context("the host has exited")?;
+    let agents = cpu::children_named(host_pid, "hodei-agent")?;
+    let agent_pid = match agents.as_slice() {
+        [one] => *one,
+        other => bail!("expected one local hodei-agent under the host, found {other:?}"),
     };
+    let cpu_now = || -> anyhow::Result<[f64; 4]> {
+        Ok([
+            cpu::process_seconds(host_pid)?,
+            cpu::process_seconds(agent_pid)?,
+            cpu::process_seconds(std::process::id())?,
+            cpu::machine_busy_seconds()?,
+        ])
+    };
+    let before = cpu_now()?;
+    let (bytes, width) = (job_bytes(args), args.line_width);
     let script = format!(
-        "echo \"start $EPOCHREALTIME\"; head -c {bytes} /dev/urandom | base64 -w {width}{redirect}; echo \"end $EPOCHREALTIME\""
+        "echo \"start $EPOCHREALTIME\"; {}; echo \"end $EPOCHREALTIME\"",
+        writer.command(bytes, width)
     );
     let (mut first, mut last, mut ended, mut volume) = (None, 0.0, None, 0_u64);
     let id = follow(http, base, &script, |line, received| {
@@ -194,6 +289,7 @@ async fn throughput(
         last = received;
     })
     .await?;
+    let after = cpu_now()?;
     let first = first.context("no start line")?;
     let job: Value = http
         .get(format!("{base}/api/v1/jobs/{id}"))
@@ -209,6 +305,10 @@ async fn throughput(
         delivered_secs: last - first,
         written_secs: ended.context("no end line")? - first,
         stored_secs: finished - first,
+        host_cpu: after[0] - before[0],
+        agent_cpu: after[1] - before[1],
+        reader_cpu: after[2] - before[2],
+        machine_busy: after[3] - before[3],
     })
 }
 
@@ -218,11 +318,26 @@ fn job_bytes(args: &LogsArgs) -> u64 {
     args.megabytes * 1_000_000 * 3 / 4
 }
 
-/// The throughput job's `bytes` as base64 lines of `width`, on the slave of
+/// What a bare-PTY run measured.
+struct Ceiling {
+    megabytes: f64,
+    secs: f64,
+    /// Busy CPU seconds of the whole machine meanwhile.
+    machine_busy: f64,
+}
+
+impl Ceiling {
+    fn rate(&self) -> f64 {
+        self.megabytes / self.secs
+    }
+}
+
+/// The throughput job (`writer`'s way, a PTY one), on the slave of
 /// a fresh PTY with output processing off (as the agent sets it), its
 /// master read here in 64 KiB reads that are only counted, until every
-/// process closed the terminal. Returns (MB read, seconds from spawn).
-fn pty_ceiling(bytes: u64, width: u32) -> anyhow::Result<(f64, f64)> {
+/// process closed the terminal. With `contended`, a thread spins on one
+/// core meanwhile, as any other work would.
+fn pty_ceiling(bytes: u64, width: u32, writer: Writer, contended: bool) -> anyhow::Result<Ceiling> {
     use std::io::Read;
     use std::process::{Command, Stdio};
 
@@ -233,10 +348,13 @@ fn pty_ceiling(bytes: u64, width: u32) -> anyhow::Result<(f64, f64)> {
     mode.output_flags.remove(OutputFlags::OPOST);
     termios::tcsetattr(&pty.slave, SetArg::TCSANOW, &mode)?;
     let slave = std::fs::File::from(pty.slave);
+    // Stops and joins the spinner however this function returns.
+    let _spinner = contended.then(Spinner::start);
+    let busy_before = cpu::machine_busy_seconds()?;
     let started = std::time::Instant::now();
     let mut child = Command::new("bash")
         .arg("-c")
-        .arg(format!("head -c {bytes} /dev/urandom | base64 -w {width}"))
+        .arg(writer.command(bytes, width))
         .stdin(Stdio::null())
         .stdout(slave.try_clone()?)
         .stderr(Stdio::null())
@@ -257,11 +375,49 @@ fn pty_ceiling(bytes: u64, width: u32) -> anyhow::Result<(f64, f64)> {
         }
     }
     let secs = started.elapsed().as_secs_f64();
+    let machine_busy = cpu::machine_busy_seconds()? - busy_before;
     let status = child.wait()?;
     if !status.success() || read == 0 {
         bail!("the bare-PTY job ended {status} after {read} bytes");
     }
-    Ok((read as f64 / 1e6, secs))
+    Ok(Ceiling {
+        megabytes: read as f64 / 1e6,
+        secs,
+        machine_busy,
+    })
+}
+
+/// A thread keeping one core busy until dropped.
+struct Spinner {
+    spinning: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Spinner {
+    fn start() -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let spinning = std::sync::Arc::new(AtomicBool::new(true));
+        let flag = std::sync::Arc::clone(&spinning);
+        let thread = std::thread::spawn(move || {
+            while flag.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        });
+        Self {
+            spinning,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Spinner {
+    fn drop(&mut self) {
+        self.spinning
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// One SSE data record; only the line is read (borrowed when it has no

@@ -25,6 +25,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::cpu;
 use super::spine::Host;
 
 /// Arguments of `hodei bench maskers`.
@@ -107,23 +108,9 @@ pub async fn run(args: &MaskersArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Clock ticks per second of `/proc/PID/stat`'s times: `USER_HZ`, 100 on
-/// Linux whatever the kernel's own tick rate (a fixed part of its ABI).
-const USER_HZ: f64 = 100.0;
-
-/// CPU seconds the host has used so far, user and system, its ended
-/// threads included (`/proc/PID/stat`). Less at the mercy of a busy
-/// machine than MB/s.
+/// CPU seconds the host has used so far (see [`cpu`]).
 fn cpu_seconds(host: &Host) -> anyhow::Result<f64> {
-    let pid = host.pid().context("the host has exited")?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The fields after the command name, which is in parentheses and may
-    // hold spaces: state is the first, utime the 12th, stime the 13th.
-    let after = stat.rsplit_once(") ").context("bad /proc stat")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = fields.get(11).context("no utime")?.parse::<u64>()?
-        + fields.get(12).context("no stime")?.parse::<u64>()?;
-    Ok(ticks as f64 / USER_HZ)
+    cpu::process_seconds(host.pid().context("the host has exited")?)
 }
 
 /// One batch worth of 76-character base64 lines, every 100th carrying the

@@ -23,6 +23,7 @@
 //! - `providers`: submit → first log line on a cold and a warm worker of
 //!   local and Docker pools (see [`providers`]).
 
+mod cpu;
 pub mod footprint;
 pub mod latency;
 pub mod logs;

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
+use super::cpu;
 use super::latency::quantile;
 use super::pipeline::lone_starts;
 use super::sim_agents;
@@ -98,7 +99,7 @@ async fn throughput(args: &SchedulerArgs) -> anyhow::Result<()> {
     let batches = args.jobs.div_ceil(batch);
     let total = u64::try_from(batches * batch)?;
     let body = json!({ "jobs": vec![json!({ "args": ["true"] }); batch] });
-    let cpu_before = cpu_seconds(pid)?;
+    let cpu_before = cpu::process_seconds(pid)?;
     let started = Instant::now();
     submit_batches(&host.base, 4, batches, body).await?;
     while finished(&http, &host.base).await? < total {
@@ -108,7 +109,7 @@ async fn throughput(args: &SchedulerArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(pid)? - cpu_before;
+    let cpu = cpu::process_seconds(pid)? - cpu_before;
     drop(agents);
     host.stop().await;
     println!(
@@ -122,20 +123,6 @@ async fn throughput(args: &SchedulerArgs) -> anyhow::Result<()> {
         cpu / total as f64 * 1e6
     );
     Ok(())
-}
-
-/// User + system CPU time of a process so far, in seconds (`/proc` counts
-/// in USER_HZ, 100 a second on Linux whatever the kernel's tick).
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) in parens.
-    let rest = stat.rsplit_once(')').context("malformed stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| -> anyhow::Result<f64> {
-        Ok(fields.get(i).context("short stat")?.parse::<f64>()?)
-    };
-    // utime and stime are the 14th and 15th fields; `rest` starts at the 3rd.
-    Ok((ticks(11)? + ticks(12)?) / 100.0)
 }
 
 /// Submits/s with and without a deep backlog, and a job's start with it.
