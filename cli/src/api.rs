@@ -8,6 +8,8 @@ use std::io::BufRead;
 use std::time::Duration;
 
 use serde_json::Value;
+use ureq::Body;
+use ureq::http::Response;
 
 use crate::outcome::{Done, LogLine};
 
@@ -81,20 +83,30 @@ impl Client {
         })
     }
 
+    /// `request` with the token's header, if there is a token.
+    fn authorized<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.authorization {
+            Some(value) => request.header("authorization", value),
+            None => request,
+        }
+    }
+
+    /// A request that got no answer: the host is not there.
+    fn unanswered(&self, err: ureq::Error) -> anyhow::Error {
+        anyhow::Error::new(err).context(unreachable(&self.base))
+    }
+
     fn send(
         &self,
         request: ureq::RequestBuilder<ureq::typestate::WithBody>,
         body: Option<&Value>,
-    ) -> anyhow::Result<ureq::http::Response<ureq::Body>> {
-        let request = match &self.authorization {
-            Some(value) => request.header("authorization", value),
-            None => request,
-        };
+    ) -> anyhow::Result<Response<Body>> {
+        let request = self.authorized(request);
         let sent = match body {
             Some(body) => request.send_json(body),
             None => request.send_empty(),
         };
-        sent.map_err(|err| anyhow::Error::new(err).context(unreachable(&self.base)))
+        sent.map_err(|err| self.unanswered(err))
     }
 
     /// `POST /api/v1/jobs`: the created job; a 429 is tried again after
@@ -105,19 +117,18 @@ impl Client {
             tries += 1;
             let request = self.agent.post(format!("{}/api/v1/jobs", self.base));
             let mut response = self.send(request, Some(body))?;
-            let status = response.status().as_u16();
             let wait = retry_after(
-                status,
+                response.status().as_u16(),
                 response
                     .headers()
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok()),
             );
-            let answer: Value = response.body_mut().read_json().unwrap_or(Value::Null);
+            // Read whole either way, so the connection can be used again.
+            let answer = answer(&mut response);
             match wait {
                 Some(wait) if tries < RATE_LIMITED_TRIES => std::thread::sleep(wait),
-                _ if (200..300).contains(&status) => return Ok(answer),
-                _ => return Err(refused(status, &answer)),
+                _ => return answer,
             }
         }
     }
@@ -127,14 +138,7 @@ impl Client {
         let request = self
             .agent
             .post(format!("{}/api/v1/jobs/{id}/cancel", self.base));
-        let mut response = self.send(request, None)?;
-        let status = response.status().as_u16();
-        let answer: Value = response.body_mut().read_json().unwrap_or(Value::Null);
-        if (200..300).contains(&status) {
-            Ok(answer)
-        } else {
-            Err(refused(status, &answer))
-        }
+        answer(&mut self.send(request, None)?)
     }
 
     /// Follows job `id`'s log (`GET /api/v1/jobs/{id}/logs?follow=true`),
@@ -148,17 +152,13 @@ impl Client {
         let request = self
             .agent
             .get(format!("{}/api/v1/jobs/{id}/logs?follow=true", self.base));
-        let request = match &self.authorization {
-            Some(value) => request.header("authorization", value),
-            None => request,
-        };
-        let mut response = request
+        let mut response = self
+            .authorized(request)
             .call()
-            .map_err(|err| anyhow::Error::new(err).context(unreachable(&self.base)))?;
-        let status = response.status().as_u16();
-        if !(200..300).contains(&status) {
-            let answer: Value = response.body_mut().read_json().unwrap_or(Value::Null);
-            return Err(refused(status, &answer));
+            .map_err(|err| self.unanswered(err))?;
+        if !response.status().is_success() {
+            // A refusal: its error, as JSON.
+            answer(&mut response)?;
         }
         let reader = std::io::BufReader::new(response.into_body().into_reader());
         let mut events = SseEvents::default();
@@ -171,6 +171,18 @@ impl Client {
             }
         }
         Ok(None)
+    }
+}
+
+/// The JSON answer of a 2xx response, or the refusal any other status
+/// is.
+fn answer(response: &mut Response<Body>) -> anyhow::Result<Value> {
+    let status = response.status().as_u16();
+    let answer: Value = response.body_mut().read_json().unwrap_or(Value::Null);
+    if (200..300).contains(&status) {
+        Ok(answer)
+    } else {
+        Err(refused(status, &answer))
     }
 }
 
