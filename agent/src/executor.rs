@@ -458,10 +458,10 @@ impl Running {
     /// group, removes the job's directory, and starts the scan for
     /// escaped processes ([`crate::reap`]).
     ///
-    /// The scan reads the environment of every process on the machine
-    /// (a millisecond or more on a busy one), so it runs in the background:
-    /// the job's result does not wait for it, and neither does its slot.
-    /// Whatever escaped is killed moments later either way.
+    /// The scan reads the environment of every process on the machine, so
+    /// it runs on the reaper's thread, shared with the other jobs that end
+    /// about then: the job's result does not wait for it, and neither does
+    /// its slot. Whatever escaped is killed moments later either way.
     async fn clean_up(mut self) {
         let deadline = Instant::now() + DRAIN_BOUND;
         let drained = timeout_at(deadline, async {
@@ -475,11 +475,7 @@ impl Running {
         }
         self.stopped.store(true, Ordering::SeqCst);
         signal_group(self.pgid, Signal::SIGKILL);
-        let (job_id, attempt) = (self.job_id.clone(), self.attempt);
-        tokio::task::spawn_blocking(move || match crate::reap::reap_job(&job_id, attempt) {
-            0 => {}
-            killed => debug!(%job_id, killed, "killed processes outside the group"),
-        });
+        crate::reap::request(&self.job_id, self.attempt);
         drop(self.master);
         let dir = self.dir.path().to_path_buf();
         if let Err(error) = self.dir.close() {

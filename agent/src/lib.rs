@@ -89,6 +89,19 @@ const KILL_WAIT: Duration = Duration::from_secs(1);
 /// Runs the agent until SIGTERM/SIGINT (`Ok`) or until the host rejects the
 /// token (an error that downcasts to [`TokenRejected`]).
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let ran = serve(args).await;
+    // What the last jobs left behind is still killed before the exit.
+    let reaped = tokio::task::spawn_blocking(|| reap::drain(REAP_DRAIN)).await;
+    if !matches!(reaped, Ok(true)) {
+        warn!("exiting before every scan for escaped processes was done");
+    }
+    ran
+}
+
+/// How long an exiting agent waits for the reaper's queued scans.
+const REAP_DRAIN: Duration = Duration::from_secs(2);
+
+async fn serve(args: Args) -> anyhow::Result<()> {
     if args.exit_with_parent {
         // SIGINT, not SIGTERM: with its host gone the agent cannot deliver
         // what a drain would wait for, so it cancels.
