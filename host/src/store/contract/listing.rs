@@ -91,13 +91,7 @@ pub(super) async fn listing_by_state_follows_every_transition(store: &dyn JobSto
             .contains(&ran.id)
     );
     succeed(store, ran.id).await;
-    store
-        .update(
-            cancelled.id,
-            Box::new(|j| j.request_cancel(Timestamp::now()).map(|_| ())),
-        )
-        .await
-        .unwrap();
+    request_cancel(store, cancelled.id).await;
     // A refused change moves nothing.
     let refused = store
         .update(ran.id, Box::new(|j| j.start(1, Timestamp::now())))
@@ -169,12 +163,6 @@ pub(super) async fn a_batch_lands_whole_and_is_listed_by_state(store: &dyn JobSt
 /// Cancels pending jobs, so later checks see the queue as it was.
 pub(super) async fn cancel_all(store: &dyn JobStore, jobs: &[Job]) {
     for job in jobs {
-        store
-            .update(
-                job.id,
-                Box::new(|j| j.request_cancel(Timestamp::now()).map(|_| ())),
-            )
-            .await
-            .unwrap();
+        request_cancel(store, job.id).await;
     }
 }

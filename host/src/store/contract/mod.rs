@@ -65,9 +65,15 @@ async fn succeed(store: &dyn JobStore, id: crate::domain::JobId) -> Job {
 async fn scheduled(store: &dyn JobStore) -> Job {
     let job = Job::new(spec(0), Timestamp::now());
     store.insert(job.clone()).await.unwrap();
+    schedule_on_w(store, job.id).await
+}
+
+/// Every contract check, in turn.
+/// Places `id` on worker `w` (it must be pending).
+async fn schedule_on_w(store: &dyn JobStore, id: crate::domain::JobId) -> Job {
     store
         .update(
-            job.id,
+            id,
             Box::new(|j| {
                 j.schedule(WorkerId("w".into()), Timestamp::now())
                     .map(|_| ())
@@ -77,7 +83,17 @@ async fn scheduled(store: &dyn JobStore) -> Job {
         .unwrap()
 }
 
-/// Every contract check, in turn.
+/// Asks to cancel `id` (it must not have ended).
+async fn request_cancel(store: &dyn JobStore, id: crate::domain::JobId) -> Job {
+    store
+        .update(
+            id,
+            Box::new(|j| j.request_cancel(Timestamp::now()).map(|_| ())),
+        )
+        .await
+        .unwrap()
+}
+
 pub async fn run_all(store: Arc<dyn JobStore>) {
     insert_then_get_round_trips(store.as_ref()).await;
     events_follow_every_transition_once(store.as_ref()).await;
@@ -192,13 +208,7 @@ async fn leases_are_renewed_per_attempt_and_expire(store: &dyn JobStore) {
         .unwrap();
     assert!(!expired(at + 5 * SECOND).await);
 
-    store
-        .update(
-            job.id,
-            Box::new(|j| j.request_cancel(Timestamp::now()).map(|_| ())),
-        )
-        .await
-        .unwrap();
+    request_cancel(store, job.id).await;
     let renewal = store
         .renew_leases(vec![(job.id, 1)], Timestamp(at + 12 * SECOND))
         .await
@@ -414,16 +424,7 @@ async fn insert_absent_stores_a_job_once(store: Arc<dyn JobStore>) {
         .map(Result::unwrap)
         .collect();
     assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
-    let placed = store
-        .update(
-            job.id,
-            Box::new(|j| {
-                j.schedule(WorkerId("w".into()), Timestamp::now())
-                    .map(|_| ())
-            }),
-        )
-        .await
-        .unwrap();
+    let placed = schedule_on_w(store.as_ref(), job.id).await;
     // A late insert of the same job changes nothing.
     assert!(!store.insert_absent(job.clone()).await.unwrap());
     assert_eq!(store.get(job.id).await.unwrap(), Some(placed));
